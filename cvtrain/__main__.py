@@ -1,0 +1,3 @@
+from cvtrain.cli import main
+
+main()

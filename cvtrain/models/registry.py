@@ -1,0 +1,78 @@
+"""The model registry: a name -> (options schema, builder) map, in the style of timm.
+
+A family module declares a pydantic options class whose ``name`` field is a one-value
+Literal, and decorates its builder with ``@register_model(Options)``. The job schema's
+``model`` key is the discriminated union of every registered options class, so an unknown
+name or option is refused at validation time, before TensorFlow is ever imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+# Modules whose import registers builders. Listed here rather than discovered so that
+# registration order (and so the schema) is stable.
+FAMILIES = ("cvtrain.models.cifar",)
+
+
+class ModelOptions(BaseModel):
+    """Base of every model's options: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    options: type[ModelOptions]
+    build: Callable[..., Any]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_loaded = False
+
+
+def register_model(options: type[ModelOptions]) -> Callable:
+    """Register ``build(options, input_shape, num_classes) -> keras.Model`` under the
+    name fixed by ``options.name``'s Literal."""
+    name = options.model_fields["name"].annotation.__args__[0]
+
+    def decorate(build: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        doc = (build.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(name, options, build, doc[0] if doc else "")
+        return build
+
+    return decorate
+
+
+def _load_families() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in FAMILIES:
+            importlib.import_module(module)
+
+
+def list_models() -> dict[str, ModelEntry]:
+    _load_families()
+    return dict(_REGISTRY)
+
+
+def model_option_classes() -> dict[str, type[ModelOptions]]:
+    return {name: entry.options for name, entry in list_models().items()}
+
+
+def build_model(options: ModelOptions, input_shape: tuple[int, ...], num_classes: int):
+    """Build the Keras model named by ``options.name`` (not compiled)."""
+    models = list_models()
+    if options.name not in models:
+        raise KeyError(f"unknown model {options.name!r}; known: {', '.join(sorted(models))}")
+    return models[options.name].build(options, tuple(input_shape), num_classes)
