@@ -181,6 +181,11 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
             raise SpecError(f"{path}: extends: expected a relative path to another job file")
         base = load_raw(path.parent / parent, (*_chain, real))
         base.pop("name", None)
+        # a child naming another model starts that model's options afresh
+        child_model, base_model = doc.get("model"), base.get("model")
+        if (isinstance(child_model, dict) and isinstance(base_model, dict)
+                and child_model.get("name", base_model.get("name")) != base_model.get("name")):
+            base.pop("model")
         doc = merge(base, doc)
     return {"name": name, **doc}
 
@@ -292,7 +297,10 @@ def _describe(err: dict, doc: dict) -> str:
     msg = err["msg"]
     msg = msg[0].lower() + msg[1:]
     if msg.startswith("input should be"):
-        msg = "expected" + msg[len("input should be"):]
+        rest = msg[len("input should be"):]
+        if rest.startswith((" greater", " less")):
+            rest = " a number" + rest
+        msg = "expected" + rest
     return f"{msg}, got {got!r}"
 
 

@@ -1,0 +1,53 @@
+"""The ``cvtrain`` command line. Commands only parse and print; the work lives elsewhere.
+
+Nothing here imports TensorFlow, boto3 or matplotlib at module level: ``cvtrain --help``,
+``cvtrain jobs list`` and ``cvtrain jobs validate`` must answer instantly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cvtrain import __version__
+from cvtrain.cli import data, jobs, run
+from cvtrain.errors import CvtrainError
+
+app = typer.Typer(
+    name="cvtrain",
+    help="Run computer-vision training experiments from declarative job files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("run")(run.run)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(data.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cvtrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Run computer-vision training experiments from declarative job files."""
+
+
+def main() -> None:
+    """Console-script entry: user errors become one line on stderr and an exit code."""
+    try:
+        app(prog_name="cvtrain")
+    except CvtrainError as exc:
+        print(f"cvtrain: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("cvtrain: interrupted", file=sys.stderr)
+        sys.exit(130)

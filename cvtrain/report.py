@@ -1,0 +1,145 @@
+"""What a person sees: rich terminal output, the run summary table, learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_num(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_diff(ours, theirs, digits: int = 4) -> str:
+    if ours is None or theirs is None:
+        return "-"
+    diff = ours - theirs
+    return f"{diff:+.{digits}f}"
+
+
+def fmt_seconds(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+class RunLog:
+    """Prints to the terminal and, while a run is on, to its ``log.txt`` as plain text."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=False, highlight=False)
+        self._file = None
+        self._file_console: Console | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return self.console.is_terminal
+
+    def attach_file(self, path: Path) -> None:
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in detach
+        self._file_console = Console(file=self._file, width=110, no_color=True,
+                                     highlight=False, force_terminal=False)
+
+    def detach_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._file_console = None
+
+    def print(self, *objects) -> None:
+        self.console.print(*objects)
+        if self._file_console is not None:
+            self._file_console.print(*objects)
+            self._file.flush()
+
+    def epoch_line(self, row: dict, epochs: int) -> None:
+        width = len(str(epochs))
+        parts = [f"epoch {row['epoch']:>{width}}/{epochs}",
+                 f"loss {fmt_num(row['loss'])}", f"acc {fmt_num(row['accuracy'])}",
+                 f"val_loss {fmt_num(row['val_loss'])}", f"val_acc {fmt_num(row['val_accuracy'])}",
+                 fmt_seconds(row["seconds"])]
+        self.print("  ".join(parts))
+
+    def progress_callback(self, steps: int, epochs: int):
+        """A Keras callback drawing a rich progress bar for the batches of each epoch."""
+        import keras
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = self.console
+
+        class RichProgress(keras.callbacks.Callback):
+            async_safe = True  # rich is thread-safe: let Keras dispatch batch hooks async
+
+            def on_train_begin(self, logs=None):
+                self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                         MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                         console=console, transient=True)
+                self.progress.start()
+                self.task = None
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps,
+                                                   stats="")
+
+            def on_train_batch_end(self, batch, logs=None):
+                logs = logs or {}
+                stats = f"loss {fmt_num(logs.get('loss'))} acc {fmt_num(logs.get('accuracy'))}"
+                self.progress.update(self.task, completed=batch + 1, stats=stats)
+
+            def on_train_end(self, logs=None):
+                self.progress.stop()
+
+        return RichProgress()
+
+
+def summary_table(metrics: dict, run_path: Path) -> Table:
+    """Our accuracy and loss beside the report's, with the differences, epochs and time."""
+    report = metrics.get("report") or {}
+    table = Table(title=f"{metrics['job']} / {metrics['run_id']}", title_justify="left")
+    table.add_column("")
+    table.add_column("ours", justify="right")
+    table.add_column("report", justify="right")
+    table.add_column("difference", justify="right")
+    for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
+        table.add_row(label, fmt_num(metrics[key]), fmt_num(report.get(key)),
+                      fmt_diff(metrics[key], report.get(key)))
+    epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
+    table.add_row("epochs", epochs, "", "")
+    table.add_row("wall time", fmt_seconds(metrics["wall_seconds"]), "", "")
+    ips = metrics.get("train_images_per_second")
+    table.add_row("train images/s", "-" if ips is None else f"{ips:,.0f}", "", "")
+    table.add_row("run folder", str(run_path), "", "")
+    return table
+
+
+def plot_curves(rows: list[dict], dest: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, training vs validation, as the report plots them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, [r[key] for r in rows], marker=".", label="training")
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], marker=".", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)

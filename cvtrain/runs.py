@@ -1,0 +1,125 @@
+"""The run folder: ``<out>/<job-name>/<run-id>/`` and the files every run leaves in it.
+
+The contract the storage, docker and cloud backends build on:
+
+- ``spec.yaml``      the fully resolved job spec
+- ``metrics.json``   test accuracy/loss, best epoch, epochs run, timings, versions, device
+- ``history.csv``    one row per epoch: loss, accuracy, val_loss, val_accuracy, seconds
+- ``curves.png``     loss and accuracy, training vs validation
+- ``model.keras``    the trained model
+- ``tensorboard/``   TensorBoard event files
+- ``log.txt``        what the run printed
+- ``manifest.json``  written last: every other file with its size and sha256
+
+A folder without ``manifest.json`` is an incomplete run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cvtrain.errors import UsageError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+SPEC = "spec.yaml"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+MODEL = "model.keras"
+LOG = "log.txt"
+TENSORBOARD = "tensorboard"
+
+
+def default_out_dir() -> Path:
+    return Path(os.environ.get("CVTRAIN_RUNS", "runs"))
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough: UTC time to the second plus 4 random hex digits."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """One run's folder; ``create`` makes it, ``finalize`` seals it with the manifest."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out: Path, job_name: str, run_id: str | None = None) -> RunDir:
+        run_id = run_id or new_run_id()
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            raise UsageError(f"--run-id {run_id!r}: expected a plain name without '/'")
+        run = cls(Path(out) / job_name / run_id)
+        if run.is_complete():
+            raise UsageError(f"{run.path}: a complete run with this id exists; "
+                             "choose another --run-id")
+        if run.path.exists():
+            # an interrupted run: nothing in it is trustworthy without its manifest
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True)
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def job_name(self) -> str:
+        return self.path.parent.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def is_complete(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    def finalize(self) -> dict:
+        """Write ``manifest.json`` listing every file (size, sha256); it is written last."""
+        files = []
+        for p in sorted(self.path.rglob("*")):
+            if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"):
+                files.append({"path": p.relative_to(self.path).as_posix(),
+                              "size": p.stat().st_size, "sha256": sha256_file(p)})
+        manifest = {"job": self.job_name, "run_id": self.run_id,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "files": files}
+        write_json(self.path / MANIFEST, manifest)
+        return manifest
+
+
+def verify(run_path: Path) -> list[str]:
+    """Problems with a run folder against its manifest (empty list: complete and intact)."""
+    run_path = Path(run_path)
+    manifest_path = run_path / MANIFEST
+    if not manifest_path.is_file():
+        return ["no manifest.json: incomplete run"]
+    problems = []
+    for entry in json.loads(manifest_path.read_text())["files"]:
+        p = run_path / entry["path"]
+        if not p.is_file():
+            problems.append(f"{entry['path']}: missing")
+        elif p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
+            problems.append(f"{entry['path']}: content differs from manifest")
+    return problems
