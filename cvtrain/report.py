@@ -54,9 +54,10 @@ class RunLog:
         self._file_console = None
 
     def print(self, *objects) -> None:
-        self.console.print(*objects)
+        # soft_wrap: long lines (paths) stay whole rather than folded at the terminal width
+        self.console.print(*objects, soft_wrap=True)
         if self._file_console is not None:
-            self._file_console.print(*objects)
+            self._file_console.print(*objects, soft_wrap=True)
             self._file.flush()
 
     def epoch_line(self, row: dict, epochs: int) -> None:
@@ -106,7 +107,7 @@ def summary_table(metrics: dict, run_path: Path) -> Table:
     report = metrics.get("report") or {}
     table = Table(title=f"{metrics['job']} / {metrics['run_id']}", title_justify="left")
     table.add_column("")
-    table.add_column("ours", justify="right")
+    table.add_column("ours", justify="right", overflow="fold")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
@@ -127,6 +128,7 @@ def plot_curves(rows: list[dict], dest: Path, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -134,6 +136,7 @@ def plot_curves(rows: list[dict], dest: Path, title: str = "") -> None:
         ax.plot(epochs, [r[key] for r in rows], marker=".", label="training")
         ax.plot(epochs, [r[f"val_{key}"] for r in rows], marker=".", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)

@@ -61,13 +61,17 @@ def write_json(path: Path, data) -> None:
 
 
 class RunDir:
-    """One run's folder; ``create`` makes it, ``finalize`` seals it with the manifest."""
+    """One run's folder: ``claim`` picks it, ``prepare`` makes it, ``finalize`` seals it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: Path, job_name: str, run_id: str | None = None) -> RunDir:
+    def claim(cls, out: Path, job_name: str, run_id: str | None = None) -> RunDir:
+        """The folder a new run will use; refused if a complete run already holds it.
+
+        Nothing is written yet: call :meth:`prepare` once the run is ready to start.
+        """
         run_id = run_id or new_run_id()
         if not run_id or "/" in run_id or run_id in (".", ".."):
             raise UsageError(f"--run-id {run_id!r}: expected a plain name without '/'")
@@ -75,11 +79,14 @@ class RunDir:
         if run.is_complete():
             raise UsageError(f"{run.path}: a complete run with this id exists; "
                              "choose another --run-id")
-        if run.path.exists():
-            # an interrupted run: nothing in it is trustworthy without its manifest
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True)
         return run
+
+    def prepare(self) -> RunDir:
+        if self.path.exists():
+            # an interrupted run: nothing in it is trustworthy without its manifest
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        return self
 
     @property
     def run_id(self) -> str:

@@ -84,7 +84,6 @@ def configure_device(spec: JobSpec, seed: int) -> dict:
 def load_dataset(spec: JobSpec, log: RunLog):
     from cvtrain.data.cifar import load_cifar100
 
-    log.print(f"[bold]data[/]: {spec.data.dataset} from {spec.data.path or 'the user cache'}")
     return load_cifar100(spec.data.path, num_classes=spec.data.num_classes,
                          edition=spec.data.edition, progress=log.interactive)
 
@@ -166,24 +165,30 @@ def package_versions() -> dict:
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
             log: RunLog | None = None) -> RunResult:
-    """Train and evaluate ``spec``; leave a complete run folder; return its metrics."""
+    """Train and evaluate ``spec``; leave a complete run folder; return its metrics.
+
+    The dataset is loaded before the run folder is made, so a missing or corrupt dataset
+    leaves nothing behind.
+    """
     started = datetime.now(UTC)
     t_start = time.perf_counter()
-    run = runs.RunDir.create(out or runs.default_out_dir(), spec.name, run_id)
     log = log or RunLog()
+    run = runs.RunDir.claim(out or runs.default_out_dir(), spec.name, run_id)
+    data = load_dataset(spec, log)
+    run.prepare()
     log.attach_file(run.file(runs.LOG))
     try:
-        return _run(spec, run, log, started, t_start)
+        return _run(spec, data, run, log, started, t_start)
     finally:
         log.detach_file()
 
 
-def _run(spec: JobSpec, run: runs.RunDir, log: RunLog, started, t_start) -> RunResult:
+def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -> RunResult:
     run.file(runs.SPEC).write_text(spec.to_yaml(), encoding="utf-8")
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
     log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
+    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
 
-    data = load_dataset(spec, log)
     import keras
 
     from cvtrain.data.pipeline import build_splits
@@ -208,7 +213,8 @@ def _run(spec: JobSpec, run: runs.RunDir, log: RunLog, started, t_start) -> RunR
     recorder, callbacks = make_callbacks(spec, run, log, splits, epochs)
     t_fit = time.perf_counter()
     model.fit(splits.train, validation_data=splits.validation, epochs=epochs,
-              steps_per_epoch=splits.steps_per_epoch, callbacks=callbacks, verbose=0)
+              steps_per_epoch=splits.steps_per_epoch, callbacks=callbacks, verbose=0,
+              shuffle=False)  # the stream shuffles itself
     fit_seconds = time.perf_counter() - t_fit
     rows = recorder.rows
 

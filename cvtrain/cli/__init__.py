@@ -6,7 +6,10 @@ Nothing here imports TensorFlow, boto3 or matplotlib at module level: ``cvtrain 
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import typer
 
@@ -51,3 +54,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("cvtrain: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # a bug or an environment problem: one line, traceback on demand
+        if os.environ.get("CVTRAIN_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"cvtrain: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f" (at {Path(where.filename).name}:{where.lineno}; set CVTRAIN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
