@@ -125,7 +125,8 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
             lr = self.model.optimizer.learning_rate
             row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                    "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-                   "seconds": round(seconds, 3), "learning_rate": float(keras.ops.convert_to_numpy(lr))}
+                   "seconds": round(seconds, 3),
+                   "learning_rate": float(keras.ops.convert_to_numpy(lr))}
             row["train_seconds"] = self._train_s if self._train_s is not None else seconds
             self.rows.append(row)
             with open(run.file(runs.HISTORY), "a", newline="") as fh:
@@ -240,7 +241,8 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         "fit_seconds": round(fit_seconds, 3),
         # over all epochs but the first (graph tracing and warm-up), validation excluded
-        "train_images_per_second": round(train_images / train_seconds, 1) if train_seconds else None,
+        "train_images_per_second": (round(train_images / train_seconds, 1)
+                                    if train_seconds else None),
         "seed": seed,
         "report": {"test_accuracy": spec.report.test_accuracy, "test_loss": spec.report.test_loss},
         "dataset": {"name": spec.data.dataset, "source": str(data.source), "sha256": data.sha256,

@@ -69,7 +69,8 @@ def test_each_cifar_job_runs_one_epoch_through_the_cli(job, tiny_archive, tmp_pa
     metrics = assert_complete_run(run_path, epochs=1)
     spec = load_spec(run_path / runs.SPEC)  # the resolved spec is itself a valid job file
     assert spec.training.epochs == 1 and spec.seed == 3
-    assert metrics["report"]["test_accuracy"] == load_spec(JOBS / f"cifar/{job}.yaml").report.test_accuracy
+    report = load_spec(JOBS / f"cifar/{job}.yaml").report
+    assert metrics["report"]["test_accuracy"] == report.test_accuracy
     # the summary table puts the report's number beside ours
     assert "report" in result.stdout and "difference" in result.stdout
     assert f"-> {run_path}" in result.stdout and "run folder" in result.stdout

@@ -58,7 +58,8 @@ def main() -> None:
         if os.environ.get("CVTRAIN_DEBUG"):
             raise
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        print(f"cvtrain: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f" (at {Path(where.filename).name}:{where.lineno}; set CVTRAIN_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        first = (str(exc).splitlines() or [""])[0]
+        print(f"cvtrain: internal error: {type(exc).__name__}: {first} "
+              f"(at {Path(where.filename).name}:{where.lineno}; "
+              "set CVTRAIN_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(1)

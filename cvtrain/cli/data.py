@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -14,7 +14,7 @@ synth_app = typer.Typer(help="Write a small synthetic dataset in an official on-
 app.add_typer(synth_app, name="synth")
 
 
-class CifarFormat(str, Enum):
+class CifarFormat(StrEnum):
     binary = "binary"
     python = "python"
 
