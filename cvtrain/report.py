@@ -86,15 +86,20 @@ class RunLog:
                 self.task = None
 
             def on_epoch_begin(self, epoch, logs=None):
-                if self.task is not None:
-                    self.progress.remove_task(self.task)
                 self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=steps,
                                                    stats="")
 
             def on_train_batch_end(self, batch, logs=None):
+                if self.task is None:
+                    return
                 logs = logs or {}
                 stats = f"loss {fmt_num(logs.get('loss'))} acc {fmt_num(logs.get('accuracy'))}"
                 self.progress.update(self.task, completed=batch + 1, stats=stats)
+
+            def on_epoch_end(self, epoch, logs=None):
+                # the epoch's summary line replaces its bar
+                self.progress.remove_task(self.task)
+                self.task = None
 
             def on_train_end(self, logs=None):
                 self.progress.stop()

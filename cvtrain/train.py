@@ -136,7 +136,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
     recorder = EpochRecorder()
     callbacks = [recorder]
     if log.interactive:
-        callbacks.append(log.progress_callback(splits.steps_per_epoch, epochs))
+        callbacks.insert(0, log.progress_callback(splits.steps_per_epoch, epochs))
     es = spec.training.early_stopping
     if es is not None:
         callbacks.append(keras.callbacks.EarlyStopping(

@@ -60,7 +60,7 @@ def channel_stats(x: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarra
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     for start in range(0, len(x), 4096):
-        chunk = x[start:start + 4096].astype(np.float64) / 255.0
+        chunk = x[start : start + 4096].astype(np.float64) / 255.0
         total += chunk.sum(axis=(0, 1, 2))
         total_sq += np.square(chunk).sum(axis=(0, 1, 2))
     count = len(x) * x.shape[1] * x.shape[2]
@@ -83,7 +83,7 @@ def augment_matrices(tf, batch: int, height: int, width: int, aug, seed) -> Any:
     tx = uniform(1, -aug.shift, aug.shift) * width if aug.shift else zeros
     zy = uniform(2, 1 - aug.zoom, 1 + aug.zoom) if aug.zoom else ones
     zx = uniform(3, 1 - aug.zoom, 1 + aug.zoom) if aug.zoom else ones
-    flip = (tf.where(uniform(4, 0.0, 1.0) < 0.5, -1.0, 1.0) if aug.horizontal_flip else ones)
+    flip = tf.where(uniform(4, 0.0, 1.0) < 0.5, -1.0, 1.0) if aug.horizontal_flip else ones
     angles = tf.random.stateless_uniform([batch, 2], seeds[5], -1.0, 1.0)
     theta = angles[:, 0] * (aug.rotation * math.pi / 180.0)
     shear = angles[:, 1] * (aug.shear * math.pi / 180.0)
@@ -104,13 +104,21 @@ def augment_matrices(tf, batch: int, height: int, width: int, aug, seed) -> Any:
     return tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
 
 
-def build_splits(data, num_classes: int, validation_split: float, normalize: bool, augment,
-                 batch_size: int, epochs: int, seed: int, initial_epoch: int = 0) -> Splits:
+def build_splits(
+    data,
+    num_classes: int,
+    validation_split: float,
+    normalize: bool,
+    augment,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    initial_epoch: int = 0,
+) -> Splits:
     """Turn in-memory uint8 arrays into the train/validation/test ``tf.data`` streams."""
     import tensorflow as tf
 
-    x_tr, y_tr, x_val, y_val = split_train_validation(data.x_train, data.y_train,
-                                                      validation_split)
+    x_tr, y_tr, x_val, y_val = split_train_validation(data.x_train, data.y_train, validation_split)
     mean, std = channel_stats(x_tr, normalize)
     height, width, channels = x_tr.shape[1:]
     # scale and normalise in one multiply-add: (x / 255 - mean) / std
@@ -123,9 +131,13 @@ def build_splits(data, num_classes: int, validation_split: float, normalize: boo
 
     def eval_stream(x, y):
         labels = tf.one_hot(y, num_classes)
-        return (tf.data.Dataset.from_tensor_slices((x, labels)).batch(batch_size)
-                .map(lambda a, b: (prepare(a), b), num_parallel_calls=autotune)
-                .cache().prefetch(autotune))
+        return (
+            tf.data.Dataset.from_tensor_slices((x, labels))
+            .batch(batch_size)
+            .map(lambda a, b: (prepare(a), b), num_parallel_calls=autotune)
+            .cache()
+            .prefetch(autotune)
+        )
 
     images = tf.constant(x_tr)
     labels = tf.one_hot(tf.constant(y_tr), num_classes)
@@ -139,7 +151,8 @@ def build_splits(data, num_classes: int, validation_split: float, normalize: boo
         order = tf.random.experimental.stateless_shuffle(tf.range(n_train), epoch_seed)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         return batches.enumerate().map(
-            lambda step, idx: (tf.random.experimental.stateless_fold_in(epoch_seed, step), idx))
+            lambda step, idx: (tf.random.experimental.stateless_fold_in(epoch_seed, step), idx)
+        )
 
     def load_batch(batch_seed, idx):
         x = tf.cast(tf.gather(images, idx), tf.float32)
@@ -147,14 +160,21 @@ def build_splits(data, num_classes: int, validation_split: float, normalize: boo
         if augment.enabled:
             transforms = augment_matrices(tf, tf.shape(x)[0], height, width, augment, batch_seed)
             x = tf.raw_ops.ImageProjectiveTransformV3(
-                images=x, transforms=transforms, output_shape=[height, width],
-                fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)
+                images=x,
+                transforms=transforms,
+                output_shape=[height, width],
+                fill_value=0.0,
+                interpolation="BILINEAR",
+                fill_mode=fill_mode,
+            )
         return x * scale + offset, y
 
-    train = (tf.data.Dataset.range(initial_epoch, epochs)
-             .flat_map(epoch_batches)
-             .map(load_batch, num_parallel_calls=autotune, deterministic=True)
-             .prefetch(autotune))
+    train = (
+        tf.data.Dataset.range(initial_epoch, epochs)
+        .flat_map(epoch_batches)
+        .map(load_batch, num_parallel_calls=autotune, deterministic=True)
+        .prefetch(autotune)
+    )
     return Splits(
         train=train,
         validation=eval_stream(x_val, y_val),
