@@ -136,3 +136,15 @@ def test_early_stopping_restores_best_weights(tiny_archive, tmp_path):
     assert m["best_epoch"] == 1 + val_acc.index(max(val_acc))
     # it stops `patience` epochs after the best one, or at the epoch limit
     assert m["epochs_run"] == min(6, m["best_epoch"] + 1)
+
+
+def test_data_synth_cli_writes_both_official_archives(tmp_path):
+    from cvtrain.data.cifar import load_cifar100
+
+    for fmt, name in (("binary", "cifar-100-binary.tar.gz"), ("python", "cifar-100-python.tar.gz")):
+        result = run_cli("data", "synth", "cifar100", tmp_path / fmt, "--classes", "3",
+                         "--train-per-class", "4", "--test-per-class", "2", "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(tmp_path / fmt / name)
+        data = load_cifar100(tmp_path / fmt / name, num_classes=3, progress=False)
+        assert data.x_train.shape == (12, 32, 32, 3) and data.x_test.shape == (6, 32, 32, 3)
