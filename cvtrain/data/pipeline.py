@@ -104,6 +104,50 @@ def augment_matrices(tf, batch: int, height: int, width: int, aug, seed) -> Any:
     return tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
 
 
+def separable(augment) -> bool:
+    """Whether the augmentation is axis-aligned (no rotation or shear) with a fill mode the
+    separable resampler implements."""
+    return (not augment.rotation and not augment.shear
+            and augment.fill_mode in ("nearest", "constant"))
+
+
+def _resample_axis(tf, x, scale, offset, axis: int, fill_mode: str):
+    """Linear interpolation of ``x`` along one axis at ``source = scale * target + offset``
+    (one map per image): two row gathers and a lerp."""
+    size = x.shape[axis]
+    target = tf.range(size, dtype=tf.float32)
+    source = scale[:, None] * target[None, :] + offset[:, None]  # (B, size)
+    if fill_mode == "nearest":
+        source = tf.clip_by_value(source, 0.0, size - 1.0)
+    low = tf.floor(source)
+    frac = source - low
+    low_i = tf.cast(low, tf.int32)
+    high_i = low_i + 1
+    if fill_mode == "constant":  # taps outside the image read zeros
+        inside_low = tf.cast((low_i >= 0) & (low_i < size), x.dtype)
+        inside_high = tf.cast((high_i >= 0) & (high_i < size), x.dtype)
+    low_i = tf.clip_by_value(low_i, 0, size - 1)
+    high_i = tf.clip_by_value(high_i, 0, size - 1)
+    shape = [-1, 1, 1, 1]
+    shape[axis] = size
+    w_high = frac
+    w_low = 1.0 - frac
+    if fill_mode == "constant":
+        w_low, w_high = w_low * inside_low, w_high * inside_high
+    a = tf.gather(x, low_i, axis=axis, batch_dims=1)
+    b = tf.gather(x, high_i, axis=axis, batch_dims=1)
+    return a * tf.reshape(w_low, shape) + b * tf.reshape(w_high, shape)
+
+
+def resample_separable(tf, x, transforms, fill_mode: str):
+    """Apply axis-aligned projective transforms (m01 = m10 = 0) one axis at a time.
+
+    Bilinear interpolation is separable, so for shift, zoom and flip this gives what
+    ImageProjectiveTransformV3 gives (tested), with about half its CPU time."""
+    x = _resample_axis(tf, x, transforms[:, 4], transforms[:, 5], 1, fill_mode)
+    return _resample_axis(tf, x, transforms[:, 0], transforms[:, 2], 2, fill_mode)
+
+
 def build_splits(
     data,
     num_classes: int,
@@ -146,19 +190,26 @@ def build_splits(
     fill_mode = augment.fill_mode.upper()
     base_seed = tf.constant([seed, 0], tf.int64)
 
+    fast_resample = separable(augment)
+
     def epoch_batches(epoch):
         epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
         order = tf.random.experimental.stateless_shuffle(tf.range(n_train), epoch_seed)
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        return batches.enumerate().map(
-            lambda step, idx: (tf.random.experimental.stateless_fold_in(epoch_seed, step), idx)
-        )
+
+        def batch_indices(step):
+            # slicing (clamped at the end) rather than .batch(): no per-image tf.data work
+            return (tf.random.experimental.stateless_fold_in(epoch_seed, step),
+                    order[step * batch_size:(step + 1) * batch_size])
+
+        return tf.data.Dataset.range(steps).map(batch_indices)
 
     def load_batch(batch_seed, idx):
         x = tf.cast(tf.gather(images, idx), tf.float32)
         y = tf.gather(labels, idx)
         if augment.enabled:
             transforms = augment_matrices(tf, tf.shape(x)[0], height, width, augment, batch_seed)
+            if fast_resample:
+                return resample_separable(tf, x, transforms, augment.fill_mode) * scale + offset, y
             x = tf.raw_ops.ImageProjectiveTransformV3(
                 images=x,
                 transforms=transforms,
