@@ -121,6 +121,11 @@ def summary_table(metrics: dict, run_path: Path) -> Table:
     epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
     table.add_row("epochs", epochs, "", "")
     table.add_row("wall time", fmt_seconds(metrics["wall_seconds"]), "", "")
+    features = (metrics.get("dataset") or {}).get("features")
+    if features:
+        how = ("cache hit" if features["cache"] == "hit" else
+               f"extracted in {fmt_seconds(features['extraction_seconds'])}")
+        table.add_row("features", f"{features['kind']}, {how}", "", "")
     ips = metrics.get("train_images_per_second")
     table.add_row("train images/s", "-" if ips is None else f"{ips:,.0f}", "", "")
     table.add_row("run folder", str(run_path), "", "")

@@ -9,6 +9,7 @@ The contract the storage, docker and cloud backends build on:
 - ``model.keras``    the trained model
 - ``tensorboard/``   TensorBoard event files
 - ``log.txt``        what the run printed
+- ``classes.json``   class names in label order
 - ``manifest.json``  written last: every other file with its size and sha256
 
 A folder without ``manifest.json`` is an incomplete run.
@@ -34,6 +35,7 @@ CURVES = "curves.png"
 MODEL = "model.keras"
 LOG = "log.txt"
 TENSORBOARD = "tensorboard"
+CLASSES = "classes.json"
 
 
 def default_out_dir() -> Path:

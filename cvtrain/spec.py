@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cvtrain.errors import UsageError
 from cvtrain.models.registry import model_option_classes
@@ -47,8 +47,8 @@ class Augment(Strict):
         return bool(self.shift or self.zoom or self.horizontal_flip or self.rotation or self.shear)
 
 
-class Data(Strict):
-    """Which dataset, where it is, and how it is split and prepared."""
+class CifarData(Strict):
+    """CIFAR-100: where it is, which classes, and how it is split and prepared."""
 
     dataset: Literal["cifar100"] = Field(description="dataset name")
     path: str | None = Field(
@@ -67,6 +67,27 @@ class Data(Strict):
         False, description="feature-wise centring and scaling, statistics from the training split"
     )
     augment: Augment = Field(default_factory=Augment)
+
+
+class BirdsData(Strict):
+    """Caltech-UCSD Birds: a folder or .tgz in the 2010 or the 2011 layout."""
+
+    dataset: Literal["cub200"] = Field(description="dataset name")
+    path: str | None = Field(
+        None, description="folder or .tgz holding images/ and lists/ (2010) or images.txt, "
+        "train_test_split.txt, image_class_labels.txt (2011)")
+    layout: Literal["2010", "2011"] = Field("2010", description="which edition's file layout")
+    image_size: int = Field(224, ge=32, le=1024, description="images are resized to this square")
+    validation_split: float = Field(
+        0.1, gt=0, lt=1, description="fraction of the training set held out for validation")
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _year_as_text(cls, value):
+        return str(value) if isinstance(value, int) else value  # `layout: 2010` in YAML
+
+
+Data = Annotated[Union[CifarData, BirdsData], Field(discriminator="dataset")]  # noqa: UP007
 
 
 class Optimizer(Strict):
@@ -245,30 +266,31 @@ def _location(loc: tuple, doc: Any) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
-def _allowed_keys(loc: tuple, doc: Any) -> list[str]:
-    """The keys the schema allows at the mapping holding the error location."""
+def _union_members(field: Any) -> dict[str, type[BaseModel]] | None:
+    """For a discriminated union field: {tag: class}; else None."""
+    if not isinstance(field.discriminator, str):
+        return None
+    return {cls.model_fields[field.discriminator].annotation.__args__[0]: cls
+            for cls in field.annotation.__args__}
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the schema allows at the mapping holding the error location.
+
+    Pydantic's location for a discriminated union holds the tag after the field name
+    (``model.basenet.dropuot``), which picks the member class."""
     cls: Any = JobSpec
-    node = doc
+    union: dict | None = None
     for part in loc[:-1]:
-        if cls is None:
-            return []
-        if isinstance(part, str) and part in model_option_classes() and cls is _MODEL_MARK:
-            cls = model_option_classes()[part]
+        if union is not None:
+            cls, union = union.get(part), None
             continue
         field = getattr(cls, "model_fields", {}).get(part)
         if field is None:
             return []
-        node = node.get(part) if isinstance(node, dict) else None
-        if part == "model" and cls is JobSpec:
-            cls = _MODEL_MARK
-            continue
-        cls = _unwrap(field.annotation)
-    if cls is _MODEL_MARK:
-        return []
-    return sorted(getattr(cls, "model_fields", {}))
-
-
-_MODEL_MARK = object()
+        union = _union_members(field)
+        cls = None if union is not None else _unwrap(field.annotation)
+    return sorted(getattr(cls, "model_fields", {})) if cls is not None else []
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -282,15 +304,20 @@ def _describe(err: dict, doc: dict) -> str:
     kind, loc = err["type"], err["loc"]
     got = err.get("input")
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc, doc)
+        allowed = _allowed_keys(loc)
         hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
         return f"unknown key{hint}"
     if kind == "missing":
         return "required key is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        known = ", ".join(sorted(model_option_classes()))
-        what = f"unknown model {got.get('name')!r}" if isinstance(got, dict) else "missing name"
-        return f"{what}; expected one of: {known}"
+        ctx = err.get("ctx", {})
+        tag = ctx.get("discriminator", "").strip("'")
+        what = "model" if tag == "name" else "dataset"
+        known = ", ".join(sorted(model_option_classes())) if tag == "name" else \
+            ctx.get("expected_tags", "").replace("'", "")
+        value = got.get(tag) if isinstance(got, dict) else None
+        problem = f"unknown {what} {value!r}" if value is not None else f"missing {tag}"
+        return f"{problem}; expected one of: {known}"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"expected one of {expected}, got {got!r}"
@@ -311,7 +338,7 @@ def validate(doc: dict, source: str) -> JobSpec:
         err = exc.errors()[0]
         path = _location(err["loc"], doc)
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            path = f"{path}.name"
+            path = f"{path}.{err.get('ctx', {}).get('discriminator', 'name').strip(chr(39))}"
         more = len(exc.errors()) - 1
         extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise SpecError(f"{source}: {path}: {_describe(err, doc)}{extra}") from None

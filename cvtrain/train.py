@@ -7,16 +7,20 @@ runs. It writes the run folder described in :mod:`cvtrain.runs`, ``manifest.json
 from __future__ import annotations
 
 import csv
+import math
 import os
 import platform
 import secrets
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cvtrain import __version__, runs
+from cvtrain.errors import UsageError
 from cvtrain.report import RunLog, plot_curves, summary_table
 from cvtrain.spec import JobSpec
 
@@ -45,6 +49,28 @@ def git_revision() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up notices (oneDNN, CPU features) kept off the
+    terminal: TensorFlow 2.21 prints them before any log-level setting applies. Whatever
+    it printed is shown after all if the import fails."""
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def configure_device(spec: JobSpec, seed: int) -> dict:
@@ -81,11 +107,105 @@ def configure_device(spec: JobSpec, seed: int) -> dict:
             "jit_compile": spec.training.jit_compile, "deterministic": spec.seed is not None}
 
 
+def local_data_path(path: str | None, log: RunLog) -> str | Path | None:
+    """A job's ``data.path``; a URI (``s3://...``) is pulled into the cache once."""
+    if path is None or "://" not in path:
+        return path
+    from cvtrain.storage import localize
+
+    return localize(path, progress=log.interactive)
+
+
 def load_dataset(spec: JobSpec, log: RunLog):
+    """The dataset the spec names: in-memory arrays (CIFAR) or file lists (birds)."""
+    path = local_data_path(spec.data.path, log)
+    if spec.data.dataset == "cub200":
+        from cvtrain.data.birds import load_cub200
+
+        return load_cub200(path, layout=spec.data.layout)
     from cvtrain.data.cifar import load_cifar100
 
-    return load_cifar100(spec.data.path, num_classes=spec.data.num_classes,
-                         edition=spec.data.edition, progress=log.interactive)
+    return load_cifar100(path, num_classes=spec.data.num_classes, edition=spec.data.edition,
+                         progress=log.interactive)
+
+
+def prepare_inputs(spec: JobSpec, data, seed: int, log: RunLog, initial_epoch: int = 0):
+    """The train/validation/test streams for this spec's dataset and kind of model."""
+    from cvtrain.models.resnet import FeatureHeadOptions
+
+    t, d = spec.training, spec.data
+    head = isinstance(spec.model, FeatureHeadOptions)
+    if d.dataset == "cifar100":
+        if head:
+            raise UsageError(f"model.name: {spec.model.name} trains on ResNet50 features of the "
+                             "birds; expected data.dataset: cub200")
+        from cvtrain.data.pipeline import build_splits
+
+        return build_splits(data, d.num_classes, d.validation_split, d.normalize, d.augment,
+                            t.batch_size, t.epochs, seed, initial_epoch)
+    if head:
+        return feature_inputs(spec, data, seed, log, initial_epoch)
+    return birds_image_inputs(spec, data, seed, initial_epoch)
+
+
+def feature_inputs(spec: JobSpec, birds, seed: int, log: RunLog, initial_epoch: int):
+    """Cached backbone features (pooled vectors or maps) as in-memory streams."""
+    import tensorflow as tf
+
+    from cvtrain.data.birds import split_indices
+    from cvtrain.data.pipeline import Splits, array_eval_stream, array_train_stream
+    from cvtrain.features import load_or_extract
+
+    t, d = spec.training, spec.data
+    fs = load_or_extract(birds, spec.model, d.image_size, d.layout, seed, log)
+    train, test = fs.arrays(spec.model.features)
+    tr, val = split_indices(len(train), d.validation_split)
+    classes = birds.num_classes
+    stream = array_train_stream(tf.constant(train[tr]),
+                                tf.one_hot(tf.constant(birds.train_labels[tr]), classes),
+                                t.batch_size, t.epochs, seed, initial_epoch)
+    return Splits(
+        train=stream,
+        validation=array_eval_stream(train[val], birds.train_labels[val], classes, t.batch_size),
+        test=array_eval_stream(test, birds.test_labels, classes, t.batch_size),
+        steps_per_epoch=math.ceil(len(tr) / t.batch_size), train_size=len(tr),
+        validation_size=len(val), test_size=len(test), input_shape=tuple(train.shape[1:]),
+        details={"features": {"kind": spec.model.features, "key": fs.key,
+                              "cache": "hit" if fs.cache_hit else "miss",
+                              "extraction_seconds": round(fs.seconds, 3),
+                              "path": str(fs.path)}})
+
+
+def birds_image_inputs(spec: JobSpec, birds, seed: int, initial_epoch: int):
+    """Images decoded from disk as batches are needed (fine-tuning)."""
+    from cvtrain.data.birds import image_stream, split_indices, training_image_stream
+    from cvtrain.data.pipeline import Splits
+
+    t, d = spec.training, spec.data
+    tr, val = split_indices(len(birds.train_files), d.validation_split)
+    files = birds.train_files
+    classes = birds.num_classes
+    return Splits(
+        train=training_image_stream([files[i] for i in tr], birds.train_labels[tr], classes,
+                                    d.image_size, t.batch_size, t.epochs, seed, initial_epoch),
+        validation=image_stream([files[i] for i in val], birds.train_labels[val], d.image_size,
+                                t.batch_size, classes),
+        test=image_stream(birds.test_files, birds.test_labels, d.image_size, t.batch_size,
+                          classes),
+        steps_per_epoch=math.ceil(len(tr) / t.batch_size), train_size=len(tr),
+        validation_size=len(val), test_size=len(birds.test_files),
+        input_shape=(d.image_size, d.image_size, 3))
+
+
+def image_errors(data):
+    """For datasets read from image files, name the file behind a decode failure."""
+    import contextlib
+
+    if hasattr(data, "train_files"):
+        from cvtrain.data.birds import image_errors as named_errors
+
+        return named_errors(data.train_files + data.test_files)
+    return contextlib.nullcontext()
 
 
 def build_optimizer(spec: JobSpec):
@@ -174,6 +294,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     log = log or RunLog()
+    import_tensorflow_quietly()
     run = runs.RunDir.claim(out or runs.default_out_dir(), spec.name, run_id)
     data = load_dataset(spec, log)
     run.prepare()
@@ -192,19 +313,19 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
 
     import keras
 
-    from cvtrain.data.pipeline import build_splits
     from cvtrain.models import build_model
 
     device = configure_device(spec, seed)
     t = spec.training
     epochs = t.epochs
-    splits = build_splits(data, spec.data.num_classes, spec.data.validation_split,
-                          spec.data.normalize, spec.data.augment, t.batch_size, epochs, seed)
+    classes = list(data.class_names)
+    runs.write_json(run.file(runs.CLASSES), classes)
+    splits = prepare_inputs(spec, data, seed, log)
     log.print(f"[bold]split[/]: {splits.train_size} train, {splits.validation_size} validation, "
-              f"{splits.test_size} test images; {spec.data.num_classes} classes; "
+              f"{splits.test_size} test images; {len(classes)} classes; "
               f"device {device['type']}{' (mixed precision)' if device['mixed_precision'] else ''}")
 
-    model = build_model(spec.model, splits.input_shape, spec.data.num_classes)
+    model = build_model(spec.model, splits.input_shape, len(classes))
     jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
     model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit,
@@ -213,13 +334,13 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
 
     recorder, callbacks = make_callbacks(spec, run, log, splits, epochs)
     t_fit = time.perf_counter()
-    model.fit(splits.train, validation_data=splits.validation, epochs=epochs,
-              steps_per_epoch=splits.steps_per_epoch, callbacks=callbacks, verbose=0,
-              shuffle=False)  # the stream shuffles itself
-    fit_seconds = time.perf_counter() - t_fit
-    rows = recorder.rows
-
-    test = model.evaluate(splits.test, verbose=0, return_dict=True)
+    with image_errors(data):
+        model.fit(splits.train, validation_data=splits.validation, epochs=epochs,
+                  steps_per_epoch=splits.steps_per_epoch, callbacks=callbacks, verbose=0,
+                  shuffle=False)  # the stream shuffles itself
+        fit_seconds = time.perf_counter() - t_fit
+        rows = recorder.rows
+        test = model.evaluate(splits.test, verbose=0, return_dict=True)
     model.save(run.file(runs.MODEL))
     plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
 
@@ -247,8 +368,7 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
         "report": {"test_accuracy": spec.report.test_accuracy, "test_loss": spec.report.test_loss},
         "dataset": {"name": spec.data.dataset, "source": str(data.source), "sha256": data.sha256,
                     "train": splits.train_size, "validation": splits.validation_size,
-                    "test": splits.test_size, "classes": spec.data.num_classes,
-                    "normalization": {"mean": splits.mean, "std": splits.std}},
+                    "test": splits.test_size, "classes": len(classes), **splits.details},
         "parameters": int(model.count_params()),
         "versions": package_versions(),
         "git_revision": git_revision(),

@@ -7,13 +7,18 @@ from cvtrain.models import build_model, list_models, model_option_classes
 
 
 def options(name, **kw):
-    return model_option_classes()[name](name=name, **kw)
+    cls = model_option_classes()[name]
+    if "weights" in cls.model_fields:
+        kw.setdefault("weights", "none")  # no downloads in tests
+    return cls(name=name, **kw)
 
 
 @pytest.mark.parametrize("name", sorted(list_models()))
 def test_every_registered_model_builds_and_runs_forward(name):
-    model = build_model(options(name), (32, 32, 3), 25)
-    out = model(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32), training=False)
+    opts = options(name)
+    shape = opts.example_input_shape
+    model = build_model(opts, shape, 25)
+    out = model(np.random.default_rng(0).random((2, *shape), dtype=np.float32), training=False)
     assert tuple(out.shape) == (2, 25)
     np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
 
@@ -69,3 +74,27 @@ def test_bonus_structure():
     assert kinds.count("Conv2D") == 8 and kinds.count("MaxPooling2D") == 3
     assert "GlobalAveragePooling2D" in kinds and "Flatten" not in kinds
     assert kinds.count("Dense") == 4  # three dense blocks + the classifier
+
+
+def test_transfer_heads_match_part3():
+    a1 = build_model(options("resnet50_features_dense"), (2048,), 200)
+    assert a1.count_params() == 2048 * 200 + 200
+    a2 = build_model(options("resnet50_features_mlp"), (2048,), 200)
+    assert _shapes(a2, {"Dense", "Dropout"}) == [("Dense", (1024,)), ("Dense", (512,)),
+                                                ("Dropout", (512,)), ("Dense", (200,))]
+    b = build_model(options("resnet50_maps_convhead"), (7, 7, 2048), 200)
+    assert _shapes(b, {"Conv2D", "MaxPooling2D", "Flatten", "Dense"}) == [
+        ("Conv2D", (5, 5, 1024)), ("MaxPooling2D", (2, 2, 1024)), ("Flatten", (4096,)),
+        ("Dense", (512,)), ("Dense", (218,)), ("Dense", (200,))]
+
+
+def test_finetune_trains_every_layer_and_missing_weights_fail_clearly(tmp_path):
+    from cvtrain.errors import DataError
+
+    model = build_model(options("resnet50_finetune"), (64, 64, 3), 200)
+    assert all(layer.trainable for layer in model.layers)
+    assert _shapes(model, {"Dense", "Dropout"}) == [("Dense", (1024,)), ("Dropout", (1024,)),
+                                                   ("Dense", (200,))]
+    with pytest.raises(DataError, match="no weights file at .*missing.weights.h5"):
+        build_model(options("resnet50_finetune", weights=str(tmp_path / "missing.weights.h5")),
+                    (64, 64, 3), 200)

@@ -39,8 +39,8 @@ def test_normalisation_statistics_come_from_the_training_split_only():
     data.x_train[180:] = 255  # the validation part is very bright
     splits = build_splits(data, 5, 0.1, True, Augment(), 16, 1, seed=0)
     mean, std = channel_stats(data.x_train[:180], True)
-    np.testing.assert_allclose(splits.mean, mean, rtol=1e-6)
-    assert max(splits.mean) < 0.6
+    np.testing.assert_allclose(splits.details["normalization"]["mean"], mean, rtol=1e-6)
+    assert max(splits.details["normalization"]["mean"]) < 0.6
     x_train = np.concatenate([b[0].numpy() for b in splits.train])
     assert abs(x_train.mean()) < 0.05 and abs(x_train.std() - 1) < 0.05
     x_val = np.concatenate([b[0].numpy() for b in splits.validation])

@@ -898,6 +898,12 @@ def _synthetic_split(
     return _synthesize(labels, rng), labels
 
 
+def synthesize_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Learnable synthetic 32x32 RGB images (uint8 NHWC), one per label (0..99); the
+    generator behind the synthetic archives, shared with other synthetic datasets."""
+    return _synthesize(np.asarray(labels, dtype=np.int64), np.random.default_rng(seed))
+
+
 class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
     """Writes pickles the way Python 2's cPickle did at protocol 2.
 

@@ -20,7 +20,7 @@ exactly the batches an uninterrupted one would have.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 
 @dataclass
 class Splits:
-    """What training needs from a dataset: streams, sizes and the fitted statistics."""
+    """What training needs from a dataset: the three streams, sizes, the input shape."""
 
     train: Any  # tf.data.Dataset of (images float32 NHWC, one-hot labels), all epochs
     validation: Any  # tf.data.Dataset, batched, deterministic
@@ -37,9 +37,8 @@ class Splits:
     train_size: int
     validation_size: int
     test_size: int
-    input_shape: tuple[int, int, int]
-    mean: list[float]
-    std: list[float]
+    input_shape: tuple[int, ...]
+    details: dict = field(default_factory=dict)  # what metrics.json should record of the data
 
 
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float):
@@ -148,6 +147,50 @@ def resample_separable(tf, x, transforms, fill_mode: str):
     return _resample_axis(tf, x, transforms[:, 0], transforms[:, 2], 2, fill_mode)
 
 
+def array_train_stream(images, onehot, batch_size: int, epochs: int, seed: int,
+                       initial_epoch: int = 0, transform=None):
+    """All epochs' training batches from in-memory tensors: each epoch a seeded shuffle,
+    each batch gathered by index and passed through ``transform(batch_seed, x)``."""
+    import tensorflow as tf
+
+    n = int(images.shape[0])
+    steps = math.ceil(n / batch_size)
+    base_seed = tf.constant([seed, 0], tf.int64)
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), epoch_seed)
+
+        def batch_indices(step):
+            # slicing (clamped at the end) rather than .batch(): no per-image tf.data work
+            return (tf.random.experimental.stateless_fold_in(epoch_seed, step),
+                    order[step * batch_size:(step + 1) * batch_size])
+
+        return tf.data.Dataset.range(steps).map(batch_indices)
+
+    def load_batch(batch_seed, idx):
+        x = tf.gather(images, idx)
+        x = transform(batch_seed, x) if transform is not None else tf.cast(x, tf.float32)
+        return x, tf.gather(onehot, idx)
+
+    return (tf.data.Dataset.range(initial_epoch, epochs)
+            .flat_map(epoch_batches)
+            .map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def array_eval_stream(x, labels, num_classes: int, batch_size: int, prepare=None):
+    """Ordered, cached batches for validation and test."""
+    import tensorflow as tf
+
+    prepare = prepare or (lambda a: tf.cast(a, tf.float32))
+    return (tf.data.Dataset.from_tensor_slices((x, tf.one_hot(labels, num_classes)))
+            .batch(batch_size)
+            .map(lambda a, b: (prepare(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+            .cache()
+            .prefetch(tf.data.AUTOTUNE))
+
+
 def build_splits(
     data,
     num_classes: int,
@@ -168,73 +211,35 @@ def build_splits(
     # scale and normalise in one multiply-add: (x / 255 - mean) / std
     scale = tf.constant(1.0 / (255.0 * std), tf.float32)
     offset = tf.constant(-mean / std, tf.float32)
-    autotune = tf.data.AUTOTUNE
+    fill_mode = augment.fill_mode
+    fast_resample = separable(augment)
 
     def prepare(x):
         return tf.cast(x, tf.float32) * scale + offset
 
-    def eval_stream(x, y):
-        labels = tf.one_hot(y, num_classes)
-        return (
-            tf.data.Dataset.from_tensor_slices((x, labels))
-            .batch(batch_size)
-            .map(lambda a, b: (prepare(a), b), num_parallel_calls=autotune)
-            .cache()
-            .prefetch(autotune)
-        )
-
-    images = tf.constant(x_tr)
-    labels = tf.one_hot(tf.constant(y_tr), num_classes)
-    n_train = len(x_tr)
-    steps = math.ceil(n_train / batch_size)
-    fill_mode = augment.fill_mode.upper()
-    base_seed = tf.constant([seed, 0], tf.int64)
-
-    fast_resample = separable(augment)
-
-    def epoch_batches(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-        order = tf.random.experimental.stateless_shuffle(tf.range(n_train), epoch_seed)
-
-        def batch_indices(step):
-            # slicing (clamped at the end) rather than .batch(): no per-image tf.data work
-            return (tf.random.experimental.stateless_fold_in(epoch_seed, step),
-                    order[step * batch_size:(step + 1) * batch_size])
-
-        return tf.data.Dataset.range(steps).map(batch_indices)
-
-    def load_batch(batch_seed, idx):
-        x = tf.cast(tf.gather(images, idx), tf.float32)
-        y = tf.gather(labels, idx)
+    def transform(batch_seed, x):
+        x = tf.cast(x, tf.float32)
         if augment.enabled:
             transforms = augment_matrices(tf, tf.shape(x)[0], height, width, augment, batch_seed)
             if fast_resample:
-                return resample_separable(tf, x, transforms, augment.fill_mode) * scale + offset, y
-            x = tf.raw_ops.ImageProjectiveTransformV3(
-                images=x,
-                transforms=transforms,
-                output_shape=[height, width],
-                fill_value=0.0,
-                interpolation="BILINEAR",
-                fill_mode=fill_mode,
-            )
-        return x * scale + offset, y
+                x = resample_separable(tf, x, transforms, fill_mode)
+            else:
+                x = tf.raw_ops.ImageProjectiveTransformV3(
+                    images=x, transforms=transforms, output_shape=[height, width],
+                    fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode.upper())
+        return x * scale + offset
 
-    train = (
-        tf.data.Dataset.range(initial_epoch, epochs)
-        .flat_map(epoch_batches)
-        .map(load_batch, num_parallel_calls=autotune, deterministic=True)
-        .prefetch(autotune)
-    )
+    train = array_train_stream(tf.constant(x_tr), tf.one_hot(tf.constant(y_tr), num_classes),
+                               batch_size, epochs, seed, initial_epoch, transform)
     return Splits(
         train=train,
-        validation=eval_stream(x_val, y_val),
-        test=eval_stream(data.x_test, data.y_test),
-        steps_per_epoch=steps,
-        train_size=n_train,
+        validation=array_eval_stream(x_val, y_val, num_classes, batch_size, prepare),
+        test=array_eval_stream(data.x_test, data.y_test, num_classes, batch_size, prepare),
+        steps_per_epoch=math.ceil(len(x_tr) / batch_size),
+        train_size=len(x_tr),
         validation_size=len(x_val),
         test_size=len(data.x_test),
         input_shape=(height, width, channels),
-        mean=[float(v) for v in mean],
-        std=[float(v) for v in std],
+        details={"normalization": {"mean": [float(v) for v in mean],
+                                   "std": [float(v) for v in std]}},
     )

@@ -11,19 +11,22 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 # Modules whose import registers builders. Listed here rather than discovered so that
 # registration order (and so the schema) is stable.
-FAMILIES = ("cvtrain.models.cifar",)
+FAMILIES = ("cvtrain.models.cifar", "cvtrain.models.resnet")
 
 
 class ModelOptions(BaseModel):
     """Base of every model's options: unknown keys are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+    #: a small valid input shape, for tests that build every registered model
+    example_input_shape: ClassVar[tuple[int, ...]] = (32, 32, 3)
 
 
 @dataclass(frozen=True)

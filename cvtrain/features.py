@@ -1,0 +1,120 @@
+"""Frozen-backbone features, computed once and cached on disk.
+
+One pass of ResNet50 without its top (``pooling=None``) gives the spatial maps
+(7x7x2048 at 224 px); the pooled 2048-vectors are their spatial means, which is exactly
+what ``pooling="avg"`` computes. So one pass serves every head. Features are stored under
+``<cache>/features/<key>/`` where the key hashes what determines them: the dataset's
+content, the weights, the image size and the backbone. Any later job with the same key
+reuses them without touching the backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+EXTRACT_BATCH = 32
+
+
+@dataclass
+class FeatureSet:
+    train_maps: np.ndarray  # (N, h, w, 2048) float16
+    test_maps: np.ndarray
+    train_pooled: np.ndarray  # (N, 2048) float32
+    test_pooled: np.ndarray
+    key: str
+    path: Path
+    cache_hit: bool
+    seconds: float  # extraction time (0 on a cache hit)
+
+    def arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        if kind == "pooled":
+            return self.train_pooled, self.test_pooled
+        return self.train_maps, self.test_maps
+
+
+def feature_key(dataset_sha256: str, layout: str, weights_id: str, image_size: int,
+                backbone: str) -> str:
+    blob = json.dumps({"v": FORMAT_VERSION, "dataset": dataset_sha256, "layout": layout,
+                       "weights": weights_id, "image_size": image_size, "backbone": backbone},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def features_dir() -> Path:
+    from cvtrain.data.cifar import cache_dir
+
+    return cache_dir() / "features"
+
+
+def _load(path: Path, key: str) -> FeatureSet | None:
+    if not (path / "meta.json").is_file():
+        return None
+    try:
+        arrays = {name: np.load(path / f"{name}.npy") for name in
+                  ("train_maps", "test_maps", "train_pooled", "test_pooled")}
+    except (OSError, ValueError):
+        return None  # a damaged cache entry is recomputed, not trusted
+    return FeatureSet(**arrays, key=key, path=path, cache_hit=True, seconds=0.0)
+
+
+def extract(backbone, files: list[str], image_size: int) -> np.ndarray:
+    """Backbone maps of ``files`` in order (float32), naming any undecodable file."""
+    from cvtrain.data.birds import image_errors, image_stream
+
+    with image_errors(files):
+        return backbone.predict(image_stream(files, None, image_size, EXTRACT_BATCH), verbose=0)
+
+
+def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=None) -> FeatureSet:
+    """The cached features of ``birds`` for the backbone ``opts`` names; computed on a miss."""
+    from cvtrain.weights import weights_identity
+
+    key = feature_key(birds.sha256, layout, weights_identity(opts.weights, seed), image_size,
+                      opts.backbone)
+    path = features_dir() / key
+    cached = _load(path, key)
+    if cached is not None:
+        if log:
+            log.print(f"[bold]features[/]: cache hit {path}")
+        return cached
+
+    from cvtrain.models.resnet import build_backbone
+
+    if log:
+        log.print(f"[bold]features[/]: extracting with {opts.backbone} "
+                  f"({len(birds.train_files)} train + {len(birds.test_files)} test images)")
+    t0 = time.perf_counter()
+    backbone = build_backbone(opts, image_size, pooling=None)
+    maps = {"train": extract(backbone, birds.train_files, image_size),
+            "test": extract(backbone, birds.test_files, image_size)}
+    seconds = time.perf_counter() - t0
+    arrays = {}
+    for split, m in maps.items():
+        arrays[f"{split}_pooled"] = m.astype(np.float32).mean(axis=(1, 2))
+        arrays[f"{split}_maps"] = m.astype(np.float16)  # half the disk; ample precision
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=key + ".", dir=path.parent))
+    try:
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / "meta.json").write_text(json.dumps({
+            "key": key, "dataset_sha256": birds.sha256, "layout": layout,
+            "image_size": image_size, "backbone": opts.backbone, "weights": opts.weights,
+            "extraction_seconds": round(seconds, 3), "train": len(birds.train_files),
+            "test": len(birds.test_files)}, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)  # a reader sees the whole entry or none
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return FeatureSet(**arrays, key=key, path=path, cache_hit=False, seconds=seconds)
