@@ -119,6 +119,8 @@ def summary_table(metrics: dict, run_path: Path) -> Table:
         table.add_row(label, fmt_num(metrics[key]), fmt_num(report.get(key)),
                       fmt_diff(metrics[key], report.get(key)))
     epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
+    if metrics.get("resumed_from_epoch"):
+        epochs += f", resumed after epoch {metrics['resumed_from_epoch']}"
     table.add_row("epochs", epochs, "", "")
     table.add_row("wall time", fmt_seconds(metrics["wall_seconds"]), "", "")
     features = (metrics.get("dataset") or {}).get("features")

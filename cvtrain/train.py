@@ -6,21 +6,24 @@ runs. It writes the run folder described in :mod:`cvtrain.runs`, ``manifest.json
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cvtrain import __version__, runs
-from cvtrain.errors import UsageError
+from cvtrain.errors import CvtrainError, UsageError
 from cvtrain.report import RunLog, plot_curves, summary_table
 from cvtrain.spec import JobSpec
 
@@ -217,19 +220,25 @@ def build_optimizer(spec: JobSpec):
     return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum)
 
 
-def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int):
-    """Keras callbacks: epoch timing and history.csv, progress, early stopping, TensorBoard."""
+def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
+                   seed: int, resume, elapsed_before: float, uploader):
+    """Keras callbacks: epoch timing and history.csv, progress, early stopping, TensorBoard,
+    then the per-epoch checkpoint and the results upload (in that order, each epoch)."""
     import keras
+
+    from cvtrain import checkpoint
 
     class EpochRecorder(keras.callbacks.Callback):
         """Times the training part of each epoch (validation excluded), appends history.csv
         as each epoch ends and prints one line per epoch."""
 
-        def __init__(self):
+        def __init__(self, rows: list[dict]):
             super().__init__()
-            self.rows: list[dict] = []
+            self.rows = rows
             with open(run.file(runs.HISTORY), "w", newline="") as fh:
-                csv.writer(fh).writerow(HISTORY_COLUMNS)
+                writer = csv.writer(fh)
+                writer.writerow(HISTORY_COLUMNS)
+                writer.writerows([[r[c] for c in HISTORY_COLUMNS] for r in rows])
 
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
@@ -253,18 +262,65 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                 csv.writer(fh).writerow([row[c] for c in HISTORY_COLUMNS])
             log.epoch_line(row, epochs)
 
-    recorder = EpochRecorder()
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose counters and best weights survive a restart."""
+
+        def state(self) -> dict:
+            best = self.best if self.best is None else float(self.best)
+            return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if resume is not None and resume.early_stopping:
+                self.wait = resume.early_stopping["wait"]
+                if resume.early_stopping["best"] is not None:
+                    self.best = resume.early_stopping["best"]
+                self.best_epoch = resume.early_stopping["best_epoch"]
+                self.best_weights = resume.best_weights()
+
+    class Checkpointer(keras.callbacks.Callback):
+        """Saves the checkpoint of each completed epoch, then syncs the run folder."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            es_state = early.state() if early is not None else None
+            best = early.best_weights if early is not None and early.restore_best_weights else None
+            elapsed = elapsed_before + time.perf_counter() - t_attempt
+            checkpoint.write(run.path, self.model, epoch + 1, seed, elapsed, es_state, best)
+            if uploader is not None:
+                uploader.sync()
+
+    rows = [] if resume is None else read_history(run)[:resume.epoch]
+    recorder = EpochRecorder(rows)
     callbacks = [recorder]
     if log.interactive:
         callbacks.insert(0, log.progress_callback(splits.steps_per_epoch, epochs))
     es = spec.training.early_stopping
+    early = None
     if es is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=es.monitor, patience=es.patience,
-            restore_best_weights=es.restore_best_weights, verbose=0))
+        early = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
+                                       restore_best_weights=es.restore_best_weights, verbose=0)
+        callbacks.append(early)
     callbacks.append(keras.callbacks.TensorBoard(
         log_dir=str(run.file(runs.TENSORBOARD)), write_graph=False, update_freq="epoch"))
+    callbacks.append(Checkpointer())
+    t_attempt = time.perf_counter()
     return recorder, callbacks
+
+
+def read_history(run: runs.RunDir) -> list[dict]:
+    """The rows of an earlier attempt's history.csv (for a resumed run)."""
+    try:
+        with open(run.file(runs.HISTORY), newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return []
+    out = []
+    for row in rows:
+        parsed = {k: (float(v) if v not in ("", "None") else None) for k, v in row.items()}
+        parsed["epoch"] = int(parsed["epoch"])
+        parsed["train_seconds"] = parsed["seconds"]
+        out.append(parsed)
+    return out
 
 
 def best_epoch(rows: list[dict], monitor: str) -> int:
@@ -284,60 +340,134 @@ def package_versions() -> dict:
             "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": numpy.__version__}
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (e.g. a spot instance's reclaim notice)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While training, SIGTERM raises :class:`Terminated` in the main thread, so the run
+    can report, sync its last checkpoint and exit with :data:`checkpoint.EXIT_TERMINATED`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
-            log: RunLog | None = None) -> RunResult:
+            log: RunLog | None = None, results: str | None = None,
+            endpoint_url: str | None = None) -> RunResult:
     """Train and evaluate ``spec``; leave a complete run folder; return its metrics.
 
-    The dataset is loaded before the run folder is made, so a missing or corrupt dataset
+    With ``results`` (a folder or ``s3://`` URI) the run folder is mirrored there as it is
+    written, ``manifest.json`` last. An incomplete run with the same id (here, or in
+    ``results``) that has a checkpoint is resumed from its last completed epoch. The
+    dataset is loaded before a new run folder is made, so a missing or corrupt dataset
     leaves nothing behind.
     """
+    from cvtrain import checkpoint
+
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     log = log or RunLog()
     import_tensorflow_quietly()
     run = runs.RunDir.claim(out or runs.default_out_dir(), spec.name, run_id)
+    uploader = None
+    if results is not None:
+        from cvtrain.storage import RunUploader, download_run
+
+        uploader = RunUploader(run.path, results, endpoint_url=endpoint_url)
+        if not run.path.exists() and run_id is not None:
+            download_run(results, spec.name, run.run_id, run.path, endpoint_url=endpoint_url)
+    resume = None
+    if run.path.exists():
+        checkpoint.recover(run.path)
+        resume = checkpoint.read(run.path)
+        if resume is not None:
+            earlier = run.file(runs.SPEC)
+            if earlier.is_file() and earlier.read_text(encoding="utf-8") != spec.to_yaml():
+                raise UsageError(f"{run.path}: this run id was started with a different spec; "
+                                 "choose another --run-id")
+            if resume.epoch >= spec.training.epochs:
+                resume = None  # it finished training but not the rest: redo cleanly
     data = load_dataset(spec, log)
-    run.prepare()
+    if resume is None:
+        run.prepare()
     log.attach_file(run.file(runs.LOG))
     try:
-        return _run(spec, data, run, log, started, t_start)
+        with sigterm_raises():
+            return _run(spec, data, run, log, started, t_start, resume, uploader)
+    except Terminated:
+        log.print(f"[bold red]terminated[/]: stopped by SIGTERM; the checkpoint of the last "
+                  f"completed epoch is kept; rerun with --run-id {run.run_id} to resume")
+        log.detach_file()
+        if uploader is not None:
+            uploader.sync()
+        raise RunTerminated(f"{run.path}: stopped by SIGTERM; resume with --run-id "
+                            f"{run.run_id}") from None
     finally:
         log.detach_file()
 
 
-def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -> RunResult:
-    run.file(runs.SPEC).write_text(spec.to_yaml(), encoding="utf-8")
-    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
-    log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
-    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
+class RunTerminated(CvtrainError):
+    exit_code = 75  # checkpoint.EXIT_TERMINATED
 
+
+def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start, resume,
+         uploader) -> RunResult:
     import keras
 
+    from cvtrain import checkpoint
     from cvtrain.models import build_model
+
+    run.file(runs.SPEC).write_text(spec.to_yaml(), encoding="utf-8")
+    if resume is not None:
+        seed = resume.seed
+    else:
+        seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
+    if resume is not None:
+        log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
+    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
 
     device = configure_device(spec, seed)
     t = spec.training
     epochs = t.epochs
+    initial_epoch = resume.epoch if resume else 0
     classes = list(data.class_names)
     runs.write_json(run.file(runs.CLASSES), classes)
-    splits = prepare_inputs(spec, data, seed, log)
+    splits = prepare_inputs(spec, data, seed, log, initial_epoch)
     log.print(f"[bold]split[/]: {splits.train_size} train, {splits.validation_size} validation, "
               f"{splits.test_size} test images; {len(classes)} classes; "
               f"device {device['type']}{' (mixed precision)' if device['mixed_precision'] else ''}")
 
-    model = build_model(spec.model, splits.input_shape, len(classes))
-    jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
-    model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit,
-                  steps_per_execution=t.steps_per_execution)
+    if resume is not None:
+        # weights, optimizer state and compile settings as they were after that epoch
+        model = keras.models.load_model(resume.model_path)
+    else:
+        model = build_model(spec.model, splits.input_shape, len(classes))
+        jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
+        model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=jit,
+                      steps_per_execution=t.steps_per_execution)
     log.print(f"[bold]model[/]: {spec.model.name}, {model.count_params():,} parameters")
 
-    recorder, callbacks = make_callbacks(spec, run, log, splits, epochs)
+    elapsed_before = resume.elapsed_seconds if resume else 0.0
+    recorder, callbacks = make_callbacks(spec, run, log, splits, epochs, seed, resume,
+                                         elapsed_before, uploader)
     t_fit = time.perf_counter()
     with image_errors(data):
         model.fit(splits.train, validation_data=splits.validation, epochs=epochs,
-                  steps_per_epoch=splits.steps_per_epoch, callbacks=callbacks, verbose=0,
-                  shuffle=False)  # the stream shuffles itself
+                  initial_epoch=initial_epoch, steps_per_epoch=splits.steps_per_epoch,
+                  callbacks=callbacks, verbose=0, shuffle=False)  # the stream shuffles itself
         fit_seconds = time.perf_counter() - t_fit
         rows = recorder.rows
         test = model.evaluate(splits.test, verbose=0, return_dict=True)
@@ -346,7 +476,8 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
 
     es = spec.training.early_stopping
     monitor = es.monitor if es else "val_loss"
-    timed = rows[1:] if len(rows) > 1 else rows
+    attempt = [r for r in rows if r["epoch"] > initial_epoch]  # this process's epochs
+    timed = attempt[1:] or attempt
     train_images = splits.train_size * len(timed)
     train_seconds = sum(r["train_seconds"] for r in timed)
     metrics = {
@@ -359,7 +490,8 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
         "weights_restored": bool(es and es.restore_best_weights),
         "epochs_run": len(rows),
         "epochs_max": epochs,
-        "wall_seconds": round(time.perf_counter() - t_start, 3),
+        "resumed_from_epoch": resume.epoch if resume else None,
+        "wall_seconds": round(elapsed_before + time.perf_counter() - t_start, 3),
         "fit_seconds": round(fit_seconds, 3),
         # over all epochs but the first (graph tracing and warm-up), validation excluded
         "train_images_per_second": (round(train_images / train_seconds, 1)
@@ -380,5 +512,9 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start) -
     log.print(summary_table(metrics, run.path))
     keras.backend.clear_session()
     log.detach_file()  # log.txt is complete before the manifest lists it
+    checkpoint.remove(run.path)  # model.keras is the result; the checkpoint served its purpose
     run.finalize()
+    if uploader is not None:
+        uploader.finish()
+        log.print(f"[bold]results[/]: {uploader.remote}")
     return RunResult(run, metrics)

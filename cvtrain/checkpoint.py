@@ -1,0 +1,103 @@
+"""Per-epoch checkpoints, so an interrupted run continues where it stopped.
+
+``<run>/checkpoint/`` holds, after every completed epoch:
+
+- ``model.keras``        the model with its optimizer state (and dropout RNG state)
+- ``state.json``         epochs completed, the run's seed, early-stopping state, seconds spent
+- ``best.weights.npz``   early stopping's best weights so far, when it restores them
+
+It is replaced atomically (written beside, then renamed), so a run killed at any moment
+leaves either the previous epoch's checkpoint or the new one, never half of one. A
+finished run deletes it: ``model.keras`` in the run folder is the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DIR = "checkpoint"
+STATE = "state.json"
+MODEL = "model.keras"
+BEST = "best.weights.npz"
+
+# Exit code of a run stopped by SIGTERM after saving its checkpoint (EX_TEMPFAIL: "try
+# again"): rerunning with the same --run-id resumes it; AWS Batch retries on it.
+EXIT_TERMINATED = 75
+
+
+@dataclass
+class Resume:
+    """What a checkpoint says about an interrupted run."""
+
+    epoch: int  # epochs completed
+    seed: int
+    elapsed_seconds: float
+    early_stopping: dict | None
+    path: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL
+
+    def best_weights(self) -> list[np.ndarray] | None:
+        file = self.path / BEST
+        if not file.is_file():
+            return None
+        with np.load(file) as npz:
+            return [npz[f"w{i}"] for i in range(len(npz.files))]
+
+
+def read(run_path: Path) -> Resume | None:
+    """The checkpoint of an incomplete run folder, or None when it has none (usable)."""
+    path = Path(run_path) / DIR
+    try:
+        state = json.loads((path / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (path / MODEL).is_file():
+        return None
+    return Resume(epoch=int(state["epoch"]), seed=int(state["seed"]),
+                  elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
+                  early_stopping=state.get("early_stopping"), path=path)
+
+
+def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
+          early_stopping: dict | None, best_weights: list | None) -> None:
+    """Save the checkpoint of ``epoch`` completed epochs, replacing the previous one."""
+    final = Path(run_path) / DIR
+    tmp = final.with_name(DIR + ".tmp")
+    old = final.with_name(DIR + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / MODEL)
+    if best_weights is not None:
+        np.savez(tmp / BEST, **{f"w{i}": w for i, w in enumerate(best_weights)})
+    (tmp / STATE).write_text(json.dumps({
+        "epoch": epoch, "seed": seed, "elapsed_seconds": round(elapsed_seconds, 3),
+        "early_stopping": early_stopping}, indent=2))
+    # two renames: at every instant either checkpoint/ or checkpoint.old/ is whole
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(run_path: Path) -> None:
+    """After a kill between the two renames of :func:`write`, put the old checkpoint back."""
+    final = Path(run_path) / DIR
+    old = final.with_name(DIR + ".old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    shutil.rmtree(final.with_name(DIR + ".tmp"), ignore_errors=True)
+
+
+def remove(run_path: Path) -> None:
+    for name in (DIR, DIR + ".tmp", DIR + ".old"):
+        shutil.rmtree(Path(run_path) / name, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Interrupted runs continue: per-epoch checkpoints, SIGKILL then rerun with the same run
+id, SIGTERM with its documented exit code, and identical results to an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_cli
+
+from cvtrain import checkpoint, runs
+from cvtrain.data.cifar import write_synthetic_cifar100
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    # big enough that an epoch takes about a second: time to act between two epochs
+    return write_synthetic_cifar100(tmp_path_factory.mktemp("resume-data"), classes=5,
+                                    train_per_class=600, test_per_class=20, seed=4)
+
+
+def job_args(archive, out, run_id, epochs=4):
+    return ["run", "augment", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
+            "--set", f"training.epochs={epochs}", "--seed", "3", "--out", str(out),
+            "--run-id", run_id]
+
+
+def start(args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "cvtrain", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(run_path, epoch, proc, timeout=180):
+    state = run_path / checkpoint.DIR / checkpoint.STATE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(state.read_text())["epoch"] >= epoch:
+                return
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint in time")
+
+
+def metrics_of(run_path):
+    return json.loads((run_path / runs.METRICS).read_text())
+
+
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(archive, tmp_path):
+    run_path = tmp_path / "augment" / "k"
+    proc = start(job_args(archive, tmp_path, "k"))
+    wait_for_epoch(run_path, 2, proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    assert not (run_path / runs.MANIFEST).exists()
+    killed_at = json.loads((run_path / checkpoint.DIR / checkpoint.STATE).read_text())["epoch"]
+    assert killed_at == 2
+
+    resumed = run_cli(*job_args(archive, tmp_path, "k"), env={"COLUMNS": "160"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the checkpoint of epoch 2" in resumed.stdout
+    assert "epoch 3/4" in resumed.stdout and "epoch 1/4" not in resumed.stdout
+    assert runs.verify(run_path) == []
+    assert not (run_path / checkpoint.DIR).exists()
+    m = metrics_of(run_path)
+    assert m["resumed_from_epoch"] == 2 and m["epochs_run"] == 4
+
+    full = run_cli(*job_args(archive, tmp_path, "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    f = metrics_of(tmp_path / "augment" / "full")
+    assert (m["test_loss"], m["test_accuracy"]) == (f["test_loss"], f["test_accuracy"])
+    history = (run_path / runs.HISTORY).read_text().splitlines()
+    assert len(history) == 5  # header + 4 epochs, none twice
+
+
+def test_sigterm_saves_and_exits_75_then_resumes(archive, tmp_path):
+    run_path = tmp_path / "augment" / "t"
+    proc = start(job_args(archive, tmp_path, "t", epochs=3))
+    wait_for_epoch(run_path, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == checkpoint.EXIT_TERMINATED == 75, err[-3000:]
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert checkpoint.read(run_path) is not None
+    assert not (run_path / runs.MANIFEST).exists()
+    again = run_cli(*job_args(archive, tmp_path, "t", epochs=3))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert metrics_of(run_path)["resumed_from_epoch"] >= 1
+    assert runs.verify(run_path) == []
+
+
+def test_resuming_with_another_spec_is_refused(archive, tmp_path):
+    run_path = tmp_path / "augment" / "d"
+    proc = start(job_args(archive, tmp_path, "d"))
+    wait_for_epoch(run_path, 1, proc)
+    proc.kill()
+    proc.wait()
+    other = job_args(archive, tmp_path, "d") + ["--set", "training.optimizer.learning_rate=0.1"]
+    result = run_cli(*other)
+    assert result.returncode == 2
+    assert "started with a different spec" in result.stderr
