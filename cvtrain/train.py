@@ -437,6 +437,9 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start, r
     if resume is not None:
         log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
     log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
+    if uploader is not None:
+        uploader.sync()  # fail now, not after an epoch, if the results location is unusable
+        log.print(f"[bold]results[/]: mirrored to {uploader.remote}")
 
     device = configure_device(spec, seed)
     t = spec.training
@@ -516,5 +519,5 @@ def _run(spec: JobSpec, data, run: runs.RunDir, log: RunLog, started, t_start, r
     run.finalize()
     if uploader is not None:
         uploader.finish()
-        log.print(f"[bold]results[/]: {uploader.remote}")
+        log.print(f"[bold]results[/]: complete in {uploader.remote}")
     return RunResult(run, metrics)
