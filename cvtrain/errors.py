@@ -17,3 +17,17 @@ class DataError(CvtrainError):
     """A dataset that is missing, corrupt, unsafe or cannot be fetched."""
 
     exit_code = 3
+
+
+class StorageError(CvtrainError):
+    """A storage location (local folder or ``s3://bucket/prefix``) that cannot be read or
+    written: no such bucket or key, access denied, endpoint unreachable, unsafe key."""
+
+    exit_code = 4
+
+
+class CloudError(CvtrainError):
+    """A cloud service that cannot be used as asked: credentials, region, a queue, an image
+    or a job that does not exist or is not ready, an API call that failed."""
+
+    exit_code = 5

@@ -1,0 +1,149 @@
+"""Push and pull many small files: cvtrain's sync against ``aws s3 sync``, same S3 server.
+
+The server is moto's ThreadedMotoServer on 127.0.0.1, started in a child process (its own
+interpreter, so it does not share a GIL with the client being timed). Credentials are fake.
+
+    python benchmarks/storage_sync.py [--files 6000] [--size 20480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVER = (
+    "import logging, sys\n"
+    "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
+    "from moto.server import ThreadedMotoServer\n"
+    "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
+    "server.start()\n"
+    "print(server.get_host_and_port()[1], flush=True)\n"
+    "sys.stdin.read()\n"
+    "server.stop()\n"
+)
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    cmp = filecmp.dircmp(a, b)
+    stack = [cmp]
+    while stack:
+        c = stack.pop()
+        if c.left_only or c.right_only or c.diff_files or c.funny_files:
+            return False
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        if mismatch or errors:
+            return False
+        stack.extend(c.subdirs.values())
+    return True
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=6000)
+    parser.add_argument("--size", type=int, default=20 * 1024)
+    parser.add_argument("--workers", type=int, default=16)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cvtrain-bench-"))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(work / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    env.pop("AWS_PROFILE", None)
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=env)
+    try:
+        endpoint = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        env["AWS_ENDPOINT_URL"] = endpoint
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                              "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
+                                              "AWS_SHARED_CREDENTIALS_FILE",
+                                              "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED")})
+        run(args, work, env, endpoint)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path, env: dict, endpoint: str) -> None:
+    from cvtrain import storage
+    from cvtrain.storage import s3 as s3mod
+    from cvtrain.storage import transfer
+
+    src = work / "src"
+    per_folder = 100
+    for i in range(args.files):
+        folder = src / f"class{i // per_folder:03d}"
+        if i % per_folder == 0:
+            folder.mkdir(parents=True)
+        (folder / f"img{i:05d}.bin").write_bytes(os.urandom(args.size))
+    total_mb = args.files * args.size / 1e6
+    client = s3mod.client()
+    for bucket in ("bench-cvtrain", "bench-aws"):
+        client.create_bucket(Bucket=bucket)
+
+    def aws(*a):
+        res = subprocess.run(["aws", "s3", "sync", *map(str, a), "--only-show-errors",
+                              "--endpoint-url", endpoint], env=env, capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"aws s3 sync failed: {res.stderr.strip()[:300]}")
+
+    def cli(*a):
+        res = subprocess.run([sys.executable, "-m", "cvtrain", "data", *map(str, a)], env=env,
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"cvtrain failed: {res.stderr.strip()[:300]}")
+        return res.stdout.strip()
+
+    print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; server {endpoint} "
+          f"(moto ThreadedMotoServer, own process); {os.cpu_count()} CPUs; "
+          f"cvtrain workers {args.workers}")
+    w = args.workers
+    t_push, st_push = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
+    t_aws_push, _ = timed(lambda: aws(src, "s3://bench-aws/ds"))
+    t_pull, st_pull = timed(lambda: storage.pull("s3://bench-cvtrain/ds", work / "pulled",
+                                                 workers=w))
+    t_aws_pull, _ = timed(lambda: aws("s3://bench-aws/ds", work / "aws-pulled"))
+    assert st_push.sent == args.files and st_pull.sent == args.files
+    assert same_tree(src, work / "pulled") and same_tree(src, work / "aws-pulled")
+
+    transfer._digests.clear()  # no help from this process's checksum cache
+    t_re, st_re = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
+    assert st_re.sent == 0 and st_re.skipped == args.files
+    t_list, listing = timed(lambda: s3mod.list_objects(storage.S3Uri("bench-cvtrain", "ds/")))
+    t_re_cli, line = timed(lambda: cli("push", src, "s3://bench-cvtrain/ds"))
+    t_re_pull, st_re_pull = timed(lambda: storage.pull("s3://bench-cvtrain/ds", work / "pulled",
+                                                       workers=w))
+    assert st_re_pull.sent == 0
+    t_aws_re, _ = timed(lambda: aws(src, "s3://bench-aws/ds"))
+
+    def row(label, ours, theirs):
+        print(f"{label:<26} cvtrain {ours:7.2f} s   aws s3 sync {theirs:7.2f} s   "
+              f"ratio {theirs / ours:5.2f}x   ({args.files / ours:6.0f} files/s)")
+
+    row("push (upload)", t_push, t_aws_push)
+    row("pull (download)", t_pull, t_aws_pull)
+    row("re-sync push, no change", t_re, t_aws_re)
+    print(f"{'re-sync pull, no change':<26} cvtrain {t_re_pull:7.2f} s")
+    print(f"{'re-sync push via the CLI':<26} cvtrain {t_re_cli:7.2f} s   ({line})")
+    print(f"{'of which: listing alone':<26} {t_list:7.2f} s for {len(listing)} keys "
+          "(server time, same for any client)")
+
+
+if __name__ == "__main__":
+    main()

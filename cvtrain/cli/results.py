@@ -1,0 +1,186 @@
+"""``cvtrain results``: list, show, fetch and compare runs in a local folder or a bucket."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Runs in a results root (a local folder or s3://bucket/prefix): "
+                       "list, show, fetch, compare.", no_args_is_help=True)
+
+ENDPOINT_HELP = ("S3-compatible endpoint \\[default: boto3's configuration, e.g. "
+                 "$AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL].")
+ROOT_HELP = "Results root for <job>/<run-id> arguments \\[default: ./runs or $CVTRAIN_RUNS]."
+RUN_HELP = "A run: <root>/<job>/<run-id> (folder or s3 URI), or <job>/<run-id> under --root."
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return iso.replace("T", " ")[:16]
+
+
+def _complete(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[yellow]no[/]"
+
+
+@app.command("ls")
+def ls(
+    root: str = typer.Argument(None, help="Local folder or s3://bucket/prefix "
+                                          "\\[default: ./runs or $CVTRAIN_RUNS]."),
+    job: str = typer.Option(None, "--job", help="Only this job's runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (for scripts)."),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """A table of the runs: accuracy and loss beside the report's, epochs, time, complete."""
+    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.results import default_root, list_runs
+
+    root = root or default_root()
+    rows = list_runs(root, job=job, endpoint_url=endpoint_url)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"runs in {root}", title_justify="left")
+    for col in ("job", "run id", "when", "accuracy", "loss", "report acc", "difference",
+                "epochs", "wall time", "complete"):
+        table.add_column(col, justify="left" if col in ("job", "run id", "when") else "right")
+    for r in rows:
+        epochs = "-" if r["epochs_run"] is None else str(r["epochs_run"])
+        table.add_row(r["job"], r["run_id"], _when(r["started"]), fmt_num(r["test_accuracy"]),
+                      fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]),
+                      fmt_diff(r["test_accuracy"], r["report_accuracy"]), epochs,
+                      fmt_seconds(r["wall_seconds"]), _complete(r["complete"]))
+    Console().print(table)
+    if not rows:
+        print("no runs", file=sys.stderr)
+
+
+@app.command("show")
+def show(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    root: str = typer.Option(None, "--root", help=ROOT_HELP),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """The run's metrics beside the report's, and its files with their sizes."""
+    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.results import resolve_run, show_run
+    from cvtrain.storage import human_bytes
+
+    details = show_run(resolve_run(run, root), endpoint_url=endpoint_url)
+    ref, m = details.ref, details.metrics or {}
+    console = Console()
+    report = m.get("report") or {}
+    table = Table(title=f"{ref.label}  ({details.ref.location})", title_justify="left")
+    table.add_column("")
+    table.add_column("ours", justify="right")
+    table.add_column("report", justify="right")
+    table.add_column("difference", justify="right")
+    for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
+        table.add_row(label, fmt_num(m.get(key)), fmt_num(report.get(key)),
+                      fmt_diff(m.get(key), report.get(key)))
+    if m.get("epochs_run") is not None:
+        table.add_row("epochs", f"{m['epochs_run']} (best {m.get('best_epoch')})", "", "")
+    table.add_row("wall time", fmt_seconds(m.get("wall_seconds")), "", "")
+    table.add_row("started", _when(m.get("started")), "", "")
+    table.add_row("complete", _complete(details.complete), "", "")
+    if not m:
+        table.add_row("metrics.json", "[yellow]missing or unreadable[/]", "", "")
+    console.print(table)
+    files = Table(title="files", title_justify="left")
+    files.add_column("path")
+    files.add_column("size", justify="right")
+    for rel, size in details.files:
+        files.add_row(rel, human_bytes(size))
+    console.print(files)
+
+
+@app.command("fetch")
+def fetch(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    dest: Path = typer.Argument(..., help="Local results root: the run lands in "
+                                          "DEST/<job>/<run-id>/."),
+    root: str = typer.Option(None, "--root", help=ROOT_HELP),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """Download a run folder and check every file against its manifest's sha256."""
+    from cvtrain.errors import StorageError
+    from cvtrain.results import fetch_run, resolve_run
+
+    result = fetch_run(resolve_run(run, root), dest, endpoint_url=endpoint_url,
+                       progress=sys.stderr.isatty())
+    if result.problems:
+        shown = "; ".join(result.problems[:3])
+        more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
+        raise StorageError(f"{result.path}: does not match its manifest.json: {shown}{more}")
+    print(f"{result.path}: {result.stats.summary()}")
+    if result.complete:
+        print(f"{result.path}: every file matches manifest.json")
+    else:
+        print(f"cvtrain: warning: {result.path}: incomplete run (no manifest.json); "
+              "files not verified", file=sys.stderr)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+@app.command("compare")
+def compare(
+    runs_: list[str] = typer.Argument(..., metavar="RUN RUN...", help=RUN_HELP),
+    root: str = typer.Option(None, "--root", help=ROOT_HELP),
+    plot: Path = typer.Option(Path("compare.png"), "--plot",
+                              help="PNG with every run's loss and accuracy curves overlaid."),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """Metrics side by side, the spec values that differ, and the curves in one plot."""
+    from cvtrain.errors import UsageError
+    from cvtrain.report import fmt_num, fmt_seconds
+    from cvtrain.results import compare_runs, resolve_run
+
+    if len(runs_) < 2:
+        raise UsageError("compare: expected at least two runs")
+    refs = [resolve_run(r, root) for r in runs_]
+    result = compare_runs(refs, plot=plot, endpoint_url=endpoint_url)
+    console = Console()
+    table = Table(title="metrics", title_justify="left")
+    table.add_column("")
+    for ref in refs:
+        table.add_column(ref.label, justify="right", overflow="fold")
+    ms = [m or {} for m in result.metrics]
+    rows = [
+        ("test accuracy", [fmt_num(m.get("test_accuracy")) for m in ms]),
+        ("test loss", [fmt_num(m.get("test_loss")) for m in ms]),
+        ("report accuracy", [fmt_num((m.get("report") or {}).get("test_accuracy")) for m in ms]),
+        ("report loss", [fmt_num((m.get("report") or {}).get("test_loss")) for m in ms]),
+        ("epochs (best)", [f"{m.get('epochs_run', '-')} ({m.get('best_epoch', '-')})"
+                           for m in ms]),
+        ("wall time", [fmt_seconds(m.get("wall_seconds")) for m in ms]),
+        ("parameters", ["-" if m.get("parameters") is None else f"{m['parameters']:,}"
+                        for m in ms]),
+    ]
+    for label, values in rows:
+        table.add_row(label, *values)
+    console.print(table)
+    if result.spec_diff:
+        diff = Table(title="spec differences", title_justify="left")
+        diff.add_column("key")
+        for ref in refs:
+            diff.add_column(ref.label, overflow="fold")
+        for key, values in result.spec_diff.items():
+            diff.add_row(key, *(_fmt(v) for v in values))
+        console.print(diff)
+    else:
+        console.print("specs: identical")
+    print(f"curves: {result.plot}")

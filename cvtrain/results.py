@@ -1,0 +1,328 @@
+"""Results roots: find, show, fetch and compare run folders, locally or in a bucket.
+
+A results root is a local folder (``./runs`` or ``$CVTRAIN_RUNS`` by default) or
+``s3://bucket/prefix`` holding ``<job>/<run-id>/`` run folders (see :mod:`cvtrain.runs`).
+A run is complete when its ``manifest.json`` is present. The CLI (``cvtrain results``)
+only formats what these functions return.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvtrain import runs
+from cvtrain.errors import StorageError, UsageError
+from cvtrain.storage.s3 import S3Uri, is_s3, join
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One run in a results root."""
+
+    root: str
+    job: str
+    run_id: str
+
+    @property
+    def location(self) -> str:
+        return join(self.root, self.job, self.run_id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.job}/{self.run_id}"
+
+
+def default_root() -> str:
+    return str(runs.default_out_dir())
+
+
+def _plain(part: str) -> bool:
+    return bool(part) and part not in (".", "..") and "\\" not in part
+
+
+def resolve_run(run: str, root: str | None = None) -> RunRef:
+    """``run`` as a :class:`RunRef`: an s3 URI or folder ``<root>/<job>/<run-id>``, or
+    ``<job>/<run-id>`` under ``root`` (default: ./runs or $CVTRAIN_RUNS)."""
+    if is_s3(run):
+        uri = S3Uri.parse(run)
+        parts = uri.key.strip("/").split("/")
+        if len(parts) < 2 or not all(_plain(p) for p in parts[-2:]):
+            raise UsageError(f"{run}: expected s3://bucket/prefix/<job>/<run-id>")
+        base = f"s3://{uri.bucket}/" + "/".join(parts[:-2])
+        return RunRef(base, parts[-2], parts[-1])
+    parts = run.strip("/").split("/")
+    relative = len(parts) == 2 and not os.path.isabs(run) and all(_plain(p) for p in parts)
+    if relative and (root is not None or not Path(run).is_dir()):
+        return RunRef(root or default_root(), parts[0], parts[1])
+    path = Path(run)
+    if path.is_dir():
+        path = path.resolve()
+        return RunRef(str(path.parent.parent), path.parent.name, path.name)
+    raise UsageError(f"{run}: expected a run folder, s3://bucket/prefix/<job>/<run-id>, "
+                     "or <job>/<run-id> under --root")
+
+
+def read_text(location: str, endpoint_url: str | None = None) -> str | None:
+    """A file's text at a local path or s3 URI; None when it does not exist."""
+    if is_s3(location):
+        from cvtrain.storage.s3 import read_bytes
+
+        data = read_bytes(S3Uri.parse(location), endpoint_url)
+        return None if data is None else data.decode("utf-8", errors="replace")
+    try:
+        return Path(location).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _parse_metrics(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
+    """One line of ``results ls``: what a table or a script needs about a run."""
+    m = metrics or {}
+    report = m.get("report") or {}
+    acc, rep_acc = m.get("test_accuracy"), report.get("test_accuracy")
+    loss, rep_loss = m.get("test_loss"), report.get("test_loss")
+    return {
+        "job": ref.job,
+        "run_id": ref.run_id,
+        "location": ref.location,
+        "complete": complete,
+        "started": m.get("started"),
+        "finished": m.get("finished"),
+        "test_accuracy": acc,
+        "test_loss": loss,
+        "report_accuracy": rep_acc,
+        "report_loss": rep_loss,
+        "accuracy_difference": (None if acc is None or rep_acc is None
+                                else round(acc - rep_acc, 6)),
+        "loss_difference": None if loss is None or rep_loss is None else round(loss - rep_loss, 6),
+        "epochs_run": m.get("epochs_run"),
+        "best_epoch": m.get("best_epoch"),
+        "wall_seconds": m.get("wall_seconds"),
+    }
+
+
+def list_runs(root: str | None = None, job: str | None = None,
+              endpoint_url: str | None = None) -> list[dict]:
+    """Every run under ``root`` (optionally one job's), oldest first within a job.
+
+    In a bucket: one paginated listing of the prefix, then only each run's metrics.json,
+    fetched concurrently.
+    """
+    root = root or default_root()
+    found: dict[tuple[str, str], set[str]] = {}
+    if is_s3(root):
+        from cvtrain.storage.s3 import list_objects
+
+        base = S3Uri.parse(root).folder()
+        prefix = base.key + (f"{job}/" if job else "")
+        for o in list_objects(S3Uri(base.bucket, prefix), endpoint_url):
+            parts = o.key[len(base.key):].split("/", 2)
+            if len(parts) == 3 and parts[2]:
+                found.setdefault((parts[0], parts[1]), set()).add(parts[2])
+    else:
+        path = Path(root)
+        if not path.is_dir():
+            raise UsageError(f"{root}: no such results folder")
+        for job_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+            if job and job_dir.name != job:
+                continue
+            for run_dir in sorted(p for p in job_dir.iterdir() if p.is_dir()):
+                found[(job_dir.name, run_dir.name)] = {
+                    name for name in (runs.MANIFEST, runs.METRICS) if (run_dir / name).is_file()}
+    refs = {key: RunRef(root, *key) for key in sorted(found)}
+
+    def metrics_of(key):
+        if runs.METRICS not in found[key]:
+            return None
+        return _parse_metrics(read_text(join(refs[key].location, runs.METRICS), endpoint_url))
+
+    keys = list(refs)
+    if is_s3(root) and len(keys) > 1:
+        with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
+            metrics = list(pool.map(metrics_of, keys))
+    else:
+        metrics = [metrics_of(k) for k in keys]
+    return [run_row(refs[k], m, runs.MANIFEST in found[k]) for k, m in zip(keys, metrics,
+                                                                         strict=True)]
+
+
+def run_files(ref: RunRef, endpoint_url: str | None = None) -> list[tuple[str, int]]:
+    """(relative path, size) of every file of the run, sorted; raises when there is none."""
+    if is_s3(ref.root):
+        from cvtrain.storage.s3 import list_objects
+
+        base = S3Uri.parse(ref.location).folder()
+        files = [(o.key[len(base.key):], o.size) for o in list_objects(base, endpoint_url)]
+    else:
+        from cvtrain.storage.transfer import _scan_local
+
+        files = [(rel, st.st_size) for rel, st in _scan_local(Path(ref.location)).items()]
+    if not files:
+        raise StorageError(f"{ref.location}: no such run (no files there)")
+    return sorted(files)
+
+
+@dataclass
+class RunDetails:
+    ref: RunRef
+    metrics: dict | None
+    files: list[tuple[str, int]]
+
+    @property
+    def complete(self) -> bool:
+        return any(rel == runs.MANIFEST for rel, _ in self.files)
+
+
+def show_run(ref: RunRef, endpoint_url: str | None = None) -> RunDetails:
+    files = run_files(ref, endpoint_url)
+    metrics = _parse_metrics(read_text(join(ref.location, runs.METRICS), endpoint_url))
+    return RunDetails(ref, metrics, files)
+
+
+@dataclass
+class FetchResult:
+    path: Path
+    complete: bool
+    problems: list[str]
+    stats: object
+
+
+def fetch_run(ref: RunRef, dest: Path, endpoint_url: str | None = None,
+              progress: bool = False) -> FetchResult:
+    """Download the run into ``dest/<job>/<run-id>/`` (so ``dest`` is a results root) and
+    check every file against the manifest's sha256."""
+    from cvtrain.storage.transfer import sync
+
+    target = Path(dest) / ref.job / ref.run_id
+    src = ref.location + ("/" if is_s3(ref.location) else "")
+    stats = sync(src, target, endpoint_url=endpoint_url, progress=progress, missing_ok=True)
+    if not stats.found:
+        raise StorageError(f"{ref.location}: no such run (no files there)")
+    complete = (target / runs.MANIFEST).is_file()
+    problems = runs.verify(target) if complete else []
+    return FetchResult(target, complete, problems, stats)
+
+
+def flatten(data, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys (lists and scalars are leaves)."""
+    out = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and value:
+                out.update(flatten(value, name))
+            else:
+                out[name] = value
+    elif prefix:
+        out[prefix] = data
+    return out
+
+
+def read_history(text: str | None) -> list[dict]:
+    if not text:
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        parsed = {}
+        for key, value in row.items():
+            try:
+                parsed[key] = float(value) if value not in (None, "", "None") else None
+            except ValueError:
+                parsed[key] = None
+        rows.append(parsed)
+    return rows
+
+
+@dataclass
+class Comparison:
+    refs: list[RunRef]
+    metrics: list[dict | None]
+    spec_diff: dict[str, list]  # dotted key -> one value per run (only keys that differ)
+    histories: list[list[dict]]
+    plot: Path | None
+
+
+def compare_runs(refs: list[RunRef], plot: Path | None = None,
+                 endpoint_url: str | None = None) -> Comparison:
+    """Metrics side by side, the spec keys whose values differ, curves overlaid in ``plot``."""
+    import yaml
+
+    def load(ref: RunRef):
+        texts = [read_text(join(ref.location, name), endpoint_url)
+                 for name in (runs.METRICS, runs.SPEC, runs.HISTORY)]
+        if all(t is None for t in texts):
+            raise StorageError(f"{ref.location}: no such run (no metrics.json, spec.yaml or "
+                               "history.csv)")
+        return texts
+
+    with ThreadPoolExecutor(max_workers=min(8, len(refs))) as pool:
+        loaded = list(pool.map(load, refs))
+    metrics, specs, histories = [], [], []
+    for ref, (m_text, s_text, h_text) in zip(refs, loaded, strict=True):
+        metrics.append(_parse_metrics(m_text))
+        try:
+            spec = yaml.safe_load(s_text) if s_text else {}
+        except yaml.YAMLError:
+            raise StorageError(f"{join(ref.location, runs.SPEC)}: not valid YAML") from None
+        specs.append(flatten(spec if isinstance(spec, dict) else {}))
+        histories.append(read_history(h_text))
+    keys = sorted(set().union(*specs)) if specs else []
+    missing = object()
+    diff = {}
+    for key in keys:
+        values = [s.get(key, missing) for s in specs]
+        if any(v != values[0] for v in values[1:]):
+            diff[key] = [None if v is missing else v for v in values]
+    if plot is not None:
+        plot_overlay(refs, histories, plot)
+    return Comparison(refs, metrics, diff, histories, plot)
+
+
+def plot_overlay(refs: list[RunRef], histories: list[list[dict]], dest: Path) -> None:
+    """Loss and accuracy of every run in one figure: training dashed, validation solid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for i, (ref, rows) in enumerate(zip(refs, histories, strict=True)):
+        color = colors[i % len(colors)]
+        epochs = [r.get("epoch") for r in rows]
+        for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
+            ax.plot(epochs, [r.get(key) for r in rows], linestyle="--", color=color,
+                    marker="x", markersize=4, label=f"{ref.label} training")
+            ax.plot(epochs, [r.get(f"val_{key}") for r in rows], linestyle="-", color=color,
+                    marker=".", label=f"{ref.label} validation")
+    for ax, label in ((axes[0], "loss"), (axes[1], "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("training dashed, validation solid")
+    fig.tight_layout()
+    dest = Path(dest)
+    if dest.parent and not dest.parent.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,163 @@
+"""Run folders in a results root that may be a bucket: upload as produced, download to resume.
+
+Remote layout: ``<results_uri>/<job>/<run-id>/<the run folder's relative paths>``, with
+``manifest.json`` uploaded last, so a remote run without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from cvtrain.errors import StorageError, UsageError
+from cvtrain.runs import MANIFEST
+from cvtrain.storage import s3 as s3mod
+from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3, join
+from cvtrain.storage.transfer import (
+    PART_SUFFIX,
+    Pair,
+    Ref,
+    SyncStats,
+    _scan_local,
+    execute,
+    safe_relative,
+    sync,
+)
+
+
+class RunUploader:
+    """Mirror one local run folder to ``<results_uri>/<job>/<run-id>/`` while it is written.
+
+    ``sync()`` after each epoch sends the files that changed since the last call (never
+    ``manifest.json``; no network call when nothing changed); ``finish()`` sends the rest,
+    removes remote files the run no longer has, then uploads ``manifest.json`` last.
+    ``order`` lists relative paths in the order their uploads completed.
+    """
+
+    def __init__(self, run_path: Path, results_uri: str, endpoint_url: str | None = None,
+                 workers: int = WORKERS):
+        self.run_path = Path(run_path)
+        self.job = self.run_path.parent.name
+        self.run_id = self.run_path.name
+        self.results_uri = os.fspath(results_uri)
+        self.endpoint_url = endpoint_url
+        self.workers = workers
+        self.remote = join(self.results_uri, self.job, self.run_id)
+        self.order: list[str] = []
+        self._sent: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) as uploaded
+        self._remote: dict[str, Ref] | None = None   # what the remote run held at the start
+        self._lock = threading.Lock()
+        self._noop = (not is_s3(self.results_uri)
+                      and Path(self.results_uri).resolve() == self.run_path.parent.parent.resolve())
+
+    def _target(self, rel: str) -> Ref:
+        if is_s3(self.remote):
+            uri = S3Uri.parse(self.remote).child(rel)
+            return Ref(bucket=uri.bucket, key=uri.key)
+        return Ref(path=safe_relative(rel, self.remote, Path(self.remote)))
+
+    def _remote_state(self) -> dict[str, Ref]:
+        """The remote run's files, listed once (resumed runs skip what is already there)."""
+        if self._remote is None:
+            found: dict[str, Ref] = {}
+            if is_s3(self.remote):
+                prefix = S3Uri.parse(self.remote).folder()
+                for o in s3mod.list_objects(prefix, self.endpoint_url):
+                    rel = o.key[len(prefix.key):]
+                    found[rel] = Ref(bucket=prefix.bucket, key=o.key, size=o.size, etag=o.etag)
+            else:
+                root = Path(self.remote)
+                for rel, st in _scan_local(root).items():
+                    found[rel] = Ref(path=root / rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            if MANIFEST in found:
+                raise UsageError(f"{self.remote}: a complete run with this id exists in the "
+                                 "results; choose another --run-id")
+            self._remote = found
+        return self._remote
+
+    def check(self) -> None:
+        """Raise UsageError now if a complete run with this id is already in the results
+        (otherwise the first upload does). One listing; cached for later syncs."""
+        if not self._noop:
+            self._remote_state()
+
+    def _local_files(self) -> dict[str, os.stat_result]:
+        return {rel: st for rel, st in _scan_local(self.run_path).items()
+                if rel != MANIFEST and not rel.endswith(PART_SUFFIX)}
+
+    def _send(self, rels_stats: dict[str, os.stat_result], compare: bool) -> SyncStats:
+        remote = self._remote_state()
+        pairs = []
+        for rel, st in sorted(rels_stats.items()):
+            dst = self._target(rel)
+            # compare with what was there at the start, until we have sent our own version
+            known = remote.get(rel) if compare and rel not in self._sent else None
+            if known is not None:
+                dst.size, dst.etag, dst.mtime_ns = known.size, known.etag, known.mtime_ns
+            src = Ref(path=self.run_path.joinpath(*rel.split("/")), size=st.st_size,
+                      mtime_ns=st.st_mtime_ns)
+            pairs.append(Pair(rel, src, dst, force=known is None))
+
+        def done(pair: Pair, sent: bool) -> None:
+            with self._lock:
+                self._sent[pair.name] = (pair.src.size, pair.src.mtime_ns)
+                if sent:
+                    self.order.append(pair.name)
+
+        return execute(pairs, endpoint_url=self.endpoint_url, workers=self.workers,
+                       tolerate_missing=True, on_done=done, description="uploading run")
+
+    def sync(self) -> SyncStats:
+        """Upload every file that changed since the last sync, except ``manifest.json``."""
+        if self._noop:
+            return SyncStats(destination=self.remote)
+        changed = {rel: st for rel, st in self._local_files().items()
+                   if self._sent.get(rel) != (st.st_size, st.st_mtime_ns)}
+        stats = self._send(changed, compare=True) if changed else SyncStats()
+        stats.destination = self.remote
+        return stats
+
+    def finish(self) -> SyncStats:
+        """Sync everything, drop remote files the run does not have, upload the manifest."""
+        if self._noop:
+            return SyncStats(destination=self.remote)
+        stats = self.sync()
+        manifest = self.run_path / MANIFEST
+        if not manifest.is_file():
+            raise StorageError(f"{manifest}: missing; finish() uploads it last, so call it "
+                               "after the run folder is finalized")
+        local = set(self._local_files())
+        stale = sorted((set(self._remote_state()) | set(self._sent)) - local - {MANIFEST})
+        self._delete(stale)
+        last = self._send({MANIFEST: manifest.stat()}, compare=False)
+        stats.add(last)
+        stats.destination = self.remote
+        return stats
+
+    def _delete(self, rels: list[str]) -> None:
+        if not rels:
+            return
+        if is_s3(self.remote):
+            base = S3Uri.parse(self.remote)
+            client = s3mod.client(self.endpoint_url)
+            with s3mod.errors(self.remote):
+                for i in range(0, len(rels), 1000):
+                    keys = [{"Key": base.child(rel).key} for rel in rels[i:i + 1000]]
+                    client.delete_objects(Bucket=base.bucket,
+                                          Delete={"Objects": keys, "Quiet": True})
+        else:
+            for rel in rels:
+                self._target(rel).path.unlink(missing_ok=True)
+
+
+def download_run(results_uri: str, job: str, run_id: str, dest: Path,
+                 endpoint_url: str | None = None, progress: bool = False) -> bool:
+    """Pull ``<results_uri>/<job>/<run_id>/`` into ``dest``; False when nothing is there."""
+    for part, what in ((job, "job"), (run_id, "run id")):
+        if not part or "/" in part or part in (".", ".."):
+            raise UsageError(f"{part!r}: expected a plain {what} without '/'")
+    src = join(os.fspath(results_uri), job, run_id)
+    src = src + "/" if is_s3(src) else src
+    stats = sync(src, Path(dest), endpoint_url=endpoint_url, progress=progress, missing_ok=True)
+    return stats.found and stats.sent + stats.skipped > 0

@@ -1,0 +1,122 @@
+# ruff: noqa: F811 - pytest fixtures imported from s3_server are used as arguments
+"""``cvtrain results`` on a local results folder and on a bucket (moto's server over HTTP),
+and ``cvtrain run --results s3://...``."""
+
+import json
+
+import pytest
+from conftest import run_cli
+from s3_server import s3, s3_server  # noqa: F401 - fixtures
+
+from cvtrain import storage
+from cvtrain.runs import MANIFEST, verify
+
+WIDE = {"COLUMNS": "220"}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("data")
+    res = run_cli("data", "synth", "cifar100", dest, "--classes", "5", "--train-per-class", "20",
+                  "--test-per-class", "5")
+    assert res.returncode == 0, res.stderr
+    return dest / "cifar-100-binary.tar.gz"
+
+
+def _train(archive, *extra):
+    return run_cli("run", "basenet", "--set", f"data.path={archive}", "--set",
+                   "data.num_classes=5", "--set", "training.epochs=1", "--seed", "0", *extra)
+
+
+@pytest.fixture(scope="module")
+def local_root(archive, tmp_path_factory):
+    """A local results root with two complete runs that differ in batch size."""
+    root = tmp_path_factory.mktemp("runs")
+    for run_id, batch in (("r1", 32), ("r2", 16)):
+        res = _train(archive, "--out", root, "--run-id", run_id, "--set",
+                     f"training.batch_size={batch}")
+        assert res.returncode == 0, res.stderr
+    return root
+
+
+def _check_ls(root, *extra):
+    res = run_cli("results", "ls", root, "--json", *extra)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [(r["job"], r["run_id"]) for r in rows] == [("basenet", "r1"), ("basenet", "r2")]
+    for r in rows:
+        assert 0 <= r["test_accuracy"] <= 1 and r["epochs_run"] == 1
+        assert r["report_accuracy"] == 0.3872
+        assert r["accuracy_difference"] == pytest.approx(r["test_accuracy"] - 0.3872, abs=1e-5)
+    table = run_cli("results", "ls", root, env=WIDE)
+    assert table.returncode == 0, table.stderr
+    assert "r1" in table.stdout and "0.3872" in table.stdout and "complete" in table.stdout
+    return rows
+
+
+def _check_show_fetch_compare(run1, run2, tmp_path, *extra):
+    show = run_cli("results", "show", run1, *extra, env=WIDE)
+    assert show.returncode == 0, show.stderr
+    for text in ("test accuracy", "0.3872", "metrics.json", "model.keras", MANIFEST):
+        assert text in show.stdout
+
+    fetched = run_cli("results", "fetch", run1, tmp_path / "fetched", *extra)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "every file matches manifest.json" in fetched.stdout
+    assert verify(tmp_path / "fetched" / "basenet" / "r1") == []
+
+    plot = tmp_path / "cmp.png"
+    cmp = run_cli("results", "compare", run1, run2, "--plot", plot, *extra, env=WIDE)
+    assert cmp.returncode == 0, cmp.stderr
+    assert "training.batch_size" in cmp.stdout and "spec differences" in cmp.stdout
+    assert "model.name" not in cmp.stdout and "data.num_classes" not in cmp.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_on_a_local_root(local_root, tmp_path):
+    _check_ls(local_root)
+    _check_show_fetch_compare(local_root / "basenet" / "r1", "basenet/r2", tmp_path,
+                              "--root", local_root)
+    bad = run_cli("results", "show", "basenet/none", "--root", local_root)
+    assert bad.returncode == 4 and "no such run" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_results_on_a_bucket(local_root, s3, tmp_path):
+    root = s3.uri("team", "runs")
+    stats = storage.push(local_root, root)
+    assert stats.sent > 10
+    rows = _check_ls(root)
+    assert all(r["complete"] for r in rows)
+    assert rows[0]["location"] == s3.uri("team", "runs", "basenet", "r1")
+    _check_show_fetch_compare(s3.uri("team", "runs", "basenet", "r1"), "basenet/r2", tmp_path,
+                              "--root", root)
+
+    # an incomplete run (no manifest) and a damaged one
+    s3.client.delete_object(Bucket=s3.bucket, Key="team/runs/basenet/r2/manifest.json")
+    rows = json.loads(run_cli("results", "ls", root, "--json", "--job", "basenet").stdout)
+    assert [r["complete"] for r in rows] == [True, False]
+    s3.client.put_object(Bucket=s3.bucket, Key="team/runs/basenet/r1/spec.yaml", Body=b"x: 1\n")
+    bad = run_cli("results", "fetch", s3.uri("team", "runs", "basenet", "r1"), tmp_path / "f2")
+    assert bad.returncode == 4
+    assert "does not match its manifest.json: spec.yaml" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_run_with_results_uploads_complete_run(archive, s3, tmp_path):
+    """`cvtrain run --results s3://...` leaves a complete run in the bucket."""
+    res = _train(archive, "--out", tmp_path / "runs", "--run-id", "up1",
+                 "--results", s3.uri("runs"))
+    assert res.returncode == 0, res.stderr
+    listing = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="runs/basenet/up1/")
+    keys = {o["Key"].rsplit("/up1/", 1)[1] for o in listing.get("Contents", [])}
+    assert {MANIFEST, "metrics.json", "spec.yaml", "history.csv", "model.keras"} <= keys
+    rows = json.loads(run_cli("results", "ls", s3.uri("runs"), "--json").stdout)
+    assert [(r["run_id"], r["complete"]) for r in rows] == [("up1", True)]
+    fetched = run_cli("results", "fetch", s3.uri("runs", "basenet", "up1"), tmp_path / "f")
+    assert fetched.returncode == 0, fetched.stderr
+    assert verify(tmp_path / "f" / "basenet" / "up1") == []
+    creds = (s3.env["AWS_SECRET_ACCESS_KEY"], s3.env["AWS_ACCESS_KEY_ID"])
+    for name in ("spec.yaml", "metrics.json", "log.txt"):
+        text = (tmp_path / "f" / "basenet" / "up1" / name).read_text()
+        assert not any(f"={c}" in text or f": {c}\n" in text for c in creds)
