@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -28,6 +31,31 @@ def fmt_seconds(seconds) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+@contextlib.contextmanager
+def byte_progress(enabled: bool, total: int | None, label: str, transient: bool = False,
+                  terminal_only: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich bytes/speed/ETA bar on stderr; yields ``advance(n)``. With ``terminal_only``
+    nothing is drawn unless stderr is a terminal (otherwise rich prints the final state)."""
+    if (not enabled or (total is not None and total <= 0)
+            or (terminal_only and not sys.stderr.isatty())):
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 class RunLog:

@@ -385,6 +385,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
         from cvtrain.storage import RunUploader, download_run
 
         uploader = RunUploader(run.path, results, endpoint_url=endpoint_url)
+        uploader.check()  # a complete run with this id in the results: refuse before any work
         if not run.path.exists() and run_id is not None:
             download_run(results, spec.name, run.run_id, run.path, endpoint_url=endpoint_url)
     resume = None

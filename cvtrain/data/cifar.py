@@ -32,7 +32,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cvtrain.errors import DataError, UsageError
+from cvtrain.report import byte_progress
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -611,33 +612,6 @@ def _resolve_folder(folder: Path, edition: str) -> tuple[Path, str, str]:
 # --------------------------------------------------------------------------- download
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def _fetch(url: str, out: BinaryIO, progress: bool, label: str) -> tuple[str, int]:
     """Stream ``url`` into ``out``; returns (md5 hex digest, bytes received)."""
     request = urllib.request.Request(url, headers={"User-Agent": "cvtrain"})
@@ -646,7 +620,7 @@ def _fetch(url: str, out: BinaryIO, progress: bool, label: str) -> tuple[str, in
     with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
         length = response.headers.get("Content-Length", "")
         total = int(length) if length.strip().isdigit() else None
-        with _progress_bar(progress, total, label) as advance:
+        with byte_progress(progress, total, label, terminal_only=False) as advance:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 md5.update(chunk)

@@ -9,14 +9,12 @@ the MD5 of both files for a local copy. Downloads land in a temporary file renam
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import mimetypes
 import os
 import secrets
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvtrain.errors import StorageError, UsageError
+from cvtrain.report import byte_progress
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.s3 import PART_SIZE, WORKERS, S3Uri, is_s3
 
@@ -383,29 +382,6 @@ def _one(pair: Pair, endpoint_url: str | None, advance, tolerate_missing: bool) 
         raise
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, description: str):
-    if not enabled or total <= 0 or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def execute(pairs: Iterable[Pair], *, endpoint_url: str | None = None, progress: bool = False,
             workers: int = WORKERS, description: str = "copying",
             tolerate_missing: bool = False, on_done: Callable[[Pair, bool], None] | None = None
@@ -417,7 +393,7 @@ def execute(pairs: Iterable[Pair], *, endpoint_url: str | None = None, progress:
     if not pairs:
         return stats
     total = sum(p.src.size or 0 for p in pairs)
-    with _progress(progress, total, description) as advance:
+    with byte_progress(progress, total, description, transient=True) as advance:
         if len(pairs) == 1 or workers <= 1:
             results = ((p, _one(p, endpoint_url, advance, tolerate_missing)) for p in pairs)
             _collect(results, stats, on_done)
