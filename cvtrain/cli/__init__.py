@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from cvtrain import __version__
-from cvtrain.cli import data, jobs, run
+from cvtrain.cli import cloud, data, jobs, results, run
 from cvtrain.errors import CvtrainError
 
 app = typer.Typer(
@@ -28,6 +28,12 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(data.app, name="data")
+app.add_typer(results.app, name="results")
+app.command("submit")(cloud.submit)
+app.command("status")(cloud.status)
+app.command("logs")(cloud.logs)
+app.command("cancel")(cloud.cancel)
+app.command("run-batch", hidden=True)(cloud.run_batch)
 
 
 def _version(value: bool) -> None:
@@ -46,6 +52,8 @@ def _root(
 
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and an exit code."""
+    # TensorFlow's C++ INFO/WARNING chatter (oneDNN notices...) is not for our users
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app(prog_name="cvtrain")
     except CvtrainError as exc:

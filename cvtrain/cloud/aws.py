@@ -1,0 +1,409 @@
+"""The AWS calls behind ``cvtrain submit / status / logs / cancel``.
+
+boto3 is imported inside functions only. Credentials, region and endpoints come from
+boto3's own configuration (environment, profiles, instance roles, ``AWS_ENDPOINT_URL`` and
+``AWS_ENDPOINT_URL_<SERVICE>``). Every failure becomes a one-line :class:`CloudError`
+(exit 5), or :class:`StorageError` for the bucket, never quoting credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cvtrain.cloud import batch
+from cvtrain.errors import CloudError, StorageError, UsageError
+
+#: ``<account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]``
+ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>[\w][\w.-]{0,127})|@(?P<digest>sha256:"
+    r"[0-9a-f]{64}))?$")
+
+#: CloudFormation outputs of infra/cvtrain.yaml that cvtrain reads
+OUT_BUCKET = "BucketName"
+OUT_REPOSITORY = "RepositoryUri"
+OUT_SPOT_QUEUE = "SpotQueue"
+OUT_ON_DEMAND_QUEUE = "OnDemandQueue"
+OUT_JOB_ROLE = "JobRoleArn"
+OUT_LOG_GROUP = "LogGroup"
+OUT_RESULTS = "ResultsUri"
+
+AUTH_CODES = {"UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+              "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
+              "InvalidToken", "AuthFailure", "UnauthorizedOperation", "403"}
+
+
+def describe(exc: BaseException, what: str) -> str:
+    """One line for a boto3/botocore exception; credentials are never formatted."""
+    name = type(exc).__name__
+    response = getattr(exc, "response", None)
+    code = message = ""
+    if isinstance(response, dict):
+        err = response.get("Error") or {}
+        code = str(err.get("Code") or "")
+        message = (str(err.get("Message") or "").splitlines() or [""])[0]
+    if code in AUTH_CODES:
+        return f"{what}: access denied with the configured AWS credentials ({code})"
+    if name == "NoCredentialsError":
+        return (f"{what}: no AWS credentials found (environment, a profile or an instance "
+                "role)")
+    if name == "NoRegionError":
+        return f"{what}: no AWS region configured (set AWS_REGION or a profile's region)"
+    if name in ("PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"):
+        return f"{what}: bad AWS configuration ({name})"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                "ReadTimeoutError"):
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url") or "the AWS endpoint"
+        return f"{what}: cannot reach {endpoint} ({name})"
+    if code:
+        return f"{what}: {code}" + (f": {message}" if message else "")
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{what}: {name}" + (f": {first}" if first else "")
+
+
+def _is_aws_error(exc: BaseException) -> bool:
+    return (type(exc).__module__ or "").startswith(("botocore", "boto3"))
+
+
+@contextlib.contextmanager
+def errors(what: str) -> Iterator[None]:
+    """boto3/botocore exceptions in the block become a one-line CloudError."""
+    try:
+        yield
+    except (CloudError, StorageError, UsageError):
+        raise
+    except Exception as exc:
+        if _is_aws_error(exc):
+            raise CloudError(describe(exc, what)) from None
+        raise
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code") or "")
+    return ""
+
+
+_clients: dict[tuple[str, str | None], object] = {}
+#: botocore's standard retry mode: throttling and transient errors, with backoff
+MAX_ATTEMPTS = 6
+
+
+def client(service: str, region: str | None = None):
+    """A boto3 client (cached per service and region); endpoints from boto3's config."""
+    key = (service, region)
+    if key in _clients:
+        return _clients[key]
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - boto3 is a dependency
+        raise CloudError("AWS backends need boto3: pip install boto3") from exc
+    with errors(f"{service} client"):
+        made = boto3.session.Session().client(
+            service, region_name=region,
+            config=Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                          connect_timeout=10, read_timeout=60))
+    _clients[key] = made
+    return made
+
+
+def reset_clients() -> None:
+    _clients.clear()
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def stack_outputs(stack: str) -> dict[str, str]:
+    """The outputs of a CloudFormation stack, ``{OutputKey: OutputValue}``."""
+    cfn = client("cloudformation")
+    try:
+        found = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except Exception as exc:
+        if _is_aws_error(exc) and error_code(exc) == "ValidationError":
+            raise CloudError(f"stack {stack}: no such CloudFormation stack in this region "
+                             "(deploy it with `make infra-deploy`)") from None
+        if _is_aws_error(exc):
+            raise CloudError(describe(exc, f"stack {stack}")) from None
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in (found[0].get("Outputs") or [])}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a submission goes: resolved from options, environment and stack outputs."""
+
+    queue: str
+    image: str
+    results: str
+    job_role_arn: str | None = None
+    log_group: str | None = None
+
+
+def resolve_target(*, queue: str | None, image: str | None, results: str | None,
+                   spot: bool, stack: str | None, env: Mapping[str, str] | None = None,
+                   version: str = "", outputs: Mapping[str, str] | None = None) -> Target:
+    """Options first, then ``CVTRAIN_BATCH_QUEUE`` / ``CVTRAIN_IMAGE`` / ``CVTRAIN_RESULTS``,
+    then the stack's outputs (``--stack`` or ``CVTRAIN_STACK``). Nothing is hard-coded."""
+    env = os.environ if env is None else env
+    stack = stack or env.get("CVTRAIN_STACK") or None
+    if outputs is None:
+        outputs = stack_outputs(stack) if stack else {}
+    queue = queue or env.get("CVTRAIN_BATCH_QUEUE") or outputs.get(
+        OUT_SPOT_QUEUE if spot else OUT_ON_DEMAND_QUEUE)
+    image = image or env.get("CVTRAIN_IMAGE") or (
+        f"{outputs[OUT_REPOSITORY]}:{version}-gpu" if outputs.get(OUT_REPOSITORY) else None)
+    results = results or env.get("CVTRAIN_RESULTS") or outputs.get(OUT_RESULTS) or (
+        f"s3://{outputs[OUT_BUCKET]}/runs" if outputs.get(OUT_BUCKET) else None)
+    missing = [name for name, value in (("--queue", queue), ("--image", image),
+                                        ("--results", results)) if not value]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: not given; expected the option, "
+                         "$CVTRAIN_BATCH_QUEUE / $CVTRAIN_IMAGE / $CVTRAIN_RESULTS, or "
+                         "--stack NAME (a stack of infra/cvtrain.yaml)")
+    if not results.startswith("s3://"):
+        raise UsageError(f"--results {results}: expected an s3://bucket/prefix URI (a Batch "
+                         "container cannot write to a local folder)")
+    return Target(queue=queue, image=image, results=results.rstrip("/"),
+                  job_role_arn=outputs.get(OUT_JOB_ROLE), log_group=outputs.get(OUT_LOG_GROUP))
+
+
+# ---------------------------------------------------------------------------- pre-submit checks
+
+
+def check_credentials() -> str:
+    """The caller's ARN, or one line about the credentials."""
+    sts = client("sts")
+    with errors("AWS credentials"):
+        return sts.get_caller_identity()["Arn"]
+
+
+def check_queue(queue: str) -> dict:
+    with errors(f"job queue {queue}"):
+        found = client("batch").describe_job_queues(jobQueues=[queue])["jobQueues"]
+    if not found:
+        raise CloudError(f"job queue {queue}: no such AWS Batch job queue in this region")
+    q = found[0]
+    if q.get("state") != "ENABLED" or q.get("status") not in ("VALID", "UPDATING"):
+        raise CloudError(f"job queue {queue}: state {q.get('state')}, status "
+                         f"{q.get('status')}; expected ENABLED and VALID")
+    return q
+
+
+def check_image(image: str) -> str | None:
+    """For an ECR image, that its repository and tag (or digest) exist; other registries
+    cannot be checked without pulling (None)."""
+    m = ECR_IMAGE.match(image)
+    if not m:
+        return None
+    repo, tag, digest = m["repo"], m["tag"], m["digest"]
+    image_id = {"imageDigest": digest} if digest else {"imageTag": tag or "latest"}
+    ecr = client("ecr", m["region"])
+    try:
+        found = ecr.describe_images(registryId=m["account"], repositoryName=repo,
+                                    imageIds=[image_id])["imageDetails"]
+    except Exception as exc:
+        if not _is_aws_error(exc):
+            raise
+        code = error_code(exc)
+        if code == "RepositoryNotFoundException":
+            raise CloudError(f"image {image}: no ECR repository {repo} in account "
+                             f"{m['account']}, region {m['region']}") from None
+        if code == "ImageNotFoundException":
+            raise CloudError(f"image {image}: {next(iter(image_id.values()))} is not in ECR "
+                             f"repository {repo}; push it first (make push-ecr)") from None
+        raise CloudError(describe(exc, f"image {image}")) from None
+    if not found:
+        raise CloudError(f"image {image}: not in ECR repository {repo}; push it first")
+    return found[0].get("imageDigest")
+
+
+def check_bucket(results: str) -> None:
+    from cvtrain.storage import s3 as s3mod
+
+    uri = s3mod.S3Uri.parse(results)
+    s3 = s3mod.client()
+    try:
+        s3.head_bucket(Bucket=uri.bucket)
+    except Exception as exc:
+        if not _is_aws_error(exc):
+            raise
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"results {results}: no such bucket {uri.bucket}") from None
+        raise StorageError(s3mod._describe(exc, f"results {results}")) from None
+
+
+def preflight(target: Target) -> list[str]:
+    """Credentials, queue, image and bucket, in that order; lines saying what was checked."""
+    done = [f"credentials: {check_credentials()}"]
+    check_queue(target.queue)
+    done.append(f"queue: {target.queue} (ENABLED, VALID)")
+    digest = check_image(target.image)
+    done.append(f"image: {target.image}" + (f" ({digest[:19]})" if digest else
+                                            " (not ECR: not checked)"))
+    check_bucket(target.results)
+    done.append(f"results: {target.results}")
+    return done
+
+
+# ---------------------------------------------------------------------------- submission
+
+
+def ensure_job_definition(definition: dict) -> tuple[str, bool]:
+    """The ARN of an ACTIVE definition with this content (registered when none); and
+    whether it was registered now."""
+    b = client("batch")
+    name = definition["jobDefinitionName"]
+    with errors(f"job definition {name}"):
+        pages = b.get_paginator("describe_job_definitions").paginate(
+            jobDefinitionName=name, status="ACTIVE")
+        for page in pages:
+            for existing in page.get("jobDefinitions") or []:
+                if batch.same_definition(definition, existing):
+                    return existing["jobDefinitionArn"], False
+        made = b.register_job_definition(**definition)
+    return made["jobDefinitionArn"], True
+
+
+def submit(kwargs: dict) -> dict:
+    with errors(f"submit {kwargs.get('jobName')}"):
+        made = client("batch").submit_job(**kwargs)
+    return {"jobId": made["jobId"], "jobName": made["jobName"], "jobArn": made.get("jobArn")}
+
+
+def describe_jobs(job_ids: list[str], missing_ok: bool = False) -> list[dict]:
+    """``describe_jobs`` in pages of 100, in the order asked; unknown ids are refused (or
+    left out with ``missing_ok``: Batch forgets jobs some days after they end)."""
+    b = client("batch")
+    found: dict[str, dict] = {}
+    for i in range(0, len(job_ids), 100):
+        chunk = job_ids[i:i + 100]
+        with errors("describe jobs"):
+            for job in b.describe_jobs(jobs=chunk)["jobs"]:
+                found[job["jobId"]] = job
+    unknown = [j for j in job_ids if j not in found]
+    if unknown and not missing_ok:
+        raise CloudError(f"job {unknown[0]}: no such AWS Batch job (jobs are kept about "
+                         "7 days after they finish)")
+    return [found[j] for j in job_ids if j in found]
+
+
+def cancel(job_id: str, reason: str) -> None:
+    describe_jobs([job_id])
+    with errors(f"cancel {job_id}"):
+        client("batch").terminate_job(jobId=job_id, reason=reason)
+
+
+def log_location(job: Mapping) -> tuple[str, str | None]:
+    """(log group, log stream of the latest attempt or None when it has not started)."""
+    container = job.get("container") or {}
+    stream = container.get("logStreamName")
+    if not stream:
+        for attempt in reversed(job.get("attempts") or []):
+            stream = (attempt.get("container") or {}).get("logStreamName")
+            if stream:
+                break
+    group = None
+    log_config = container.get("logConfiguration") or {}
+    if log_config.get("logDriver") == "awslogs":
+        group = (log_config.get("options") or {}).get("awslogs-group")
+    if not group and job.get("jobDefinition"):
+        with errors(f"job definition of {job.get('jobId')}"):
+            defs = client("batch").describe_job_definitions(
+                jobDefinitions=[job["jobDefinition"]])["jobDefinitions"]
+        for d in defs:
+            cfg = (d.get("containerProperties") or {}).get("logConfiguration") or {}
+            group = (cfg.get("options") or {}).get("awslogs-group") or group
+    return group or batch.DEFAULT_LOG_GROUP, stream
+
+
+def stream_logs(job_id: str, emit: Callable[[str], None], follow: bool = False,
+                poll_seconds: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Print the job's latest attempt's log events; with ``follow`` until the job ends.
+    Returns the number of events printed."""
+    job = describe_jobs([job_id])[0]
+    if (job.get("arrayProperties") or {}).get("size"):
+        raise UsageError(f"job {job_id}: an array job has no log of its own; give a child, "
+                         f"e.g. {job_id}:0")
+    logs = client("logs")
+    printed, token = 0, None
+    while True:
+        group, stream = log_location(job)
+        if stream:
+            while True:
+                args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+                if token:
+                    args["nextToken"] = token
+                try:
+                    page = logs.get_log_events(**args)
+                except Exception as exc:
+                    if _is_aws_error(exc) and error_code(exc) == "ResourceNotFoundException":
+                        raise CloudError(f"job {job_id}: log stream {stream} not found in "
+                                         f"log group {group}") from None
+                    if _is_aws_error(exc):
+                        raise CloudError(describe(exc, f"logs of {job_id}")) from None
+                    raise
+                for event in page.get("events") or []:
+                    emit(event.get("message", ""))
+                    printed += 1
+                new = page.get("nextForwardToken")
+                if not new or new == token:
+                    break
+                token = new
+        elif not follow:
+            raise CloudError(f"job {job_id}: no log yet (state {job.get('status')}); "
+                             "try again when it is RUNNING, or use --follow")
+        if not follow or job.get("status") in batch.TERMINAL_STATES:
+            return printed
+        sleep(poll_seconds)
+        job = describe_jobs([job_id])[0]
+
+
+# ---------------------------------------------------------------------------- local record
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("CVTRAIN_STATE_DIR"):
+        return Path(env["CVTRAIN_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "cvtrain"
+
+
+def submitted_file() -> Path:
+    return state_dir() / "submitted.jsonl"
+
+
+def record_submitted(entry: dict) -> None:
+    path = submitted_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                             **entry}) + "\n")
+
+
+def submitted_ids(limit: int = 50) -> list[str]:
+    """The ids of the jobs cvtrain submitted from here, latest last (at most ``limit``)."""
+    path = submitted_file()
+    if not path.is_file():
+        return []
+    ids: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            job_id = json.loads(line).get("jobId")
+        except (ValueError, AttributeError):
+            continue
+        if job_id and job_id not in ids:
+            ids.append(job_id)
+    return ids[-limit:]
