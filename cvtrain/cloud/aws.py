@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cvtrain.aws_errors import describe_aws_error, error_code, is_aws_error
 from cvtrain.cloud import batch
 from cvtrain.errors import CloudError, StorageError, UsageError
 
@@ -36,41 +37,15 @@ OUT_JOB_ROLE = "JobRoleArn"
 OUT_LOG_GROUP = "LogGroup"
 OUT_RESULTS = "ResultsUri"
 
-AUTH_CODES = {"UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-              "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
-              "InvalidToken", "AuthFailure", "UnauthorizedOperation", "403"}
 
 
 def describe(exc: BaseException, what: str) -> str:
     """One line for a boto3/botocore exception; credentials are never formatted."""
-    name = type(exc).__name__
-    response = getattr(exc, "response", None)
-    code = message = ""
-    if isinstance(response, dict):
-        err = response.get("Error") or {}
-        code = str(err.get("Code") or "")
-        message = (str(err.get("Message") or "").splitlines() or [""])[0]
-    if code in AUTH_CODES:
-        return f"{what}: access denied with the configured AWS credentials ({code})"
-    if name == "NoCredentialsError":
-        return (f"{what}: no AWS credentials found (environment, a profile or an instance "
-                "role)")
-    if name == "NoRegionError":
-        return f"{what}: no AWS region configured (set AWS_REGION or a profile's region)"
-    if name in ("PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"):
-        return f"{what}: bad AWS configuration ({name})"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                "ReadTimeoutError"):
-        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url") or "the AWS endpoint"
-        return f"{what}: cannot reach {endpoint} ({name})"
-    if code:
-        return f"{what}: {code}" + (f": {message}" if message else "")
-    first = (str(exc).splitlines() or [""])[0]
-    return f"{what}: {name}" + (f": {first}" if first else "")
+    return describe_aws_error(exc, what, credentials="AWS credentials",
+                              endpoint="the AWS endpoint")
 
 
-def _is_aws_error(exc: BaseException) -> bool:
-    return (type(exc).__module__ or "").startswith(("botocore", "boto3"))
+_is_aws_error = is_aws_error
 
 
 @contextlib.contextmanager
@@ -84,13 +59,6 @@ def errors(what: str) -> Iterator[None]:
         if _is_aws_error(exc):
             raise CloudError(describe(exc, what)) from None
         raise
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Code") or "")
-    return ""
 
 
 _clients: dict[tuple[str, str | None], object] = {}

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from cvtrain.aws_errors import describe_aws_error, error_code, is_aws_error
 from cvtrain.errors import StorageError, UsageError
 
 SCHEME = "s3://"
@@ -24,9 +25,6 @@ MULTIPART_CONCURRENCY = 4
 
 # codes that mean "these credentials are not good for this": one clear line, no message text
 # (AWS messages for signature errors can quote the string to sign)
-AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "ExpiredToken",
-              "InvalidToken", "AuthorizationHeaderMalformed", "TokenRefreshRequired",
-              "InvalidClientTokenId", "AllAccessDisabled", "403", "Forbidden"}
 
 
 def is_s3(location: str | os.PathLike) -> bool:
@@ -121,45 +119,15 @@ def transfer_config():
 
 def _describe(exc: BaseException, what: str) -> str:
     """One line for a boto3/botocore exception, never quoting credentials."""
-    name = type(exc).__name__
-    code = None
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        err = response.get("Error") or {}
-        code = str(err.get("Code") or "") or None
-        if code is None:
-            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            code = str(status) if status else None
-    if code in AUTH_CODES:
-        return f"{what}: access denied with the configured credentials ({code})"
-    if code in ("NoSuchBucket",):
+    code = error_code(exc)
+    if code == "NoSuchBucket":
         return f"{what}: no such bucket"
     if code in ("NoSuchKey", "404", "NotFound"):
         return f"{what}: no such key"
-    if name == "NoCredentialsError":
-        return (f"{what}: no credentials found (configure them for boto3: "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role)")
-    if name in ("PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"):
-        return f"{what}: bad AWS configuration ({name})"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                "ReadTimeoutError"):
-        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url") or "the endpoint"
-        return f"{what}: cannot reach the S3 endpoint {endpoint} ({name})"
-    if name == "InvalidEndpointURLError" or name == "ValueError" and "endpoint" in str(exc):
-        return f"{what}: invalid endpoint URL"
-    if code:
-        message = ""
-        if isinstance(response, dict):
-            message = str((response.get("Error") or {}).get("Message") or "")
-        message = message.splitlines()[0] if message else ""
-        return f"{what}: {code}" + (f": {message}" if message else "")
-    first = (str(exc).splitlines() or [""])[0]
-    return f"{what}: {name}: {first}" if first else f"{what}: {name}"
+    return describe_aws_error(exc, what, endpoint="the S3 endpoint")
 
 
-def is_botocore_error(exc: BaseException) -> bool:
-    module = type(exc).__module__ or ""
-    return module.startswith(("botocore", "boto3", "s3transfer"))
+is_botocore_error = is_aws_error
 
 
 @contextlib.contextmanager
