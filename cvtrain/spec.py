@@ -117,6 +117,12 @@ class Training(Strict):
     )
     steps_per_execution: int = Field(1, ge=1, description="training steps per graph call")
 
+    @field_validator("mixed_precision", "jit_compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        # YAML reads a bare on/off (and yes/no) as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
 
 class Report(Strict):
     """What the coursework report measured for this experiment, to compare against."""

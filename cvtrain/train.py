@@ -89,8 +89,14 @@ def configure_device(spec: JobSpec, seed: int) -> dict:
             pass
     keras.utils.set_random_seed(seed)
     if spec.seed is not None:
-        # repeatable to the bit on CPU; on GPU at some speed cost, which the user asked for
+        # repeatable to the bit on CPU; on GPU at some speed cost, which the user asked for.
+        # (Keras turns XLA off under op determinism.)
         tf.config.experimental.enable_op_determinism()
+    else:
+        # process-wide state: undo an earlier seeded run in this process (no public API)
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
     mode = spec.training.mixed_precision
     mixed = mode == "on" or (mode == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")

@@ -148,3 +148,17 @@ def test_data_synth_cli_writes_both_official_archives(tmp_path):
         assert result.stdout.strip() == str(tmp_path / fmt / name)
         data = load_cifar100(tmp_path / fmt / name, num_classes=3, progress=False)
         assert data.x_train.shape == (12, 32, 32, 3) and data.x_test.shape == (6, 32, 32, 3)
+
+
+def test_gpu_settings_run_on_cpu(tiny_archive, tmp_path):
+    """Mixed precision and XLA, what a GPU run uses, forced on here on the CPU."""
+    spec = load_spec(JOBS / "cifar/augment.yaml",
+                     [f"data.path={tiny_archive}", "training.epochs=1",
+                      "training.mixed_precision=on", "training.jit_compile=on",
+                      "training.steps_per_execution=4"])  # no seed: XLA stays on
+    m = run_job(spec, out=tmp_path, run_id="gpuish", log=quiet_log()).metrics
+    assert m["device"]["mixed_precision"] is True
+    assert m["test_loss"] == m["test_loss"]  # not NaN: float32 softmax output under float16
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
