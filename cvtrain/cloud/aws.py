@@ -85,10 +85,6 @@ def client(service: str, region: str | None = None):
     return made
 
 
-def reset_clients() -> None:
-    _clients.clear()
-
-
 # ---------------------------------------------------------------------------- settings
 
 
