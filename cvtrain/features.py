@@ -27,19 +27,14 @@ EXTRACT_BATCH = 32
 
 @dataclass
 class FeatureSet:
-    train_maps: np.ndarray  # (N, h, w, 2048) float16
-    test_maps: np.ndarray
-    train_pooled: np.ndarray  # (N, 2048) float32
-    test_pooled: np.ndarray
+    """One kind of features ("pooled": (N, 2048) float32; "maps": (N, h, w, 2048) float16)."""
+
+    train: np.ndarray
+    test: np.ndarray
     key: str
     path: Path
     cache_hit: bool
     seconds: float  # extraction time (0 on a cache hit)
-
-    def arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        if kind == "pooled":
-            return self.train_pooled, self.test_pooled
-        return self.train_maps, self.test_maps
 
 
 def feature_key(dataset_sha256: str, layout: str, weights_id: str, image_size: int,
@@ -56,15 +51,15 @@ def features_dir() -> Path:
     return cache_dir() / "features"
 
 
-def _load(path: Path, key: str) -> FeatureSet | None:
+def _load(path: Path, key: str, kind: str) -> FeatureSet | None:
+    """The cached features of one kind; only those are read (maps are the large ones)."""
     if not (path / "meta.json").is_file():
         return None
     try:
-        arrays = {name: np.load(path / f"{name}.npy") for name in
-                  ("train_maps", "test_maps", "train_pooled", "test_pooled")}
+        train, test = (np.load(path / f"{split}_{kind}.npy") for split in ("train", "test"))
     except (OSError, ValueError):
         return None  # a damaged cache entry is recomputed, not trusted
-    return FeatureSet(**arrays, key=key, path=path, cache_hit=True, seconds=0.0)
+    return FeatureSet(train, test, key=key, path=path, cache_hit=True, seconds=0.0)
 
 
 def extract(backbone, files: list[str], image_size: int) -> np.ndarray:
@@ -76,13 +71,14 @@ def extract(backbone, files: list[str], image_size: int) -> np.ndarray:
 
 
 def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=None) -> FeatureSet:
-    """The cached features of ``birds`` for the backbone ``opts`` names; computed on a miss."""
+    """The cached features of ``birds`` (the kind ``opts.features`` names) for the backbone
+    ``opts`` names; on a miss both kinds are computed and cached, one kind returned."""
     from cvtrain.weights import weights_identity
 
     key = feature_key(birds.sha256, layout, weights_identity(opts.weights, seed), image_size,
                       opts.backbone)
     path = features_dir() / key
-    cached = _load(path, key)
+    cached = _load(path, key, opts.features)
     if cached is not None:
         if log:
             log.print(f"[bold]features[/]: cache hit {path}")
@@ -117,4 +113,5 @@ def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=No
         os.replace(tmp, path)  # a reader sees the whole entry or none
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return FeatureSet(**arrays, key=key, path=path, cache_hit=False, seconds=seconds)
+    return FeatureSet(arrays[f"train_{opts.features}"], arrays[f"test_{opts.features}"], key=key,
+                      path=path, cache_hit=False, seconds=seconds)

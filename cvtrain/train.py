@@ -167,7 +167,7 @@ def feature_inputs(spec: JobSpec, birds, seed: int, log: RunLog, initial_epoch: 
 
     t, d = spec.training, spec.data
     fs = load_or_extract(birds, spec.model, d.image_size, d.layout, seed, log)
-    train, test = fs.arrays(spec.model.features)
+    train, test = fs.train, fs.test
     tr, val = split_indices(len(train), d.validation_split)
     classes = birds.num_classes
     stream = array_train_stream(tf.constant(train[tr]),

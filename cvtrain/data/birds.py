@@ -12,6 +12,7 @@ same images give the same labels whatever the layout.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain.errors import DataError, UsageError
+from cvtrain.runs import sha256_file
 
 # ResNet50's preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -71,14 +73,6 @@ def _find_root(folder: Path, layout: str) -> Path | None:
 def _expected(layout: str) -> str:
     return ("images/ and lists/train.txt, lists/test.txt" if layout == "2010" else
             "images/, images.txt, train_test_split.txt, image_class_labels.txt")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract_tgz(archive: Path, sha256: str) -> Path:
@@ -161,7 +155,7 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
         raise DataError(f"{source}: no such file or folder (expected the birds dataset: "
                         f"{_expected(layout)}, or a .tgz of them)")
     if source.is_file():
-        sha = _sha256_file(source)
+        sha = sha256_file(source)
         folder = _extract_tgz(source, sha)
     else:
         sha, folder = None, source
@@ -179,14 +173,19 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
     for rel in sorted(set(train + test)):
         file = images / rel
         try:
-            content = file.read_bytes()
+            if sha is None:  # a folder: its content key needs every byte anyway
+                content = file.read_bytes()
+                digest.update(f"{hashlib.sha256(content).hexdigest()}  {rel}\n".encode())
+            else:  # an archive, hashed already: the markers are enough
+                with open(file, "rb") as fh:
+                    head = fh.read(8)
+                    fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+                    content = head + fh.read()
         except FileNotFoundError:
             raise DataError(f"{file}: listed in the {layout} lists but missing") from None
         except OSError as exc:
             raise DataError(f"{file}: cannot read ({exc.strerror})") from None
         check_image_bytes(content, file)
-        if sha is None:
-            digest.update(f"{hashlib.sha256(content).hexdigest()}  {rel}\n".encode())
 
     def labels(rels):
         return np.array([index[_class_of(r, where)] for r in rels], dtype=np.int64)
@@ -199,7 +198,8 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
 
 def check_image_bytes(content: bytes, path: Path) -> None:
     """Cheap structural check (JPEG start and end markers, PNG signature and end chunk), so
-    a truncated or foreign file is named before TensorFlow meets it."""
+    a truncated or foreign file is named before TensorFlow meets it. ``content`` may be the
+    file's first 8 bytes followed by its last 4 KiB."""
     if content[:3] == b"\xff\xd8\xff":
         if b"\xff\xd9" in content[-4096:]:
             return
@@ -281,26 +281,18 @@ def find_unreadable(files: list[str]) -> str | None:
     return None
 
 
-class image_errors:  # noqa: N801 - used as a context manager: `with image_errors(files):`
+@contextlib.contextmanager
+def image_errors(files: list[str]):
     """Turn TensorFlow's anonymous decode failures into a DataError naming the file."""
+    import tensorflow as tf
 
-    def __init__(self, files: list[str]):
-        self.files = files
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if kind is None:
-            return False
-        import tensorflow as tf
-
-        if issubclass(kind, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
-            bad = find_unreadable(self.files)
-            if bad is not None:
-                raise DataError(f"{bad}: not a readable image (corrupt or not JPEG/PNG)") \
-                    from None
-        return False
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        bad = find_unreadable(files)
+        if bad is None:
+            raise
+        raise DataError(f"{bad}: not a readable image (corrupt or not JPEG/PNG)") from None
 
 
 # ------------------------------------------------------------------------------ synthetic
