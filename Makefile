@@ -159,7 +159,7 @@ push-ecr:
 	$(MAKE) --no-print-directory push REGISTRY=$$registry
 
 submit:
-	$(PYTHON) -m cvtrain submit $(JOB) --backend aws-batch --stack $(STACK) $(ARGS)
+	$(PYTHON) -m cvtrain submit $(JOB) --stack $(STACK) $(ARGS)
 
 status:
 	$(PYTHON) -m cvtrain status $(IDS)

@@ -82,7 +82,7 @@ def main() -> None:
 def run(args, work: Path, env: dict, endpoint: str) -> None:
     from cvtrain import storage
     from cvtrain.storage import s3 as s3mod
-    from cvtrain.storage import transfer
+    from cvtrain.storage import etag, transfer
 
     src = work / "src"
     per_folder = 100
@@ -122,7 +122,7 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
     assert st_push.sent == args.files and st_pull.sent == args.files
     assert same_tree(src, work / "pulled") and same_tree(src, work / "aws-pulled")
 
-    transfer._digests.clear()  # no help from this process's checksum cache
+    etag._digests.clear()  # no help from this process's checksum cache
     t_re, st_re = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
     assert st_re.sent == 0 and st_re.skipped == args.files
     t_list, listing = timed(lambda: s3mod.list_objects(storage.S3Uri("bench-cvtrain", "ds/")))

@@ -8,8 +8,6 @@ only formats what these functions return.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +16,7 @@ from pathlib import Path
 
 from cvtrain import runs
 from cvtrain.errors import StorageError, UsageError
+from cvtrain.paths import default_out_dir
 from cvtrain.storage.s3 import S3Uri, is_s3, join
 
 
@@ -31,7 +30,7 @@ class RunRef:
 
     @property
     def location(self) -> str:
-        return join(self.root, self.job, self.run_id)
+        return runs.run_location(self.root, self.job, self.run_id)
 
     @property
     def label(self) -> str:
@@ -39,7 +38,7 @@ class RunRef:
 
 
 def default_root() -> str:
-    return str(runs.default_out_dir())
+    return str(default_out_dir())
 
 
 def _plain(part: str) -> bool:
@@ -133,7 +132,8 @@ def list_runs(root: str | None = None, job: str | None = None,
         prefix = base.key + (f"{job}/" if job else "")
         for o in list_objects(S3Uri(base.bucket, prefix), endpoint_url):
             parts = o.key[len(base.key):].split("/", 2)
-            if len(parts) == 3 and parts[2]:
+            # keys that cannot be a <job>/<run-id> folder (empty, '..') are not runs
+            if len(parts) == 3 and parts[2] and _plain(parts[0]) and _plain(parts[1]):
                 found.setdefault((parts[0], parts[1]), set()).add(parts[2])
     else:
         path = Path(root)
@@ -170,9 +170,9 @@ def run_files(ref: RunRef, endpoint_url: str | None = None) -> list[tuple[str, i
         base = S3Uri.parse(ref.location).folder()
         files = [(o.key[len(base.key):], o.size) for o in list_objects(base, endpoint_url)]
     else:
-        from cvtrain.storage.transfer import _scan_local
+        from cvtrain.storage.plan import scan_local
 
-        files = [(rel, st.st_size) for rel, st in _scan_local(Path(ref.location)).items()]
+        files = [(rel, st.st_size) for rel, st in scan_local(Path(ref.location)).items()]
     if not files:
         raise StorageError(f"{ref.location}: no such run (no files there)")
     return sorted(files)
@@ -234,21 +234,6 @@ def flatten(data, prefix: str = "") -> dict:
     return out
 
 
-def read_history(text: str | None) -> list[dict]:
-    if not text:
-        return []
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        parsed = {}
-        for key, value in row.items():
-            try:
-                parsed[key] = float(value) if value not in (None, "", "None") else None
-            except ValueError:
-                parsed[key] = None
-        rows.append(parsed)
-    return rows
-
-
 @dataclass
 class Comparison:
     refs: list[RunRef]
@@ -281,7 +266,7 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
         except yaml.YAMLError:
             raise StorageError(f"{join(ref.location, runs.SPEC)}: not valid YAML") from None
         specs.append(flatten(spec if isinstance(spec, dict) else {}))
-        histories.append(read_history(h_text))
+        histories.append(runs.parse_history(h_text))
     keys = sorted(set().union(*specs)) if specs else []
     missing = object()
     diff = {}

@@ -4,7 +4,7 @@ The contract the storage, docker and cloud backends build on:
 
 - ``spec.yaml``      the fully resolved job spec
 - ``metrics.json``   test accuracy/loss, best epoch, epochs run, timings, versions, device
-- ``history.csv``    one row per epoch: loss, accuracy, val_loss, val_accuracy, seconds
+- ``history.csv``    one row per epoch (:data:`HISTORY_COLUMNS`), read by :func:`parse_history`
 - ``curves.png``     loss and accuracy, training vs validation
 - ``model.keras``    the trained model
 - ``tensorboard/``   TensorBoard event files
@@ -17,7 +17,9 @@ A folder without ``manifest.json`` is an incomplete run.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -37,9 +39,26 @@ LOG = "log.txt"
 TENSORBOARD = "tensorboard"
 CLASSES = "classes.json"
 
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
+                   "learning_rate"]
 
-def default_out_dir() -> Path:
-    return Path(os.environ.get("CVTRAIN_RUNS", "runs"))
+
+def check_part(part: str, what: str) -> str:
+    """A job name or run id as one plain path component (no '/', not '.' or '..')."""
+    if not part or "/" in part or "\\" in part or part in (".", ".."):
+        raise UsageError(f"{what} {part!r}: expected a plain name without '/'")
+    return part
+
+
+def run_location(root: str | os.PathLike, job: str, run_id: str) -> str:
+    """``<root>/<job>/<run-id>``: where a run lives under a results root, a local folder or
+    ``s3://bucket/prefix``. The one place that layout is spelled out."""
+    check_part(job, "job")
+    check_part(run_id, "--run-id")
+    root = os.fspath(root)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{job}/{run_id}"
+    return os.path.join(root, job, run_id)
 
 
 def new_run_id() -> str:
@@ -74,10 +93,7 @@ class RunDir:
 
         Nothing is written yet: call :meth:`prepare` once the run is ready to start.
         """
-        run_id = run_id or new_run_id()
-        if not run_id or "/" in run_id or run_id in (".", ".."):
-            raise UsageError(f"--run-id {run_id!r}: expected a plain name without '/'")
-        run = cls(Path(out) / job_name / run_id)
+        run = cls(Path(run_location(out, job_name, run_id or new_run_id())))
         if run.is_complete():
             raise UsageError(f"{run.path}: a complete run with this id exists; "
                              "choose another --run-id")
@@ -132,3 +148,20 @@ def verify(run_path: Path) -> list[str]:
         elif p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
             problems.append(f"{entry['path']}: content differs from manifest")
     return problems
+
+
+def parse_history(text: str | None) -> list[dict]:
+    """The rows of a ``history.csv``: numbers as floats (``epoch`` as an int), blanks and
+    unreadable cells as None. Serves resumed training and ``cvtrain results`` alike."""
+    rows = []
+    for row in csv.DictReader(io.StringIO(text or "")):
+        parsed: dict = {}
+        for key, value in row.items():
+            try:
+                parsed[key] = float(value) if value not in (None, "", "None") else None
+            except ValueError:
+                parsed[key] = None
+        if parsed.get("epoch") is not None:
+            parsed["epoch"] = int(parsed["epoch"])
+        rows.append(parsed)
+    return rows

@@ -1,21 +1,13 @@
 """``cvtrain submit / status / logs / cancel``: jobs on AWS Batch; ``run-batch`` (hidden) is
-what a Batch container runs. Parsing and printing only: the translation lives in
-:mod:`cvtrain.cloud.batch`, the AWS calls in :mod:`cvtrain.cloud.aws` (boto3 is imported
-there, inside functions)."""
+what a Batch container runs. Parsing options and printing only: the work is
+:class:`cvtrain.cloud.batch.BatchBackend`'s (boto3 is imported inside its AWS calls)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from enum import StrEnum
-from pathlib import Path
 
 import typer
-
-
-class CloudBackend(StrEnum):
-    aws_batch = "aws-batch"
 
 
 def submit(
@@ -25,8 +17,6 @@ def submit(
     sweep: list[str] = typer.Option([], "--sweep", metavar="KEY=V1,V2,...",
                                     help="Run one job per value (repeatable: every "
                                          "combination); becomes one array job."),
-    backend: CloudBackend = typer.Option(CloudBackend.aws_batch, "--backend",
-                                         help="Where the jobs run (aws-batch only for now)."),
     queue: str = typer.Option(None, "--queue", help="Batch job queue \\[default: "
                               "$CVTRAIN_BATCH_QUEUE, else the stack's spot or on-demand queue]."),
     image: str = typer.Option(None, "--image", help="Image URI \\[default: $CVTRAIN_IMAGE, else "
@@ -55,62 +45,34 @@ def submit(
                                "image and bucket before submitting."),
 ) -> None:
     """Submit JOB (or a sweep of it) to GPU instances on AWS Batch; print ids and results."""
-    from cvtrain import __version__
-    from cvtrain.catalog import find_job
-    from cvtrain.cloud import aws, batch
-    from cvtrain.errors import UsageError
-    from cvtrain.spec import apply_overrides, load_spec, validate
+    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.spec import load_spec
+    from cvtrain.spec.catalog import find_job
 
-    spec = load_spec(find_job(job), set_, seed=seed)
-    if local := batch.local_paths(spec):
-        raise UsageError(f"{local[0]}: a local path is not visible in a Batch container; "
-                         "expected an s3:// URI (upload it with `cvtrain data push`)")
-    variants = batch.parse_sweep(sweep)
-    doc = spec.model_dump(mode="json")
-    for i, variant in enumerate(variants):
-        if variant:
-            checked = validate(apply_overrides(doc, variant), f"--sweep variant {i}")
-            if local := batch.local_paths(checked):
-                raise UsageError(f"--sweep variant {i}: {local[0]}: expected an s3:// URI")
-    target = aws.resolve_target(queue=queue, image=image, results=results, spot=spot,
-                                stack=stack, version=__version__)
-    options = batch.BatchOptions(
-        image=target.image, queue=target.queue, results=target.results, gpus=gpus,
-        vcpus=vcpus, memory_mib=memory, attempts=attempts,
-        timeout_seconds=int(timeout_hours * 3600), job_role_arn=target.job_role_arn,
-        log_group=target.log_group)
-    definition = batch.job_definition(options)
-    spec_yaml = spec.to_yaml()
-    kwargs = batch.submit_job_kwargs(spec.name, spec_yaml, variants,
-                                     definition["jobDefinitionName"], target.queue)
+    backend = BatchBackend()
+    plan = backend.plan(load_spec(find_job(job), set_, seed=seed), sweep, queue=queue,
+                        image=image, results=results, spot=spot, stack=stack, gpus=gpus,
+                        vcpus=vcpus, memory_mib=memory, attempts=attempts,
+                        timeout_seconds=int(timeout_hours * 3600))
     if dry_run:
-        print(json.dumps({"job_definition": definition, "submit_job": kwargs}, indent=2))
+        print(json.dumps(plan.to_json(), indent=2))
         return
-    if check:
-        for line in aws.preflight(target):
-            print(f"ok  {line}")
-    arn, registered = aws.ensure_job_definition(definition)
-    print(f"{'registered' if registered else 'reusing'} job definition {arn}")
-    kwargs["jobDefinition"] = arn
-    made = aws.submit(kwargs)
-    job_id = made["jobId"]
-    array = len(variants) > 1
-    aws.record_submitted({"jobId": job_id, "jobName": made["jobName"], "queue": target.queue,
-                          "results": target.results, "job": spec.name,
-                          "arraySize": len(variants) if array else None})
-    print(f"submitted {made['jobName']}: {job_id}" + (f" (array of {len(variants)})"
-                                                        if array else ""))
-    if array:
-        for i, variant in enumerate(variants[:50]):
-            run_id = batch.run_id_for(job_id, i)
-            print(f"  {job_id}:{i}  {' '.join(variant)}  -> "
-                  f"{batch.results_location(target.results, spec.name, run_id)}")
-        if len(variants) > 50:
-            print(f"  ... and {len(variants) - 50} more, run ids {job_id}-<index>")
+    done = backend.submit(plan, check=check)
+    for line in done.checks:
+        print(f"ok  {line}")
+    print(f"{'registered' if done.registered else 'reusing'} job definition "
+          f"{done.definition_arn}")
+    print(f"submitted {done.job_name}: {done.job_id}"
+          + (f" (array of {len(done.runs)})" if done.array else ""))
+    if done.array:
+        for run in done.runs[:50]:
+            print(f"  {done.job_id}:{run.index}  {' '.join(run.overrides)}  -> {run.location}/")
+        if len(done.runs) > 50:
+            print(f"  ... and {len(done.runs) - 50} more, run ids {done.job_id}-<index>")
     else:
-        print(f"results: {batch.results_location(target.results, spec.name, job_id)}")
-    print(f"follow it: cvtrain status {job_id}; cvtrain logs {job_id}"
-          f"{':0' if array else ''} --follow")
+        print(f"results: {done.runs[0].location}/")
+    print(f"follow it: cvtrain status {done.job_id}; cvtrain logs {done.job_id}"
+          f"{':0' if done.array else ''} --follow")
 
 
 def status(
@@ -125,30 +87,25 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from cvtrain.cloud import aws, batch
+    from cvtrain.cloud.batch import BatchBackend
 
-    ids = list(job_ids or [])
-    recorded = not ids
-    if recorded:
-        ids = aws.submitted_ids()
-        if not ids:
-            print(f"no jobs submitted from here yet ({aws.submitted_file()})")
-            return
-    jobs = aws.describe_jobs(ids, missing_ok=recorded)
-    rows, hints = batch.status_rows(jobs)
+    report = BatchBackend().status(job_ids or [])
+    if report.nothing_recorded:
+        print(f"no jobs submitted from here yet ({report.record})")
+        return
     if as_json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        print(json.dumps([asdict(r) for r in report.rows], indent=2))
         return
     console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(box=None, header_style="bold")
     for col in ("job", "job id", "state", "attempts", "reason", "started (UTC)", "duration"):
         table.add_column(col, overflow="fold")
     colours = {"SUCCEEDED": "green", "FAILED": "red", "RUNNING": "cyan", "RUNNABLE": "yellow"}
-    for r in rows:
+    for r in report.rows:
         state = f"[{colours[r.state]}]{r.state}[/]" if r.state in colours else r.state
         table.add_row(r.job, r.job_id, state, str(r.attempts), r.reason, r.started, r.duration)
     console.print(table)
-    for hint in hints:
+    for hint in report.hints:
         console.print(f"[yellow]hint[/]: {hint}", highlight=False)
 
 
@@ -158,9 +115,10 @@ def logs(
                                 "ends."),
 ) -> None:
     """Print a Batch job's log (CloudWatch Logs, the latest attempt)."""
-    from cvtrain.cloud import aws
+    from cvtrain.cloud.batch import BatchBackend
 
-    aws.stream_logs(job_id, emit=lambda line: print(line, flush=True), follow=follow)
+    for line in BatchBackend().logs(job_id, follow=follow):
+        print(line, flush=True)
 
 
 def cancel(
@@ -168,9 +126,9 @@ def cancel(
     reason: str = typer.Option("cancelled with cvtrain cancel", "--reason"),
 ) -> None:
     """Cancel (terminate) a Batch job, whatever its state."""
-    from cvtrain.cloud import aws
+    from cvtrain.cloud.batch import BatchBackend
 
-    aws.cancel(job_id, reason)
+    BatchBackend().cancel(job_id, reason)
     print(f"cancelled {job_id}")
 
 
@@ -178,28 +136,16 @@ def run_batch() -> None:
     """Inside a Batch container: run the job in $CVTRAIN_SPEC_B64 (variant
     $AWS_BATCH_JOB_ARRAY_INDEX of $CVTRAIN_SWEEP) into $CVTRAIN_RESULTS, with a run id that
     is the same in every attempt, so a retry resumes from the checkpoint."""
-    import yaml
+    from cvtrain.cloud.batch import BatchBackend
 
-    from cvtrain.cloud import batch
-    from cvtrain.errors import UsageError
-    from cvtrain.runners import get_runner
-    from cvtrain.spec import apply_overrides, validate
-
-    plan = batch.entry_plan(os.environ)
-    try:
-        doc = yaml.safe_load(plan.spec_yaml)
-    except yaml.YAMLError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise UsageError(f"${batch.ENV_SPEC}: expected a YAML job spec")
-    spec = validate(apply_overrides(doc, plan.overrides), f"${batch.ENV_SPEC}")
-    attempt = os.environ.get(batch.ENV_ATTEMPT)
-    print(f"cvtrain run-batch: {spec.name}, run id {plan.run_id}"
+    backend = BatchBackend()
+    entry = backend.entry()
+    plan = entry.plan
+    print(f"cvtrain run-batch: {entry.spec.name}, run id {plan.run_id}"
           + (f", variant {plan.index}: {' '.join(plan.overrides)}" if plan.index is not None
              else "")
-          + (f", attempt {attempt}" if attempt else "")
-          + f" -> {batch.results_location(plan.results, spec.name, plan.run_id)}", flush=True)
-    code = get_runner("local").run(spec, out=Path(plan.out), run_id=plan.run_id,
-                                   results=plan.results)
+          + (f", attempt {plan.attempt}" if plan.attempt else "")
+          + f" -> {entry.location}/", flush=True)
+    code = backend.run_entry(entry)
     if code:
         raise typer.Exit(code)

@@ -16,9 +16,10 @@ def list_jobs(
     folder: Path = typer.Argument(None, help="Jobs folder [default: ./jobs or $CVTRAIN_JOBS]."),
 ) -> None:
     """A table of the jobs: name, dataset, model, epochs, the report's accuracy."""
-    from cvtrain.catalog import job_files, jobs_dir
+    from cvtrain.paths import jobs_dir
     from cvtrain.report import fmt_num
     from cvtrain.spec import SpecError, load_spec
+    from cvtrain.spec.catalog import job_files
 
     root = folder or jobs_dir()
     table = Table(title=f"jobs in {root}", title_justify="left")
@@ -48,8 +49,8 @@ def show(
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a value."),
 ) -> None:
     """Print the fully resolved spec (extends and overrides applied) as YAML."""
-    from cvtrain.catalog import find_job
     from cvtrain.spec import load_spec
+    from cvtrain.spec.catalog import find_job
 
     print(load_spec(find_job(job), set_).to_yaml(), end="")
 
@@ -57,18 +58,23 @@ def show(
 @app.command("validate")
 def validate(
     paths: list[Path] = typer.Argument(None, help="Files or folders [default: the jobs folder]."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Override a value in each file before checking it "
+                                        "(repeatable)."),
 ) -> None:
-    """Check job files against the schema; one line per problem, exit 2 if any."""
+    """Check job files as `cvtrain run` would, touching no data: the schema, and whether the
+    model fits the dataset. One line per problem, exit 2 if any."""
     import sys
 
-    from cvtrain.catalog import job_files, jobs_dir
+    from cvtrain.paths import jobs_dir
     from cvtrain.spec import SpecError, load_spec
+    from cvtrain.spec.catalog import job_files
 
     files = [f for p in (paths or [jobs_dir()]) for f in job_files(p)]
     bad = 0
     for path in files:
         try:
-            load_spec(path)
+            load_spec(path, set_)
         except SpecError as exc:
             bad += 1
             print(f"cvtrain: error: {exc}", file=sys.stderr)

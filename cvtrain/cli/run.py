@@ -41,10 +41,10 @@ def run(
                                 help="docker: the container's network \\[default: host]."),
 ) -> None:
     """Train and evaluate JOB; write <out>/<job>/<run-id>/ with metrics, curves and model."""
-    from cvtrain.catalog import find_job
     from cvtrain.errors import UsageError
     from cvtrain.runners import get_runner
     from cvtrain.spec import load_spec
+    from cvtrain.spec.catalog import find_job
 
     docker_only = {"--image": image, "--gpus": gpus, "--network": network}
     if backend is Backend.local and (given := [k for k, v in docker_only.items() if v]):

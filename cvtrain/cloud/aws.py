@@ -1,4 +1,5 @@
-"""The AWS calls behind ``cvtrain submit / status / logs / cancel``.
+"""The AWS calls behind :class:`cvtrain.cloud.batch.BatchBackend`: stack outputs,
+pre-submit checks, job definition reuse, submission, status, logs, cancel.
 
 boto3 is imported inside functions only. Credentials, region and endpoints come from
 boto3's own configuration (environment, profiles, instance roles, ``AWS_ENDPOINT_URL`` and
@@ -9,17 +10,13 @@ boto3's own configuration (environment, profiles, instance roles, ``AWS_ENDPOINT
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 from cvtrain.aws_errors import describe_aws_error, error_code, is_aws_error
-from cvtrain.cloud import batch
+from cvtrain.cloud.definitions import same_definition
+from cvtrain.cloud.status import TERMINAL_STATES
 from cvtrain.errors import CloudError, StorageError, UsageError
 
 #: ``<account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]``
@@ -28,24 +25,14 @@ ECR_IMAGE = re.compile(
     r"/(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>[\w][\w.-]{0,127})|@(?P<digest>sha256:"
     r"[0-9a-f]{64}))?$")
 
-#: CloudFormation outputs of infra/cvtrain.yaml that cvtrain reads
-OUT_BUCKET = "BucketName"
-OUT_REPOSITORY = "RepositoryUri"
-OUT_SPOT_QUEUE = "SpotQueue"
-OUT_ON_DEMAND_QUEUE = "OnDemandQueue"
-OUT_JOB_ROLE = "JobRoleArn"
-OUT_LOG_GROUP = "LogGroup"
-OUT_RESULTS = "ResultsUri"
-
+#: where Batch sends a container's log unless its job definition says otherwise
+DEFAULT_LOG_GROUP = "/aws/batch/job"
 
 
 def describe(exc: BaseException, what: str) -> str:
     """One line for a boto3/botocore exception; credentials are never formatted."""
     return describe_aws_error(exc, what, credentials="AWS credentials",
                               endpoint="the AWS endpoint")
-
-
-_is_aws_error = is_aws_error
 
 
 @contextlib.contextmanager
@@ -56,7 +43,7 @@ def errors(what: str) -> Iterator[None]:
     except (CloudError, StorageError, UsageError):
         raise
     except Exception as exc:
-        if _is_aws_error(exc):
+        if is_aws_error(exc):
             raise CloudError(describe(exc, what)) from None
         raise
 
@@ -85,7 +72,7 @@ def client(service: str, region: str | None = None):
     return made
 
 
-# ---------------------------------------------------------------------------- settings
+# ---------------------------------------------------------------------------- stack outputs
 
 
 def stack_outputs(stack: str) -> dict[str, str]:
@@ -94,52 +81,13 @@ def stack_outputs(stack: str) -> dict[str, str]:
     try:
         found = cfn.describe_stacks(StackName=stack)["Stacks"]
     except Exception as exc:
-        if _is_aws_error(exc) and error_code(exc) == "ValidationError":
+        if is_aws_error(exc) and error_code(exc) == "ValidationError":
             raise CloudError(f"stack {stack}: no such CloudFormation stack in this region "
                              "(deploy it with `make infra-deploy`)") from None
-        if _is_aws_error(exc):
+        if is_aws_error(exc):
             raise CloudError(describe(exc, f"stack {stack}")) from None
         raise
     return {o["OutputKey"]: o["OutputValue"] for o in (found[0].get("Outputs") or [])}
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a submission goes: resolved from options, environment and stack outputs."""
-
-    queue: str
-    image: str
-    results: str
-    job_role_arn: str | None = None
-    log_group: str | None = None
-
-
-def resolve_target(*, queue: str | None, image: str | None, results: str | None,
-                   spot: bool, stack: str | None, env: Mapping[str, str] | None = None,
-                   version: str = "", outputs: Mapping[str, str] | None = None) -> Target:
-    """Options first, then ``CVTRAIN_BATCH_QUEUE`` / ``CVTRAIN_IMAGE`` / ``CVTRAIN_RESULTS``,
-    then the stack's outputs (``--stack`` or ``CVTRAIN_STACK``). Nothing is hard-coded."""
-    env = os.environ if env is None else env
-    stack = stack or env.get("CVTRAIN_STACK") or None
-    if outputs is None:
-        outputs = stack_outputs(stack) if stack else {}
-    queue = queue or env.get("CVTRAIN_BATCH_QUEUE") or outputs.get(
-        OUT_SPOT_QUEUE if spot else OUT_ON_DEMAND_QUEUE)
-    image = image or env.get("CVTRAIN_IMAGE") or (
-        f"{outputs[OUT_REPOSITORY]}:{version}-gpu" if outputs.get(OUT_REPOSITORY) else None)
-    results = results or env.get("CVTRAIN_RESULTS") or outputs.get(OUT_RESULTS) or (
-        f"s3://{outputs[OUT_BUCKET]}/runs" if outputs.get(OUT_BUCKET) else None)
-    missing = [name for name, value in (("--queue", queue), ("--image", image),
-                                        ("--results", results)) if not value]
-    if missing:
-        raise UsageError(f"{', '.join(missing)}: not given; expected the option, "
-                         "$CVTRAIN_BATCH_QUEUE / $CVTRAIN_IMAGE / $CVTRAIN_RESULTS, or "
-                         "--stack NAME (a stack of infra/cvtrain.yaml)")
-    if not results.startswith("s3://"):
-        raise UsageError(f"--results {results}: expected an s3://bucket/prefix URI (a Batch "
-                         "container cannot write to a local folder)")
-    return Target(queue=queue, image=image, results=results.rstrip("/"),
-                  job_role_arn=outputs.get(OUT_JOB_ROLE), log_group=outputs.get(OUT_LOG_GROUP))
 
 
 # ---------------------------------------------------------------------------- pre-submit checks
@@ -177,7 +125,7 @@ def check_image(image: str) -> str | None:
         found = ecr.describe_images(registryId=m["account"], repositoryName=repo,
                                     imageIds=[image_id])["imageDetails"]
     except Exception as exc:
-        if not _is_aws_error(exc):
+        if not is_aws_error(exc):
             raise
         code = error_code(exc)
         if code == "RepositoryNotFoundException":
@@ -200,25 +148,12 @@ def check_bucket(results: str) -> None:
     try:
         s3.head_bucket(Bucket=uri.bucket)
     except Exception as exc:
-        if not _is_aws_error(exc):
+        if not is_aws_error(exc):
             raise
         code = error_code(exc)
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise StorageError(f"results {results}: no such bucket {uri.bucket}") from None
         raise StorageError(s3mod._describe(exc, f"results {results}")) from None
-
-
-def preflight(target: Target) -> list[str]:
-    """Credentials, queue, image and bucket, in that order; lines saying what was checked."""
-    done = [f"credentials: {check_credentials()}"]
-    check_queue(target.queue)
-    done.append(f"queue: {target.queue} (ENABLED, VALID)")
-    digest = check_image(target.image)
-    done.append(f"image: {target.image}" + (f" ({digest[:19]})" if digest else
-                                            " (not ECR: not checked)"))
-    check_bucket(target.results)
-    done.append(f"results: {target.results}")
-    return done
 
 
 # ---------------------------------------------------------------------------- submission
@@ -234,7 +169,7 @@ def ensure_job_definition(definition: dict) -> tuple[str, bool]:
             jobDefinitionName=name, status="ACTIVE")
         for page in pages:
             for existing in page.get("jobDefinitions") or []:
-                if batch.same_definition(definition, existing):
+                if same_definition(definition, existing):
                     return existing["jobDefinitionArn"], False
         made = b.register_job_definition(**definition)
     return made["jobDefinitionArn"], True
@@ -289,19 +224,19 @@ def log_location(job: Mapping) -> tuple[str, str | None]:
         for d in defs:
             cfg = (d.get("containerProperties") or {}).get("logConfiguration") or {}
             group = (cfg.get("options") or {}).get("awslogs-group") or group
-    return group or batch.DEFAULT_LOG_GROUP, stream
+    return group or DEFAULT_LOG_GROUP, stream
 
 
-def stream_logs(job_id: str, emit: Callable[[str], None], follow: bool = False,
-                poll_seconds: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Print the job's latest attempt's log events; with ``follow`` until the job ends.
-    Returns the number of events printed."""
+def log_lines(job_id: str, follow: bool = False, poll_seconds: float = 5.0,
+              sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+    """The messages of the job's latest attempt's log events, as they are read; with
+    ``follow`` until the job ends."""
     job = describe_jobs([job_id])[0]
     if (job.get("arrayProperties") or {}).get("size"):
         raise UsageError(f"job {job_id}: an array job has no log of its own; give a child, "
                          f"e.g. {job_id}:0")
     logs = client("logs")
-    printed, token = 0, None
+    token = None
     while True:
         group, stream = log_location(job)
         if stream:
@@ -312,15 +247,14 @@ def stream_logs(job_id: str, emit: Callable[[str], None], follow: bool = False,
                 try:
                     page = logs.get_log_events(**args)
                 except Exception as exc:
-                    if _is_aws_error(exc) and error_code(exc) == "ResourceNotFoundException":
+                    if is_aws_error(exc) and error_code(exc) == "ResourceNotFoundException":
                         raise CloudError(f"job {job_id}: log stream {stream} not found in "
                                          f"log group {group}") from None
-                    if _is_aws_error(exc):
+                    if is_aws_error(exc):
                         raise CloudError(describe(exc, f"logs of {job_id}")) from None
                     raise
                 for event in page.get("events") or []:
-                    emit(event.get("message", ""))
-                    printed += 1
+                    yield event.get("message", "")
                 new = page.get("nextForwardToken")
                 if not new or new == token:
                     break
@@ -328,46 +262,7 @@ def stream_logs(job_id: str, emit: Callable[[str], None], follow: bool = False,
         elif not follow:
             raise CloudError(f"job {job_id}: no log yet (state {job.get('status')}); "
                              "try again when it is RUNNING, or use --follow")
-        if not follow or job.get("status") in batch.TERMINAL_STATES:
-            return printed
+        if not follow or job.get("status") in TERMINAL_STATES:
+            return
         sleep(poll_seconds)
         job = describe_jobs([job_id])[0]
-
-
-# ---------------------------------------------------------------------------- local record
-
-
-def state_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("CVTRAIN_STATE_DIR"):
-        return Path(env["CVTRAIN_STATE_DIR"])
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "cvtrain"
-
-
-def submitted_file() -> Path:
-    return state_dir() / "submitted.jsonl"
-
-
-def record_submitted(entry: dict) -> None:
-    path = submitted_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                             **entry}) + "\n")
-
-
-def submitted_ids(limit: int = 50) -> list[str]:
-    """The ids of the jobs cvtrain submitted from here, latest last (at most ``limit``)."""
-    path = submitted_file()
-    if not path.is_file():
-        return []
-    ids: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            job_id = json.loads(line).get("jobId")
-        except (ValueError, AttributeError):
-            continue
-        if job_id and job_id not in ids:
-            ids.append(job_id)
-    return ids[-limit:]

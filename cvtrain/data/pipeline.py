@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from cvtrain.errors import DataError
+
 
 @dataclass
 class Splits:
@@ -45,7 +47,8 @@ def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float):
     """(x_train, y_train, x_val, y_val): the last ``fraction`` of the samples is held out."""
     n_val = int(round(len(x) * fraction))
     if n_val < 1 or n_val >= len(x):
-        raise ValueError(f"validation split {fraction} of {len(x)} images leaves an empty side")
+        raise DataError(f"data.validation_split: {fraction} of {len(x)} training images leaves "
+                        "an empty side; expected a fraction that keeps both")
     cut = len(x) - n_val
     return x[:cut], y[:cut], x[cut:], y[cut:]
 

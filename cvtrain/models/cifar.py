@@ -9,7 +9,7 @@ improved model, layer for layer.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,8 @@ from cvtrain.models.registry import ModelOptions, register_model
 
 
 class BaseNetOptions(ModelOptions):
+    accepts: ClassVar[tuple[str, ...]] = ("tiny_images",)
+
     name: Literal["basenet"]
     deep: bool = Field(False, description="two 3x3 convolutions per 5x5 one, plus a last one")
     batch_norm: bool = Field(False, description="BatchNormalization before each ReLU")
@@ -25,6 +27,8 @@ class BaseNetOptions(ModelOptions):
 
 
 class BonusOptions(ModelOptions):
+    accepts: ClassVar[tuple[str, ...]] = ("tiny_images",)
+
     name: Literal["bonus"]
     filters: list[int] = Field([32, 64, 128, 256], min_length=1,
                                description="filters of each conv-conv-BN-ReLU-Dropout block")
@@ -32,6 +36,16 @@ class BonusOptions(ModelOptions):
     dropout: float = Field(0.25, ge=0, lt=1, description="dropout closing each conv block")
     dense_units: list[int] = Field([256, 128, 64], description="Dense-BN-ReLU-Dropout blocks")
     dense_dropout: float = Field(0.3, ge=0, lt=1)
+
+    def check(self, input_shape):
+        if self.pooled_blocks > len(self.filters):
+            return [("pooled_blocks", f"expected at most {len(self.filters)} (one per block of "
+                     f"model.filters), got {self.pooled_blocks}")]
+        side = min(input_shape[:2])
+        if side >> self.pooled_blocks < 1:
+            return [("pooled_blocks", f"{self.pooled_blocks} max poolings shrink a {side}-pixel "
+                     "input to nothing; expected fewer")]
+        return []
 
 
 def _head(layers, x, num_classes):

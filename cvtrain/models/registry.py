@@ -21,12 +21,28 @@ FAMILIES = ("cvtrain.models.cifar", "cvtrain.models.resnet")
 
 
 class ModelOptions(BaseModel):
-    """Base of every model's options: unknown keys are refused."""
+    """Base of every model's options: unknown keys are refused.
+
+    ``accepts`` names the kinds of input the model trains on, in order of preference; a
+    dataset provides some kinds (:mod:`cvtrain.data.registry`), and the model fits the
+    dataset when they share one. :meth:`check` refuses an input shape the model cannot
+    take, or options that contradict each other, before anything is built.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    #: kinds of input: tiny_images (32x32 RGB), images (any square RGB size),
+    #: backbone_features (a frozen backbone's outputs, computed once)
+    accepts: ClassVar[tuple[str, ...]] = ("tiny_images",)
     #: a small valid input shape, for tests that build every registered model
     example_input_shape: ClassVar[tuple[int, ...]] = (32, 32, 3)
+    #: option fields that may hold a local file (a URI or a keyword is not local)
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    path_keywords: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, input_shape: tuple[int, ...]) -> list[tuple[str, str]]:
+        """(option key, problem) pairs for an input of ``input_shape``; none by default."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -77,5 +93,8 @@ def build_model(options: ModelOptions, input_shape: tuple[int, ...], num_classes
     """Build the Keras model named by ``options.name`` (not compiled)."""
     models = list_models()
     if options.name not in models:
-        raise KeyError(f"unknown model {options.name!r}; known: {', '.join(sorted(models))}")
+        from cvtrain.errors import UsageError
+
+        raise UsageError(f"unknown model {options.name!r}; expected one of: "
+                         f"{', '.join(sorted(models))}")
     return models[options.name].build(options, tuple(input_shape), num_classes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cvtrain.models.registry import ModelOptions, register_model
 
@@ -17,7 +17,15 @@ WEIGHTS_HELP = ("imagenet (Keras downloads them), none (random init, for tests),
                 "path or URI of a no-top ResNet50 weights file")
 
 
+#: ResNet50's last feature maps: channels, and how much smaller than the image they are
+BACKBONE_CHANNELS = 2048
+BACKBONE_STRIDE = 32
+
+
 class ResNetOptions(ModelOptions):
+    path_fields: ClassVar[tuple[str, ...]] = ("weights",)
+    path_keywords: ClassVar[frozenset[str]] = frozenset({"imagenet", "none"})
+
     backbone: Literal["resnet50"] = "resnet50"
     weights: str = Field("imagenet", min_length=1, description=WEIGHTS_HELP)
 
@@ -25,7 +33,16 @@ class ResNetOptions(ModelOptions):
 class FeatureHeadOptions(ResNetOptions):
     """A head trained on frozen backbone features; ``features`` says which."""
 
+    accepts: ClassVar[tuple[str, ...]] = ("backbone_features",)
     features: ClassVar[str]  # "pooled": global-average-pooled vectors; "maps": spatial maps
+
+    def feature_shape(self, image_size: int) -> tuple[int, ...]:
+        """The shape of one image's features: each stride-2 stage of ResNet50 rounds up
+        (SAME-style padding), so the maps are ceil(size / 32) on a side."""
+        if self.features == "pooled":
+            return (BACKBONE_CHANNELS,)
+        side = -(-image_size // BACKBONE_STRIDE)
+        return (side, side, BACKBONE_CHANNELS)
 
 
 class DenseHeadOptions(FeatureHeadOptions):
@@ -52,8 +69,31 @@ class ConvHeadOptions(FeatureHeadOptions):
     dropout: list[float] = Field([0.25, 0.25, 0.5], description="after Flatten, then after "
                                  "each dense block")
 
+    @field_validator("dropout")
+    @classmethod
+    def _rates(cls, rates: list[float]) -> list[float]:
+        if any(not 0 <= r < 1 for r in rates):
+            raise ValueError(f"expected rates in [0, 1), got {rates}")
+        return rates
+
+    def check(self, input_shape):
+        if len(self.dropout) != len(self.dense_units) + 1:
+            return [("dropout", f"expected {len(self.dense_units) + 1} rates (one after Flatten "
+                     f"and one per model.dense_units entry), got {len(self.dropout)}")]
+        side = min(input_shape[:2])
+        # a 3x3 convolution then a 2x2 max pooling must leave at least one position
+        need = 4 if self.padding == "valid" else 2
+        if side < need:
+            return [("padding", f"the backbone's {side}x{side} maps are too small for a 3x3 "
+                     f"{self.padding} convolution and 2x2 pooling; expected maps of at least "
+                     f"{need}x{need} (data.image_size >= {(need - 1) * BACKBONE_STRIDE + 1})"
+                     + (" or model.padding: same" if self.padding == "valid" else ""))]
+        return []
+
 
 class FineTuneOptions(ResNetOptions):
+    accepts: ClassVar[tuple[str, ...]] = ("images",)
+
     name: Literal["resnet50_finetune"]
     example_input_shape: ClassVar[tuple[int, ...]] = (64, 64, 3)
     dense_units: int = Field(1024, ge=1)
@@ -95,8 +135,6 @@ def build_conv_head(opts: ConvHeadOptions, input_shape, num_classes):
     import keras
     from keras import layers
 
-    if len(opts.dropout) != len(opts.dense_units) + 1:
-        raise ValueError("model.dropout needs one rate after Flatten and one per dense block")
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(opts.filters, 3, padding=opts.padding)(inputs)
     x = layers.BatchNormalization()(x)
@@ -115,7 +153,7 @@ def build_backbone(opts: ResNetOptions, image_size: int, pooling: str | None):
     """ResNet50 without its top, with the weights the options name."""
     import keras
 
-    from cvtrain.weights import resolve_weights
+    from cvtrain.models.weights import resolve_weights
 
     return keras.applications.ResNet50(include_top=False, weights=resolve_weights(opts.weights),
                                        input_shape=(image_size, image_size, 3), pooling=pooling)

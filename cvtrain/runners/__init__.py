@@ -1,5 +1,5 @@
 """Where a run happens. ``cvtrain run --backend`` picks a runner; every runner ends in the
-same :func:`cvtrain.train.run_job`, in this process or in a container.
+same :func:`cvtrain.training.run_job`, in this process or in a container.
 
 The interface is one method: ``Runner.run(spec, ...) -> int``, the run's exit code (0 for a
 complete run folder). ``spec`` is a resolved :class:`~cvtrain.spec.JobSpec` or the path of a
@@ -39,12 +39,12 @@ class Runner:
 
 class LocalRunner(Runner):
     """In this process: exactly what ``cvtrain run`` always did. ``options`` (e.g. results,
-    endpoint_url) go to :func:`cvtrain.train.run_job` as they are."""
+    endpoint_url) go to :func:`cvtrain.training.run_job` as they are."""
 
     name = "local"
 
     def run(self, spec, *, out=None, run_id=None, **options) -> int:
-        from cvtrain.train import run_job
+        from cvtrain.training import run_job
 
         run_job(as_spec(spec), out=out, run_id=run_id, **options)
         return 0

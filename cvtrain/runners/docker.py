@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from cvtrain.errors import CvtrainError, DataError, UsageError
 from cvtrain.runners import Runner
 
@@ -166,19 +164,6 @@ def _is_uri(location: str) -> bool:
     return "://" in location
 
 
-def _local_paths(doc: dict) -> list[tuple[str, str]]:
-    """(section, key) of the spec values that are local paths the container must see."""
-    found = []
-    data = doc.get("data") or {}
-    if isinstance(data.get("path"), str) and not _is_uri(data["path"]):
-        found.append(("data", "path"))
-    weights = (doc.get("model") or {}).get("weights")
-    if (isinstance(weights, str) and not _is_uri(weights)
-            and weights.lower() not in ("imagenet", "none")):
-        found.append(("model", "weights"))
-    return found
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:60].strip("-.") or "job"
 
@@ -199,8 +184,9 @@ class DockerRunner(Runner):
     --results s3://...     passed through; S3 settings and credentials by name (``-e NAME``)
     the dataset cache      a bind mount of the host cache at ``/cache/cvtrain``
                            (``CVTRAIN_CACHE``), so data is fetched once for both worlds
-    data.path / weights    the local file or folder bind-mounted read-only under ``/data``,
-                           and the spec rewritten to point there
+    a local path           each file or folder the spec names (``data.path``,
+                           ``model.weights``: :func:`cvtrain.spec.local_paths`) bind-mounted
+                           read-only under ``/data``, and the spec rewritten to point there
     the user               ``--user UID:GID`` of the caller: files in mounts are theirs
     --gpus all|N|none      ``--gpus all`` / ``--gpus "device=0,..,N-1"`` / no flag
     --network              ``--network`` (default host: the host's proxy, DNS, S3 endpoint)
@@ -229,25 +215,26 @@ class DockerRunner(Runner):
 
         ``spec_file`` is where the caller will write :attr:`Plan.spec_text` on the host.
         """
-        from cvtrain.data.cifar import cache_dir
+        from cvtrain.paths import cache_dir, default_out_dir
         from cvtrain.runners import as_spec
-        from cvtrain.runs import default_out_dir
+        from cvtrain.spec import local_paths, with_values
 
         spec = as_spec(spec)
-        doc = spec.model_dump(mode="json")
         mounts: list[Mount] = []
         create: list[Path] = []
         shown: dict[str, Path] = {}
         set_env: dict[str, str] = {"HOME": C_HOME, "CVTRAIN_CACHE": C_CACHE,
                                    "KERAS_HOME": f"{C_CACHE}/keras"}
 
-        for i, (section, key) in enumerate(_local_paths(doc)):
-            host = Path(doc[section][key]).expanduser().resolve()
+        moved: dict[str, str] = {}  # key -> where the container sees that file or folder
+        for i, local in enumerate(local_paths(spec)):
+            host = Path(local.value).expanduser().resolve()
             if not host.exists():
-                raise DataError(f"{section}.{key}: {doc[section][key]}: no such file or folder")
-            target = f"{C_DATA}/{i}/{host.name}"
-            mounts.append(Mount(host, target, readonly=True))
-            doc[section][key] = target
+                raise DataError(f"{local.key}: {local.value}: no such file or folder")
+            moved[local.key] = f"{C_DATA}/{i}/{host.name}"
+            mounts.append(Mount(host, moved[local.key], readonly=True))
+        if moved:
+            spec = with_values(spec, moved)
 
         if spec_file is not None:
             mounts.append(Mount(Path(spec_file), C_JOB, readonly=True))
@@ -298,7 +285,7 @@ class DockerRunner(Runner):
             image=self.image, args=args, mounts=mounts, pass_env=pass_env, set_env=set_env,
             user=f"{os.getuid()}:{os.getgid()}", gpus=self.gpus, network=self.network,
             name=name, labels={"io.cvtrain.job": spec.name}, docker=self.docker)
-        return Plan(yaml.safe_dump(doc, sort_keys=False), argv, create, shown)
+        return Plan(spec.to_yaml(), argv, create, shown)
 
     # ------------------------------------------------------------------ the engine
 

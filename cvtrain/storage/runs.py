@@ -11,19 +11,11 @@ import threading
 from pathlib import Path
 
 from cvtrain.errors import StorageError, UsageError
-from cvtrain.runs import MANIFEST
+from cvtrain.runs import MANIFEST, run_location
 from cvtrain.storage import s3 as s3mod
-from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3, join
-from cvtrain.storage.transfer import (
-    PART_SUFFIX,
-    Pair,
-    Ref,
-    SyncStats,
-    _scan_local,
-    execute,
-    safe_relative,
-    sync,
-)
+from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref, safe_relative, scan_local
+from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3
+from cvtrain.storage.transfer import SyncStats, execute, sync
 
 
 class RunUploader:
@@ -43,7 +35,7 @@ class RunUploader:
         self.results_uri = os.fspath(results_uri)
         self.endpoint_url = endpoint_url
         self.workers = workers
-        self.remote = join(self.results_uri, self.job, self.run_id)
+        self.remote = run_location(self.results_uri, self.job, self.run_id)
         self.order: list[str] = []
         self._sent: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) as uploaded
         self._remote: dict[str, Ref] | None = None   # what the remote run held at the start
@@ -68,7 +60,7 @@ class RunUploader:
                     found[rel] = Ref(bucket=prefix.bucket, key=o.key, size=o.size, etag=o.etag)
             else:
                 root = Path(self.remote)
-                for rel, st in _scan_local(root).items():
+                for rel, st in scan_local(root).items():
                     found[rel] = Ref(path=root / rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
             if MANIFEST in found:
                 raise UsageError(f"{self.remote}: a complete run with this id exists in the "
@@ -83,7 +75,7 @@ class RunUploader:
             self._remote_state()
 
     def _local_files(self) -> dict[str, os.stat_result]:
-        return {rel: st for rel, st in _scan_local(self.run_path).items()
+        return {rel: st for rel, st in scan_local(self.run_path).items()
                 if rel != MANIFEST and not rel.endswith(PART_SUFFIX)}
 
     def _send(self, rels_stats: dict[str, os.stat_result], compare: bool) -> SyncStats:
@@ -154,10 +146,7 @@ class RunUploader:
 def download_run(results_uri: str, job: str, run_id: str, dest: Path,
                  endpoint_url: str | None = None, progress: bool = False) -> bool:
     """Pull ``<results_uri>/<job>/<run_id>/`` into ``dest``; False when nothing is there."""
-    for part, what in ((job, "job"), (run_id, "run id")):
-        if not part or "/" in part or part in (".", ".."):
-            raise UsageError(f"{part!r}: expected a plain {what} without '/'")
-    src = join(os.fspath(results_uri), job, run_id)
+    src = run_location(results_uri, job, run_id)
     src = src + "/" if is_s3(src) else src
     stats = sync(src, Path(dest), endpoint_url=endpoint_url, progress=progress, missing_ok=True)
     return stats.found and stats.sent + stats.skipped > 0

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cvtrain.errors import UsageError
-
-
-def jobs_dir() -> Path:
-    """``$CVTRAIN_JOBS`` if set, else ``./jobs``."""
-    return Path(os.environ.get("CVTRAIN_JOBS", "jobs"))
+from cvtrain.paths import jobs_dir
 
 
 def job_files(root: Path | None = None) -> list[Path]:

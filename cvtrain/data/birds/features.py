@@ -46,7 +46,7 @@ def feature_key(dataset_sha256: str, layout: str, weights_id: str, image_size: i
 
 
 def features_dir() -> Path:
-    from cvtrain.data.cifar import cache_dir
+    from cvtrain.paths import cache_dir
 
     return cache_dir() / "features"
 
@@ -73,7 +73,7 @@ def extract(backbone, files: list[str], image_size: int) -> np.ndarray:
 def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=None) -> FeatureSet:
     """The cached features of ``birds`` (the kind ``opts.features`` names) for the backbone
     ``opts`` names; on a miss both kinds are computed and cached, one kind returned."""
-    from cvtrain.weights import weights_identity
+    from cvtrain.models.weights import weights_identity
 
     key = feature_key(birds.sha256, layout, weights_identity(opts.weights, seed), image_size,
                       opts.backbone)

@@ -1,4 +1,4 @@
-"""Caltech-UCSD Birds: the 2010 and 2011 layouts, a streaming image pipeline, synthetic data.
+"""Caltech-UCSD Birds on disk: the 2010 and 2011 layouts, read into :class:`BirdsData`.
 
 2010 (CUB-200): ``images/<class folder>/<file>.jpg`` with ``lists/train.txt`` and
 ``lists/test.txt``, one path relative to ``images/`` a line.
@@ -7,12 +7,12 @@ and ``image_class_labels.txt`` (id, class id) beside ``images/``.
 
 Either comes as a folder or a ``.tgz`` (extracted once into the cache). In both, an
 image's class is its folder's name and class ids are the sorted folder names, so the
-same images give the same labels whatever the layout.
+same images give the same labels whatever the layout. Only file lists are read here;
+images stay on disk until :mod:`cvtrain.data.birds.images` decodes them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain.errors import DataError, UsageError
+from cvtrain.paths import cache_dir
 from cvtrain.runs import sha256_file
 
-# ResNet50's preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 _SPLIT_SEED = 0  # the validation hold-out is the same for every run of every birds job
 
 
@@ -77,8 +76,6 @@ def _expected(layout: str) -> str:
 
 def _extract_tgz(archive: Path, sha256: str) -> Path:
     """Extract once into the cache (``<cache>/extracted/cub200-<sha>``) and reuse."""
-    from cvtrain.data.cifar import cache_dir
-
     target = cache_dir() / "extracted" / f"cub200-{sha256[:16]}"
     if (target / ".complete").is_file():
         return target
@@ -216,141 +213,7 @@ def split_indices(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     so the last rows would be a few classes only); the same for every run."""
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:
-        raise DataError(f"validation split {fraction} of {n} training images leaves an empty side")
+        raise DataError(f"data.validation_split: {fraction} of {n} training images leaves an "
+                        "empty side; expected a fraction that keeps both")
     perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-# ------------------------------------------------------------------------------ pipeline
-
-
-def load_image(tf, path, image_size: int):
-    """Decode (JPEG, PNG, ...; grey becomes RGB), resize, ResNet50 preprocessing."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
-    image.set_shape([image_size, image_size, 3])
-    return image[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
-
-
-def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
-                 batch_size: int, num_classes: int = 0):
-    """Ordered batches of preprocessed images (and one-hot labels when given)."""
-    import tensorflow as tf
-
-    autotune = tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    ds = ds.map(lambda p: load_image(tf, p, image_size), num_parallel_calls=autotune)
-    if labels is not None:
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(
-            tf.one_hot(labels, num_classes)))
-    return ds.batch(batch_size).prefetch(autotune)
-
-
-def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int,
-                          image_size: int, batch_size: int, epochs: int, seed: int,
-                          initial_epoch: int = 0):
-    """All epochs' training batches, each epoch in its own seeded order, decoded from disk
-    as they are needed (the dataset never has to fit in memory)."""
-    import tensorflow as tf
-
-    autotune = tf.data.AUTOTUNE
-    paths = tf.constant(files)
-    onehot = tf.one_hot(tf.constant(labels), num_classes)
-    base_seed = tf.constant([seed, 1], tf.int64)
-
-    def epoch_order(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(
-            tf.random.experimental.stateless_shuffle(tf.range(len(files)), epoch_seed))
-
-    return (tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order)
-            .map(lambda i: (load_image(tf, paths[i], image_size), onehot[i]),
-                 num_parallel_calls=autotune, deterministic=True)
-            .batch(batch_size).prefetch(autotune))
-
-
-def find_unreadable(files: list[str]) -> str | None:
-    """The first file TensorFlow cannot decode (used to name the culprit of a failed batch)."""
-    import tensorflow as tf
-
-    for file in files:
-        try:
-            tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-            return file
-    return None
-
-
-@contextlib.contextmanager
-def image_errors(files: list[str]):
-    """Turn TensorFlow's anonymous decode failures into a DataError naming the file."""
-    import tensorflow as tf
-
-    try:
-        yield
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-        bad = find_unreadable(files)
-        if bad is None:
-            raise
-        raise DataError(f"{bad}: not a readable image (corrupt or not JPEG/PNG)") from None
-
-
-# ------------------------------------------------------------------------------ synthetic
-
-
-def write_synthetic_cub200(dest: str | Path, classes: int = 5, per_class: int = 8,
-                           image_size: int = 64, layout: str = "2010", seed: int = 0) -> Path:
-    """Write a small learnable birds dataset with real JPEG files; returns its root.
-
-    2010: ``dest/images/<NNN.Synthetic_bird_K>/...jpg`` and ``dest/lists/{train,test,files,
-    classes}.txt``; 2011: the same images under ``dest/CUB_200_2011/`` with its text files.
-    Half of each class (rounded down, at least one) is listed for testing.
-    """
-    from PIL import Image
-
-    from cvtrain.data.cifar import synthesize_images
-
-    if not 1 <= classes <= 100:
-        raise UsageError(f"classes must be in 1..100, got {classes}")
-    if per_class < 2:
-        raise UsageError(f"per_class must be >= 2 (one training, one test image), got {per_class}")
-    if layout not in ("2010", "2011"):
-        raise UsageError(f"layout must be 2010 or 2011, got {layout!r}")
-    dest = Path(dest).expanduser()
-    root = dest if layout == "2010" else dest / "CUB_200_2011"
-    labels = np.repeat(np.arange(classes), per_class)
-    pixels = synthesize_images(labels, seed)
-    rels, train_flags = [], []
-    for k in range(classes):
-        folder = f"{k + 1:03d}.Synthetic_bird_{k + 1}"
-        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
-        n_test = max(1, per_class // 2)
-        for j in range(per_class):
-            rel = f"{folder}/Synthetic_bird_{k + 1}_{j + 1:04d}.jpg"
-            image = Image.fromarray(pixels[k * per_class + j]).resize(
-                (image_size, image_size), Image.Resampling.BILINEAR)
-            image.save(root / "images" / rel, format="JPEG", quality=90)
-            rels.append(rel)
-            train_flags.append(j >= n_test)
-    class_names = sorted({r.split("/")[0] for r in rels})
-    if layout == "2010":
-        lists = root / "lists"
-        lists.mkdir(parents=True, exist_ok=True)
-        (lists / "train.txt").write_text("".join(r + "\n" for r, t in zip(rels, train_flags,
-                                                                           strict=True) if t))
-        (lists / "test.txt").write_text("".join(r + "\n" for r, t in zip(rels, train_flags,
-                                                                          strict=True) if not t))
-        (lists / "files.txt").write_text("".join(r + "\n" for r in rels))
-        (lists / "classes.txt").write_text("".join(c + "\n" for c in class_names))
-    else:
-        ids = range(1, len(rels) + 1)
-        (root / "images.txt").write_text("".join(f"{i} {r}\n" for i, r in zip(ids, rels,
-                                                                               strict=True)))
-        (root / "train_test_split.txt").write_text(
-            "".join(f"{i} {int(t)}\n" for i, t in zip(ids, train_flags, strict=True)))
-        (root / "image_class_labels.txt").write_text(
-            "".join(f"{i} {class_names.index(r.split('/')[0]) + 1}\n"
-                    for i, r in zip(ids, rels, strict=True)))
-        (root / "classes.txt").write_text(
-            "".join(f"{i} {c}\n" for i, c in enumerate(class_names, start=1)))
-    return root

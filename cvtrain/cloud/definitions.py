@@ -1,0 +1,215 @@
+"""A submission in AWS Batch's words: the job definition, its retry strategy and resources,
+the ``submit_job`` arguments, the spec's encoding and the run ids. Pure functions, no AWS
+calls (those are in :mod:`cvtrain.cloud.aws`), so they are tested against golden files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvtrain.errors import UsageError
+from cvtrain.training.checkpoint import EXIT_TERMINATED
+
+#: environment of the container (job definition and job)
+ENV_SPEC = "CVTRAIN_SPEC_B64"
+ENV_SWEEP = "CVTRAIN_SWEEP"
+ENV_RESULTS = "CVTRAIN_RESULTS"
+ENV_RUNS = "CVTRAIN_RUNS"
+#: what Batch sets in the container
+ENV_JOB_ID = "AWS_BATCH_JOB_ID"
+ENV_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
+ENV_ATTEMPT = "AWS_BATCH_JOB_ATTEMPT"
+
+#: the local run folder inside the container; the results URI is the copy that counts
+CONTAINER_RUNS = "/tmp/runs"
+#: the image's ENTRYPOINT is ``cvtrain``; this is its argument list
+COMMAND = ["run-batch"]
+
+#: AWS Batch limits: a SubmitJob request (our spec travels in it) and array sizes
+MAX_PAYLOAD_BYTES = 30 * 1024
+MAX_ARRAY_SIZE = 10_000
+#: per GPU when --vcpus / --memory are not given: fits g4dn.xlarge and g5.xlarge (4 vCPUs,
+#: 16 GiB, of which ECS leaves the container a little less)
+VCPUS_PER_GPU = 4
+MEMORY_MIB_PER_GPU = 14_000
+#: the time limit of one attempt unless given
+DEFAULT_TIMEOUT_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Everything about a submission except the spec and its sweep."""
+
+    image: str
+    queue: str
+    results: str
+    gpus: int = 1
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    attempts: int = 3
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    job_role_arn: str | None = None
+    log_group: str | None = None
+
+    @property
+    def resolved_vcpus(self) -> int:
+        return self.vcpus or VCPUS_PER_GPU * max(self.gpus, 1)
+
+    @property
+    def resolved_memory_mib(self) -> int:
+        return self.memory_mib or MEMORY_MIB_PER_GPU * max(self.gpus, 1)
+
+
+# ---------------------------------------------------------------------------- the spec
+
+
+def encode_spec(spec_yaml: str) -> str:
+    return base64.b64encode(spec_yaml.encode("utf-8")).decode("ascii")
+
+
+def decode_spec(value: str) -> str:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise UsageError(f"${ENV_SPEC}: expected a base64-encoded job spec") from None
+
+
+# ---------------------------------------------------------------------------- definition
+
+
+def check_resources(gpus: int, attempts: int, timeout_seconds: int) -> None:
+    """What Batch would refuse about the resources and the retry policy, as one line."""
+    if gpus < 0 or attempts < 1 or attempts > 10:
+        raise UsageError("--gpus must be >= 0 and --attempts 1..10")
+    if timeout_seconds < 60:
+        raise UsageError(f"--timeout {timeout_seconds} s: expected at least 60 s "
+                         "(AWS Batch's minimum)")
+
+
+def retry_strategy(attempts: int) -> dict:
+    """Retry spot reclamation and our SIGTERM exit code; give up on everything else.
+
+    Batch takes the first matching condition; a failure matching none would be retried, so
+    the last two conditions catch everything (``onReason`` is empty for a plain non-zero
+    exit, ``onStatusReason`` never is)."""
+    return {
+        "attempts": attempts,
+        "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onExitCode": str(EXIT_TERMINATED), "action": "RETRY"},
+            {"onReason": "*", "action": "EXIT"},
+            {"onStatusReason": "*", "action": "EXIT"},
+        ],
+    }
+
+
+def resource_requirements(options: BatchOptions) -> list[dict]:
+    reqs = [{"type": "VCPU", "value": str(options.resolved_vcpus)},
+            {"type": "MEMORY", "value": str(options.resolved_memory_mib)}]
+    if options.gpus:
+        reqs.insert(0, {"type": "GPU", "value": str(options.gpus)})
+    return reqs
+
+
+def definition_body(options: BatchOptions) -> dict:
+    """``register_job_definition`` arguments without the name."""
+    container: dict = {
+        "image": options.image,
+        "command": list(COMMAND),
+        "resourceRequirements": resource_requirements(options),
+        "environment": [
+            {"name": ENV_RESULTS, "value": options.results},
+            {"name": ENV_RUNS, "value": CONTAINER_RUNS},
+        ],
+    }
+    if options.job_role_arn:
+        container["jobRoleArn"] = options.job_role_arn
+    if options.log_group:
+        container["logConfiguration"] = {"logDriver": "awslogs",
+                                         "options": {"awslogs-group": options.log_group}}
+    return {
+        "type": "container",
+        "platformCapabilities": ["EC2"],
+        "containerProperties": container,
+        "retryStrategy": retry_strategy(options.attempts),
+        "timeout": {"attemptDurationSeconds": options.timeout_seconds},
+    }
+
+
+def definition_name(body: Mapping) -> str:
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"cvtrain-{digest[:16]}"
+
+
+def job_definition(options: BatchOptions) -> dict:
+    """The full ``register_job_definition`` arguments; the name is a hash of the rest."""
+    check_resources(options.gpus, options.attempts, options.timeout_seconds)
+    body = definition_body(options)
+    return {"jobDefinitionName": definition_name(body), **body}
+
+
+def same_definition(ours: Mapping, theirs: Mapping) -> bool:
+    """True when every value we set is what ``describe_job_definitions`` returned (which
+    adds defaults such as empty ``volumes``)."""
+
+    def covers(a, b, key: str = "") -> bool:
+        if isinstance(a, Mapping):
+            return isinstance(b, Mapping) and all(k in b and covers(v, b[k], k)
+                                                  for k, v in a.items())
+        if isinstance(a, list):
+            return (isinstance(b, list) and len(a) == len(b)
+                    and all(covers(x, y, key) for x, y in zip(a, b, strict=True)))
+        if key == "action":  # RETRY / EXIT come back in either case
+            return str(a).upper() == str(b).upper()
+        return a == b or str(a) == str(b)
+
+    return covers({k: v for k, v in ours.items() if k != "jobDefinitionName"}, theirs)
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def job_name(spec_name: str, array: bool) -> str:
+    """Batch job names: up to 128 letters, digits, ``-`` and ``_``."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", f"cvtrain-{spec_name}")
+    return (base + ("-sweep" if array else ""))[:128]
+
+
+def submit_job_kwargs(spec_name: str, spec_yaml: str, variants: list[list[str]],
+                      definition: str, queue: str) -> dict:
+    """``submit_job`` arguments: one job, or an array job with one child per variant
+    (``variants`` are ``--set`` lists; ``[[]]``: no sweep)."""
+    array = len(variants) > 1
+    environment = [{"name": ENV_SPEC, "value": encode_spec(spec_yaml)}]
+    if any(variants):
+        environment.append({"name": ENV_SWEEP,
+                            "value": json.dumps(variants, separators=(",", ":"))})
+    kwargs: dict = {
+        "jobName": job_name(spec_name, array),
+        "jobQueue": queue,
+        "jobDefinition": definition,
+        "containerOverrides": {"environment": environment},
+        "tags": {"cvtrain:job": spec_name[:256]},
+        "propagateTags": True,
+    }
+    if array:
+        kwargs["arrayProperties"] = {"size": len(variants)}
+    size = len(json.dumps(kwargs).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise UsageError(f"{spec_name}: the job (resolved spec and sweep) takes {size} bytes; "
+                         f"expected at most {MAX_PAYLOAD_BYTES} (AWS Batch's SubmitJob limit)")
+    return kwargs
+
+
+def run_id_for(job_id: str, index: int | None = None) -> str:
+    """The run id of a Batch job (or array child): the same in every attempt."""
+    parent = job_id.split(":", 1)[0]
+    if index is None and ":" in job_id:
+        index = int(job_id.split(":", 1)[1])
+    return parent if index is None else f"{parent}-{index}"

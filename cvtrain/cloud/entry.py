@@ -1,0 +1,76 @@
+"""What ``cvtrain run-batch`` does inside a Batch container, read from its environment:
+the spec, the sweep variant of this array child and the run id every attempt shares.
+Pure: the backend (:meth:`cvtrain.cloud.batch.BatchBackend.entry`) validates and runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvtrain.cloud.definitions import (
+    CONTAINER_RUNS,
+    ENV_ARRAY_INDEX,
+    ENV_ATTEMPT,
+    ENV_JOB_ID,
+    ENV_RESULTS,
+    ENV_RUNS,
+    ENV_SPEC,
+    ENV_SWEEP,
+    decode_spec,
+    run_id_for,
+)
+from cvtrain.errors import UsageError
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """The job of one Batch container: resolved spec text, the variant's ``--set`` list,
+    the stable run id, the results root and the local run folder."""
+
+    spec_yaml: str
+    overrides: list[str]
+    run_id: str
+    results: str
+    index: int | None
+    out: str = CONTAINER_RUNS
+    attempt: str | None = None
+
+
+def _variants(env: Mapping[str, str]) -> list[list[str]]:
+    if not env.get(ENV_SWEEP):
+        return [[]]
+    try:
+        variants = json.loads(env[ENV_SWEEP])
+    except ValueError:
+        variants = None
+    if (not isinstance(variants, list) or not variants
+            or not all(isinstance(v, list) and all(isinstance(s, str) for s in v)
+                       for v in variants)):
+        raise UsageError(f"${ENV_SWEEP}: expected a JSON list of lists of KEY=VALUE")
+    return variants
+
+
+def entry_plan(env: Mapping[str, str]) -> EntryPlan:
+    """Pick the variant ``AWS_BATCH_JOB_ARRAY_INDEX`` and the stable run id from the
+    container's environment; any missing or malformed variable is one clear line."""
+    missing = [n for n in (ENV_SPEC, ENV_RESULTS, ENV_JOB_ID) if not env.get(n)]
+    if missing:
+        raise UsageError(f"run-batch: ${', $'.join(missing)} not set; expected the "
+                         "environment of a job made by `cvtrain submit`")
+    spec_yaml = decode_spec(env[ENV_SPEC])
+    variants = _variants(env)
+    raw_index = env.get(ENV_ARRAY_INDEX)
+    index = None
+    if raw_index not in (None, ""):
+        if not raw_index.isdigit() or int(raw_index) >= len(variants):
+            raise UsageError(f"${ENV_ARRAY_INDEX}={raw_index}: expected 0..{len(variants) - 1}")
+        index = int(raw_index)
+    elif len(variants) > 1:
+        raise UsageError(f"${ENV_ARRAY_INDEX} not set; expected it for a sweep of "
+                         f"{len(variants)} variants")
+    return EntryPlan(spec_yaml=spec_yaml, overrides=list(variants[index or 0]),
+                     run_id=run_id_for(env[ENV_JOB_ID], index), results=env[ENV_RESULTS],
+                     index=index, out=env.get(ENV_RUNS) or CONTAINER_RUNS,
+                     attempt=env.get(ENV_ATTEMPT) or None)

@@ -1,0 +1,88 @@
+"""The birds' streaming image pipeline: tf.data datasets that decode, resize and
+preprocess images from disk as they are needed (the dataset never has to fit in memory),
+and naming the file behind TensorFlow's anonymous decode failures.
+
+TensorFlow is imported inside the functions only, so importing the package does not load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from cvtrain.errors import DataError
+
+# ResNet50's preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+def load_image(tf, path, image_size: int):
+    """Decode (JPEG, PNG, ...; grey becomes RGB), resize, ResNet50 preprocessing."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+    image.set_shape([image_size, image_size, 3])
+    return image[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
+
+
+def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
+                 batch_size: int, num_classes: int = 0):
+    """Ordered batches of preprocessed images (and one-hot labels when given)."""
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.map(lambda p: load_image(tf, p, image_size), num_parallel_calls=autotune)
+    if labels is not None:
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(
+            tf.one_hot(labels, num_classes)))
+    return ds.batch(batch_size).prefetch(autotune)
+
+
+def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int,
+                          image_size: int, batch_size: int, epochs: int, seed: int,
+                          initial_epoch: int = 0):
+    """All epochs' training batches, each epoch in its own seeded order, decoded from disk
+    as they are needed (the dataset never has to fit in memory)."""
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    paths = tf.constant(files)
+    onehot = tf.one_hot(tf.constant(labels), num_classes)
+    base_seed = tf.constant([seed, 1], tf.int64)
+
+    def epoch_order(epoch):
+        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
+        return tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(tf.range(len(files)), epoch_seed))
+
+    return (tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order)
+            .map(lambda i: (load_image(tf, paths[i], image_size), onehot[i]),
+                 num_parallel_calls=autotune, deterministic=True)
+            .batch(batch_size).prefetch(autotune))
+
+
+def find_unreadable(files: list[str]) -> str | None:
+    """The first file TensorFlow cannot decode (used to name the culprit of a failed batch)."""
+    import tensorflow as tf
+
+    for file in files:
+        try:
+            tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            return file
+    return None
+
+
+@contextlib.contextmanager
+def image_errors(files: list[str]):
+    """Turn TensorFlow's anonymous decode failures into a DataError naming the file."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        bad = find_unreadable(files)
+        if bad is None:
+            raise
+        raise DataError(f"{bad}: not a readable image (corrupt or not JPEG/PNG)") from None

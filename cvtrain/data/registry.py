@@ -1,0 +1,122 @@
+"""The dataset registry: a name -> dataset map, the twin of :mod:`cvtrain.models.registry`.
+
+A dataset is one module that declares a pydantic options class (its ``data:`` section of
+a job file, whose ``dataset`` field is a one-value Literal) and a :class:`Dataset`
+subclass decorated with ``@register_dataset``. The class says, in one place, everything
+the rest of cvtrain needs to know about the dataset:
+
+- ``options``: the schema of its ``data:`` section; the job schema's ``data`` key is the
+  discriminated union of every registered options class;
+- ``provides``: the kinds of model input it can produce (``tiny_images``, ``images``,
+  ``backbone_features``); a model fits a dataset when it accepts one of them, so an
+  incompatible pair is refused by ``cvtrain jobs validate``;
+- ``input_shape``: the shape a model will see, known from the spec alone, so a model can
+  refuse an input it cannot take before any data is read;
+- ``load``: reading the data (a download, a local archive or folder) into memory or file
+  lists; ``streams``: turning it into the train/validation/test streams ``fit`` consumes.
+
+Local paths among its options are named by ``DatasetOptions.path_fields``; the docker
+runner mounts them and the cloud backend refuses them (see :func:`cvtrain.spec.local_paths`).
+Importing a dataset module must not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from cvtrain.data.pipeline import Splits
+    from cvtrain.report import RunLog
+    from cvtrain.spec import JobSpec
+
+# Modules whose import registers a dataset. Listed rather than discovered, so that the
+# registration order (and so the schema) is stable.
+MODULES = ("cvtrain.data.cifar.dataset", "cvtrain.data.birds.dataset")
+
+
+class DatasetOptions(BaseModel):
+    """Base of every dataset's ``data:`` options: unknown keys are refused. Subclasses
+    declare all their fields (``dataset`` first), so a resolved spec lists them in the
+    order the dataset's author chose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: option fields that may hold a local file or folder (a URI is not local)
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    #: values of those fields that are words, not paths
+    path_keywords: ClassVar[frozenset[str]] = frozenset()
+
+
+class Dataset:
+    """One registered dataset; subclasses set the class attributes and the methods."""
+
+    name: ClassVar[str]
+    options: ClassVar[type[DatasetOptions]]
+    provides: ClassVar[tuple[str, ...]]
+    description: ClassVar[str] = ""
+
+    def input_shape(self, opts: DatasetOptions, kind: str, model: Any) -> tuple[int, ...]:
+        """The shape of one model input of ``kind`` for these options and this model."""
+        raise NotImplementedError
+
+    def load(self, opts: DatasetOptions, path: Any, *, progress: bool) -> Any:
+        """Read the data (``path`` is ``opts.path`` made local); an object with at least
+        ``class_names``, ``source`` and ``sha256``."""
+        raise NotImplementedError
+
+    def streams(self, spec: JobSpec, data: Any, kind: str, seed: int, log: RunLog,
+                initial_epoch: int) -> Splits:
+        """The train/validation/test streams of ``data`` for model input ``kind``."""
+        raise NotImplementedError
+
+    def errors(self, data: Any):
+        """A context manager around training that names the file behind a read failure;
+        by default none."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+_REGISTRY: dict[str, Dataset] = {}
+_loaded = False
+
+
+def register_dataset(cls: type[Dataset]) -> type[Dataset]:
+    """Class decorator: register ``cls`` under the name its options' ``dataset`` Literal
+    fixes."""
+    name = cls.options.model_fields["dataset"].annotation.__args__[0]
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} registered twice")
+    cls.name = name
+    _REGISTRY[name] = cls()
+    return cls
+
+
+def _load_modules() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in MODULES:
+            importlib.import_module(module)
+
+
+def list_datasets() -> dict[str, Dataset]:
+    _load_modules()
+    return dict(_REGISTRY)
+
+
+def dataset_option_classes() -> dict[str, type[DatasetOptions]]:
+    return {name: entry.options for name, entry in list_datasets().items()}
+
+
+def get_dataset(name: str) -> Dataset:
+    datasets = list_datasets()
+    if name not in datasets:
+        from cvtrain.errors import UsageError
+
+        raise UsageError(f"unknown dataset {name!r}; expected one of: "
+                         f"{', '.join(sorted(datasets))}")
+    return datasets[name]

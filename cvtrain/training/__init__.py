@@ -1,0 +1,8 @@
+"""Training: one run of a job, top to bottom (:mod:`~cvtrain.training.run`), with its
+callbacks, device set-up, checkpoints, SIGTERM handling and ``metrics.json`` each in a
+module of its own."""
+
+from cvtrain.training.interrupt import RunTerminated
+from cvtrain.training.run import RunResult, run_job
+
+__all__ = ["RunResult", "RunTerminated", "run_job"]

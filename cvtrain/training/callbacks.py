@@ -1,0 +1,108 @@
+"""The Keras callbacks of a run, each epoch in this order: the epoch's row in
+``history.csv`` and its line on the terminal, the progress bar, early stopping (whose
+state survives a restart), TensorBoard, then the checkpoint and the results upload."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+from cvtrain import runs
+from cvtrain.report import RunLog
+from cvtrain.spec import JobSpec
+
+
+def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
+                   seed: int, resume, elapsed_before: float, uploader):
+    """Keras callbacks: epoch timing and history.csv, progress, early stopping, TensorBoard,
+    then the per-epoch checkpoint and the results upload (in that order, each epoch)."""
+    import keras
+
+    from cvtrain.training import checkpoint
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Times the training part of each epoch (validation excluded), appends history.csv
+        as each epoch ends and prints one line per epoch."""
+
+        def __init__(self, rows: list[dict]):
+            super().__init__()
+            self.rows = rows
+            with open(run.file(runs.HISTORY), "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(runs.HISTORY_COLUMNS)
+                writer.writerows([[r[c] for c in runs.HISTORY_COLUMNS] for r in rows])
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+            self._train_s = None
+
+        def on_test_begin(self, logs=None):
+            if self._train_s is None:
+                self._train_s = time.perf_counter() - self._t0
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self._t0
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+                   "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+                   "seconds": round(seconds, 3),
+                   "learning_rate": float(keras.ops.convert_to_numpy(lr))}
+            row["train_seconds"] = self._train_s if self._train_s is not None else seconds
+            self.rows.append(row)
+            with open(run.file(runs.HISTORY), "a", newline="") as fh:
+                csv.writer(fh).writerow([row[c] for c in runs.HISTORY_COLUMNS])
+            log.epoch_line(row, epochs)
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose counters and best weights survive a restart."""
+
+        def state(self) -> dict:
+            best = self.best if self.best is None else float(self.best)
+            return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if resume is not None and resume.early_stopping:
+                self.wait = resume.early_stopping["wait"]
+                if resume.early_stopping["best"] is not None:
+                    self.best = resume.early_stopping["best"]
+                self.best_epoch = resume.early_stopping["best_epoch"]
+                self.best_weights = resume.best_weights()
+
+    class Checkpointer(keras.callbacks.Callback):
+        """Saves the checkpoint of each completed epoch, then syncs the run folder."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            es_state = early.state() if early is not None else None
+            best = early.best_weights if early is not None and early.restore_best_weights else None
+            elapsed = elapsed_before + time.perf_counter() - t_attempt
+            checkpoint.write(run.path, self.model, epoch + 1, seed, elapsed, es_state, best)
+            if uploader is not None:
+                uploader.sync()
+
+    rows = [] if resume is None else read_history(run)[:resume.epoch]
+    recorder = EpochRecorder(rows)
+    callbacks = [recorder]
+    if log.interactive:
+        callbacks.insert(0, log.progress_callback(splits.steps_per_epoch, epochs))
+    es = spec.training.early_stopping
+    early = None
+    if es is not None:
+        early = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
+                                       restore_best_weights=es.restore_best_weights, verbose=0)
+        callbacks.append(early)
+    callbacks.append(keras.callbacks.TensorBoard(
+        log_dir=str(run.file(runs.TENSORBOARD)), write_graph=False, update_freq="epoch"))
+    callbacks.append(Checkpointer())
+    t_attempt = time.perf_counter()
+    return recorder, callbacks
+
+
+def read_history(run: runs.RunDir) -> list[dict]:
+    """The rows of an earlier attempt's history.csv (for a resumed run)."""
+    try:
+        text = run.file(runs.HISTORY).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [{**row, "train_seconds": row["seconds"]} for row in runs.parse_history(text)]
