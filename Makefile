@@ -27,13 +27,14 @@ REGISTRY ?=
 # which image `make push` sends: gpu (the cloud's) or cpu
 PUSH_FLAVOR ?= gpu
 
-.PHONY: help install test lint run demo clean
+.PHONY: help install test test-quick lint run demo clean
 .PHONY: base-image image image-cpu run-docker push test-docker lint-docker
 .PHONY: infra-lint infra-network infra-deploy push-ecr submit status results
 
 help:
 	@echo "make install            install cvtrain[$(EXTRA),test] into $(PYTHON) (EXTRA=gpu for GPUs)"
 	@echo "make test               run the test suite"
+	@echo "make test-quick         the edit-test loop: the suite without training runs (under a minute)"
 	@echo "make run JOB=...        install, then train JOB (default $(JOB)); ARGS='--set k=v ...'"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
 	@echo "make lint               ruff"
@@ -57,6 +58,9 @@ install:
 
 test:
 	$(PYTHON) -m pytest -q -m "not docker"
+
+test-quick:
+	$(PYTHON) -m pytest -q -m "not docker and not slow"
 
 lint:
 	$(PYTHON) -m ruff check cvtrain tests

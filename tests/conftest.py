@@ -13,6 +13,33 @@ ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
 
 
+def job_using(section: str, name: str):
+    """A spec of the jobs folder whose dataset (``data``) or model (``model``) is ``name``."""
+    from cvtrain.spec import load_spec
+    from cvtrain.spec.catalog import job_files
+
+    for path in job_files(JOBS):
+        spec = load_spec(path)
+        if (spec.data.dataset if section == "data" else spec.model.name) == name:
+            return spec
+    pytest.skip(f"no job in {JOBS} uses {section} {name}")
+
+
+def _path_keys() -> list[tuple[str, str, str]]:
+    from cvtrain.data.registry import list_datasets
+    from cvtrain.models import list_models
+
+    return sorted(
+        {(f"data.{f}", "data", n) for n, d in list_datasets().items()
+         for f in d.options.path_fields}
+        | {(f"model.{f}", "model", n) for n, m in list_models().items()
+           for f in m.options.path_fields})
+
+
+#: (key, section, member) for every spec key that may hold a local path, from the registries
+PATH_KEYS = _path_keys()
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run ``python -m cvtrain ARGS`` in a subprocess, as a user would."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -31,3 +58,37 @@ def write_job(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def keras_globals():
+    """Restore what an in-process run changes for the whole process: Keras's global dtype
+    policy (mixed precision), TensorFlow op determinism (on for seeded runs) and the SIGTERM
+    handler. Teardown runs even when the test fails, so nothing leaks into later tests.
+    TensorFlow is only imported if the test imported it."""
+    import signal
+
+    def state():
+        if "keras" not in sys.modules:
+            return "float32", False  # the defaults: nothing has changed them yet
+        import keras
+        from tensorflow.python.framework import config as tf_config
+
+        return keras.mixed_precision.global_policy().name, tf_config.is_op_determinism_enabled()
+
+    policy, deterministic = state()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:  # pytest runs this after a failed test as well
+        if handler is not None:  # None: not set from Python, nothing of ours to put back
+            signal.signal(signal.SIGTERM, handler)
+        if "keras" in sys.modules:
+            import keras
+            from tensorflow.python.framework import config as tf_config
+
+            keras.mixed_precision.set_global_policy(policy)
+            if deterministic:
+                tf_config.enable_op_determinism()
+            else:
+                tf_config.disable_op_determinism()

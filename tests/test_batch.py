@@ -1,7 +1,8 @@
-"""AWS Batch backend: the translation (golden files), the in-container entry, status
-rendering, and the API calls against moto's server over HTTP (Batch, ECR, CloudWatch Logs,
-S3, STS, CloudFormation). No AWS account: moto runs in its own process on 127.0.0.1, with
-Batch's Docker-free backend (jobs are never run).
+"""AWS Batch backend: the translation (golden files), local paths refused before any AWS
+call, the in-container entry, status rendering, and :class:`BatchBackend` and the CLI
+against moto's server over HTTP (Batch, ECR, CloudWatch Logs, S3, STS, CloudFormation).
+No AWS account: moto runs in its own process on 127.0.0.1, with Batch's Docker-free
+backend (jobs are never run).
 
 Golden files: ``UPDATE_GOLDEN=1 python -m pytest tests/test_batch.py`` rewrites them.
 """
@@ -19,12 +20,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import PATH_KEYS, job_using, run_cli
 from s3_server import isolate_aws_env, start_server_process, stop_server_process
 
-from cvtrain.checkpoint import EXIT_TERMINATED
-from cvtrain.cloud import aws, batch
+from cvtrain.cloud import aws, status
+from cvtrain.cloud import definitions as defs
+from cvtrain.cloud.batch import (
+    OUT_BUCKET,
+    OUT_LOG_GROUP,
+    OUT_ON_DEMAND_QUEUE,
+    OUT_REPOSITORY,
+    OUT_SPOT_QUEUE,
+    BatchBackend,
+    Target,
+)
+from cvtrain.cloud.entry import entry_plan
 from cvtrain.errors import CloudError, StorageError, UsageError
+from cvtrain.spec import SpecError, load_spec, local_paths, parse_sweep, with_values
+from cvtrain.training.checkpoint import EXIT_TERMINATED
 
 GOLDEN = Path(__file__).parent / "golden"
 REGION = "us-east-1"
@@ -62,70 +75,81 @@ def golden(name: str, actual) -> None:
         "UPDATE_GOLDEN=1 and review the diff")
 
 
-def options(**kw) -> batch.BatchOptions:
+def options(**kw) -> defs.BatchOptions:
     base = dict(image=f"{REPO_URI}:{TAG}", queue=QUEUE, results=f"s3://{BUCKET}/runs",
                 gpus=1, attempts=3, timeout_seconds=6 * 3600,
                 job_role_arn=f"arn:aws:iam::{ACCOUNT}:role/cvtrain-job", log_group=LOG_GROUP)
     base.update(kw)
-    return batch.BatchOptions(**base)
+    return defs.BatchOptions(**base)
 
 
 def readable(kwargs: dict) -> dict:
     """submit_job kwargs with the spec decoded, for golden files a human can review."""
     out = json.loads(json.dumps(kwargs))
     for env in out["containerOverrides"]["environment"]:
-        if env["name"] == batch.ENV_SPEC:
-            env["value"] = yaml.safe_load(batch.decode_spec(env["value"]))
-        elif env["name"] == batch.ENV_SWEEP:
+        if env["name"] == defs.ENV_SPEC:
+            env["value"] = yaml.safe_load(defs.decode_spec(env["value"]))
+        elif env["name"] == defs.ENV_SWEEP:
             env["value"] = json.loads(env["value"])
     return out
 
 
 @pytest.fixture
 def tiny_spec(write_job):
-    from cvtrain.spec import load_spec
-
     return load_spec(write_job("tiny.yaml", JOB_TEXT))
+
+
 
 
 # ---------------------------------------------------------------------------- translation
 
 
 def test_job_definition_golden():
-    definition = batch.job_definition(options())
+    definition = defs.job_definition(options())
     golden("batch_job_definition.json", definition)
     assert definition["jobDefinitionName"].startswith("cvtrain-")
     # the name is a hash of the content: same content, same name; any change, another
-    assert batch.job_definition(options())["jobDefinitionName"] == \
+    assert defs.job_definition(options())["jobDefinitionName"] == \
         definition["jobDefinitionName"]
-    assert batch.job_definition(options(gpus=2))["jobDefinitionName"] != \
+    assert defs.job_definition(options(gpus=2))["jobDefinitionName"] != \
         definition["jobDefinitionName"]
-    reqs = {r["type"]: r["value"] for r in batch.job_definition(
+    reqs = {r["type"]: r["value"] for r in defs.job_definition(
         options(gpus=2))["containerProperties"]["resourceRequirements"]}
     assert reqs == {"GPU": "2", "VCPU": "8", "MEMORY": "28000"}
 
 
 def test_submission_golden_single_and_sweep(tiny_spec):
-    name = batch.job_definition(options())["jobDefinitionName"]
-    single = batch.submit_job_kwargs(tiny_spec.name, tiny_spec.to_yaml(), [[]], name, QUEUE)
+    name = defs.job_definition(options())["jobDefinitionName"]
+    single = defs.submit_job_kwargs(tiny_spec.name, tiny_spec.to_yaml(), [[]], name, QUEUE)
     assert "arrayProperties" not in single
     golden("batch_submit_single.json", readable(single))
 
-    variants = batch.parse_sweep(["training.optimizer.learning_rate=0.1,0.01",
-                                  "model.dropout=0.2,0.4"])
-    sweep = batch.submit_job_kwargs(tiny_spec.name, tiny_spec.to_yaml(), variants, name, QUEUE)
+    variants = parse_sweep(["training.optimizer.learning_rate=0.1,0.01",
+                            "model.dropout=0.2,0.4"])
+    sweep = defs.submit_job_kwargs(tiny_spec.name, tiny_spec.to_yaml(), variants, name, QUEUE)
     assert sweep["arrayProperties"] == {"size": 4}
     golden("batch_submit_sweep.json", readable(sweep))
 
 
-def test_parse_sweep():
-    assert batch.parse_sweep([]) == [[]]
-    assert batch.parse_sweep(["a.b=1,2", "c=x,y"]) == [
-        ["a.b=1", "c=x"], ["a.b=1", "c=y"], ["a.b=2", "c=x"], ["a.b=2", "c=y"]]
-    for bad in (["nokey"], ["a.b="], ["a b=1,2"], ["a=1", "a=2"]):
-        with pytest.raises(UsageError) as err:
-            batch.parse_sweep(bad)
-        assert "\n" not in str(err.value)
+def test_sweeps_expand_in_the_spec_layer_up_to_the_array_limit(tiny_spec):
+    backend = BatchBackend(env={})
+    target = dict(queue=QUEUE, image="img", results=f"s3://{BUCKET}/runs")
+    plan = backend.plan(tiny_spec, ["training.epochs=1,2", "model.dropout=0.2,0.4"], **target)
+    assert [v.overrides for v in plan.variants] == [
+        ["training.epochs=1", "model.dropout=0.2"], ["training.epochs=1", "model.dropout=0.4"],
+        ["training.epochs=2", "model.dropout=0.2"], ["training.epochs=2", "model.dropout=0.4"]]
+    assert [v.spec.training.epochs for v in plan.variants] == [1, 1, 2, 2]
+    assert plan.array and plan.submit_job["arrayProperties"] == {"size": 4}
+    assert plan.to_json() == {"job_definition": plan.definition, "submit_job": plan.submit_job}
+    # each variant is validated before anything is sent: one line naming it
+    with pytest.raises(SpecError, match="^--sweep variant 1: training.epochs"):
+        backend.plan(tiny_spec, ["training.epochs=1,-1"], **target)
+    # AWS Batch's array size limit: 101 * 100 = 10100 children
+    assert defs.MAX_ARRAY_SIZE == 10_000
+    with pytest.raises(SpecError, match="10100 variants; expected at most 10000"):
+        backend.plan(tiny_spec, [f"training.epochs={','.join(map(str, range(1, 102)))}",
+                                 f"training.batch_size={','.join(map(str, range(1, 101)))}"],
+                     **target)
 
 
 def decide(strategy: dict, exit_code: int | None, reason: str, status_reason: str) -> str:
@@ -139,7 +163,7 @@ def decide(strategy: dict, exit_code: int | None, reason: str, status_reason: st
 
 
 def test_retry_strategy_retries_spot_and_sigterm_only():
-    strategy = batch.job_definition(options(attempts=4))["retryStrategy"]
+    strategy = defs.job_definition(options(attempts=4))["retryStrategy"]
     assert strategy["attempts"] == 4 and len(strategy["evaluateOnExit"]) <= 5
     host = "Host EC2 (instance i-0123) terminated."
     assert decide(strategy, None, "", host) == "RETRY"  # spot reclaimed
@@ -150,49 +174,81 @@ def test_retry_strategy_retries_spot_and_sigterm_only():
     assert decide(strategy, None, "CannotPullContainerError: x", "Task failed") == "EXIT"
 
 
-def test_payload_limit_and_local_paths(tiny_spec):
+def test_payload_limit(tiny_spec):
     huge = tiny_spec.model_copy(update={"description": "x" * 40_000})
     with pytest.raises(UsageError, match="at most 30720"):
-        batch.submit_job_kwargs(huge.name, huge.to_yaml(), [[]], "def", QUEUE)
-    local = tiny_spec.model_copy(update={"data": tiny_spec.data.model_copy(
-        update={"path": "/home/me/cifar.tar.gz"})})
-    assert batch.local_paths(local) == ["data.path: /home/me/cifar.tar.gz"]
-    assert batch.local_paths(tiny_spec) == []
+        defs.submit_job_kwargs(huge.name, huge.to_yaml(), [[]], "def", QUEUE)
+
+
+@pytest.mark.parametrize("key, section, name", PATH_KEYS,
+                         ids=[f"{key}-{name}" for key, _, name in PATH_KEYS])
+def test_every_local_path_is_refused_before_the_target(key, section, name):
+    """Whatever dataset or model declares a path field, a local value there is refused
+    first: with no queue, image, results or stack, the target would be the next error."""
+    spec = job_using(section, name)
+    spec = with_values(spec, {p.key: "s3://b/elsewhere" for p in local_paths(spec)})
+    spec = with_values(spec, {key: "/some/local/file"})
+    backend = BatchBackend(env={})
+    with pytest.raises(UsageError) as err:
+        backend.plan(spec)
+    assert str(err.value) == (f"{key}: /some/local/file: a local path is not visible in a "
+                              "Batch container; expected an s3:// URI (upload it with "
+                              "`cvtrain data push`)")
+    with pytest.raises(UsageError, match="--queue, --image, --results: not given"):
+        backend.plan(with_values(spec, {key: "s3://b/x"}))
+    # in a sweep variant: refused naming the variant
+    with pytest.raises(UsageError) as err:
+        backend.plan(with_values(spec, {key: "s3://b/x"}), [f"{key}=s3://b/y,./here"])
+    assert str(err.value) == f"--sweep variant 1: {key}: ./here: expected an s3:// URI"
 
 
 def test_same_definition_ignores_added_defaults():
-    ours = batch.job_definition(options())
+    ours = defs.job_definition(options())
     theirs = json.loads(json.dumps(ours))
     theirs["containerProperties"].update(volumes=[], mountPoints=[], secrets=[])
     theirs["retryStrategy"]["evaluateOnExit"][0]["action"] = "retry"
     theirs["revision"] = 3
-    assert batch.same_definition(ours, theirs)
+    assert defs.same_definition(ours, theirs)
     theirs["containerProperties"]["image"] = "other:tag"
-    assert not batch.same_definition(ours, theirs)
+    assert not defs.same_definition(ours, theirs)
 
 
 # ---------------------------------------------------------------------------- in the container
 
 
-def entry_env(**extra) -> dict:
-    spec = batch.encode_spec("name: tiny\n")
-    env = {batch.ENV_SPEC: spec, batch.ENV_RESULTS: "s3://b/runs",
-           batch.ENV_JOB_ID: "1b2c-parent:2", batch.ENV_ARRAY_INDEX: "2",
-           batch.ENV_SWEEP: json.dumps([["a=1"], ["a=2"], ["a=3", "b=x"]])}
+def entry_env(spec_yaml: str = "name: tiny\n", **extra) -> dict:
+    env = {defs.ENV_SPEC: defs.encode_spec(spec_yaml), defs.ENV_RESULTS: "s3://b/runs",
+           defs.ENV_JOB_ID: "1b2c-parent:2", defs.ENV_ARRAY_INDEX: "2",
+           defs.ENV_SWEEP: json.dumps([["a=1"], ["a=2"], ["a=3", "b=x"]])}
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
 
 def test_entry_plan_picks_variant_and_stable_run_id():
-    plan = batch.entry_plan(entry_env())
+    plan = entry_plan(entry_env())
     assert plan.overrides == ["a=3", "b=x"] and plan.index == 2
     assert plan.run_id == "1b2c-parent-2" and plan.spec_yaml == "name: tiny\n"
     # a retried attempt sees the same job id and index: the same run id, so it resumes
-    assert batch.entry_plan(entry_env(AWS_BATCH_JOB_ATTEMPT="2")).run_id == plan.run_id
-    single = batch.entry_plan(entry_env(AWS_BATCH_JOB_ID="plain-id", AWS_BATCH_JOB_ARRAY_INDEX=None,
-                                        CVTRAIN_SWEEP=None))
+    assert entry_plan(entry_env(AWS_BATCH_JOB_ATTEMPT="2")).run_id == plan.run_id
+    assert plan.attempt is None
+    assert entry_plan(entry_env(AWS_BATCH_JOB_ATTEMPT="2")).attempt == "2"
+    single = entry_plan(entry_env(AWS_BATCH_JOB_ID="plain-id", AWS_BATCH_JOB_ARRAY_INDEX=None,
+                                  CVTRAIN_SWEEP=None))
     assert single.run_id == "plain-id" and single.overrides == [] and single.index is None
-    assert batch.run_id_for("p:7") == "p-7" == batch.run_id_for("p", 7)
+    assert defs.run_id_for("p:7") == "p-7" == defs.run_id_for("p", 7)
+
+
+def test_backend_entry_applies_the_variant_to_the_spec():
+    sweep = json.dumps([["training.epochs=3"], ["training.epochs=1", "training.batch_size=8"]])
+    env = entry_env(JOB_TEXT, AWS_BATCH_JOB_ID="feed:1", AWS_BATCH_JOB_ARRAY_INDEX="1",
+                    CVTRAIN_SWEEP=sweep)
+    job = BatchBackend(env=env).entry()
+    assert job.spec.name == "tiny" and job.spec.training.epochs == 1
+    assert job.spec.training.batch_size == 8 and job.plan.run_id == "feed-1"
+    assert job.location == "s3://b/runs/tiny/feed-1"
+    bad = entry_env(JOB_TEXT, CVTRAIN_SWEEP=json.dumps([[], [], ["training.epochs=-1"]]))
+    with pytest.raises(SpecError, match=r"^\$CVTRAIN_SPEC_B64: training.epochs"):
+        BatchBackend(env=bad).entry()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -204,10 +260,11 @@ def test_entry_plan_picks_variant_and_stable_run_id():
 ])
 def test_entry_plan_refuses_bad_environment(extra, message):
     with pytest.raises(UsageError, match=message) as err:
-        batch.entry_plan(entry_env(**extra))
+        entry_plan(entry_env(**extra))
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_run_batch_trains_variant_into_results(tmp_path):
     """The hidden entry through the CLI: variant 1 of a sweep, tiny synthetic data, a local
     folder as the results root, the run id from the Batch job id."""
@@ -218,14 +275,15 @@ def test_run_batch_trains_variant_into_results(tmp_path):
     spec_yaml = JOB_TEXT.replace("s3://example-bucket/datasets/cifar-100-binary.tar.gz",
                                  str(archive))
     results = tmp_path / "results"
-    env = {batch.ENV_SPEC: batch.encode_spec(spec_yaml), batch.ENV_RESULTS: str(results),
-           batch.ENV_RUNS: str(tmp_path / "scratch"), batch.ENV_JOB_ID: "feedbeef:1",
-           batch.ENV_ARRAY_INDEX: "1", batch.ENV_ATTEMPT: "1",
-           batch.ENV_SWEEP: json.dumps([["training.epochs=3"],
-                                        ["training.epochs=1", "training.batch_size=8"]])}
+    env = {defs.ENV_SPEC: defs.encode_spec(spec_yaml), defs.ENV_RESULTS: str(results),
+           defs.ENV_RUNS: str(tmp_path / "scratch"), defs.ENV_JOB_ID: "feedbeef:1",
+           defs.ENV_ARRAY_INDEX: "1", defs.ENV_ATTEMPT: "1",
+           defs.ENV_SWEEP: json.dumps([["training.epochs=3"],
+                                       ["training.epochs=1", "training.batch_size=8"]])}
     proc = run_cli("run-batch", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "run id feedbeef-1" in proc.stdout
+    assert f"run id feedbeef-1, variant 1: training.epochs=1 training.batch_size=8, " \
+        f"attempt 1 -> {results / 'tiny' / 'feedbeef-1'}/" in proc.stdout
     run = results / "tiny" / "feedbeef-1"
     assert (run / "manifest.json").is_file()
     spec = yaml.safe_load((run / "spec.yaml").read_text())
@@ -260,7 +318,7 @@ def test_status_rows_and_runnable_hint():
          "arrayProperties": {"size": 4, "statusSummary": {"RUNNING": 1, "SUCCEEDED": 3,
                                                            "FAILED": 0}}},
     ]
-    rows, hints = batch.status_rows(jobs, now=now)
+    rows, hints = status.status_rows(jobs, now=now)
     by_id = {r.job_id: r for r in rows}
     assert by_id["j1"].duration == "1h15m" and by_id["j1"].attempts == 1
     assert "exit 75" in by_id["j1"].reason and by_id["j1"].started == "2026-01-01 10:45:00"
@@ -310,9 +368,8 @@ def moto_url():
                       imageTag=TAG)
         boto3.client("s3", **kw).create_bucket(Bucket=BUCKET)
         boto3.client("logs", **kw).create_log_group(logGroupName=LOG_GROUP)
-        outputs = {aws.OUT_BUCKET: BUCKET, aws.OUT_REPOSITORY: REPO_URI,
-                   aws.OUT_SPOT_QUEUE: QUEUE, aws.OUT_ON_DEMAND_QUEUE: OFF_QUEUE,
-                   aws.OUT_LOG_GROUP: LOG_GROUP}
+        outputs = {OUT_BUCKET: BUCKET, OUT_REPOSITORY: REPO_URI, OUT_SPOT_QUEUE: QUEUE,
+                   OUT_ON_DEMAND_QUEUE: OFF_QUEUE, OUT_LOG_GROUP: LOG_GROUP}
         template = {"Resources": {"Marker": {"Type": "AWS::S3::Bucket",
                                              "Properties": {"BucketName": "cvtrain-marker"}}},
                     "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
@@ -343,10 +400,11 @@ def batch_client(url):
 
 
 def submit_args(job_path, *extra):
-    return ("submit", job_path, "--backend", "aws-batch", "--queue", QUEUE,
+    return ("submit", job_path, "--queue", QUEUE,
             "--image", f"{REPO_URI}:{TAG}", "--results", f"s3://{BUCKET}/runs", *extra)
 
 
+@pytest.mark.slow
 def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     job = write_job("tiny.yaml", JOB_TEXT)
     proc = run_cli(*submit_args(job, "--sweep", "training.optimizer.learning_rate=0.1,0.01",
@@ -364,14 +422,14 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     parent = b.describe_jobs(jobs=[job_id])["jobs"][0]
     assert parent["arrayProperties"]["size"] == 2
     env = {e["name"]: e["value"] for e in parent["container"]["environment"]}
-    assert json.loads(env[batch.ENV_SWEEP]) == [["training.optimizer.learning_rate=0.1"],
+    assert json.loads(env[defs.ENV_SWEEP]) == [["training.optimizer.learning_rate=0.1"],
                                                 ["training.optimizer.learning_rate=0.01"]]
-    assert yaml.safe_load(base64.b64decode(env[batch.ENV_SPEC]))["name"] == "tiny"
-    assert env[batch.ENV_RESULTS] == f"s3://{BUCKET}/runs"
+    assert yaml.safe_load(base64.b64decode(env[defs.ENV_SPEC]))["name"] == "tiny"
+    assert env[defs.ENV_RESULTS] == f"s3://{BUCKET}/runs"
     definition = b.describe_job_definitions(jobDefinitions=[parent["jobDefinition"]])[
         "jobDefinitions"][0]
     assert definition["retryStrategy"]["attempts"] == 4
-    assert definition["containerProperties"]["command"] == batch.COMMAND
+    assert definition["containerProperties"]["command"] == defs.COMMAND
 
     # the same definition again: reused, not registered
     again = run_cli(*submit_args(job, "--set", "training.epochs=1", "--no-check",
@@ -391,17 +449,18 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
 
 
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
-    target = aws.resolve_target(queue=None, image=None, results=None, spot=True,
-                                stack="cvtrain-test", version="0.1.0", env={})
-    assert target == aws.Target(queue=QUEUE, image=f"{REPO_URI}:{TAG}",
-                                results=f"s3://{BUCKET}/runs", log_group=LOG_GROUP)
-    assert aws.resolve_target(queue=None, image=None, results=None, spot=False,
-                              stack="cvtrain-test", version="0.1.0", env={}).queue == OFF_QUEUE
+    backend = BatchBackend(env={}, version="0.1.0")
+    target = backend.resolve_target(stack="cvtrain-test")
+    assert target == Target(queue=QUEUE, image=f"{REPO_URI}:{TAG}",
+                            results=f"s3://{BUCKET}/runs", log_group=LOG_GROUP)
+    assert backend.resolve_target(spot=False, stack="cvtrain-test").queue == OFF_QUEUE
+    assert BatchBackend(env={"CVTRAIN_STACK": "cvtrain-test", "CVTRAIN_BATCH_QUEUE": "q"},
+                        version="0.1.0").resolve_target() == \
+        Target(queue="q", image=target.image, results=target.results, log_group=LOG_GROUP)
     with pytest.raises(CloudError, match="no such CloudFormation stack"):
-        aws.resolve_target(queue=None, image=None, results=None, spot=True,
-                           stack="nope", env={})
+        backend.resolve_target(stack="nope")
     with pytest.raises(UsageError, match="--queue, --image, --results: not given"):
-        aws.resolve_target(queue=None, image=None, results=None, spot=True, stack=None, env={})
+        backend.resolve_target()
 
     job = write_job("tiny.yaml", JOB_TEXT)
     proc = run_cli("submit", job, "--stack", "cvtrain-test", "--dry-run")
@@ -411,6 +470,52 @@ def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     assert props["image"] == f"{REPO_URI}:0.1.0-gpu"
     assert props["logConfiguration"]["options"]["awslogs-group"] == LOG_GROUP
     assert plan["submit_job"]["jobQueue"] == QUEUE
+
+
+def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write_job):
+    """BatchBackend without the CLI: plan from the stack, submit, status, logs, cancel."""
+    backend = BatchBackend(version="0.1.0")
+    spec = load_spec(write_job("tiny.yaml", JOB_TEXT))
+    plan = backend.plan(spec, ["training.epochs=1,2"], stack="cvtrain-test", gpus=0,
+                        attempts=2)
+    assert plan.target.queue == QUEUE and plan.array
+    done = backend.submit(plan)
+    assert [c.split(":")[0] for c in done.checks] == ["credentials", "queue", "image",
+                                                       "results"]
+    assert done.registered and done.definition_arn.startswith("arn:aws:batch:")
+    assert done.array and done.job_name == "cvtrain-tiny-sweep"
+    assert [(r.index, r.overrides, r.run_id) for r in done.runs] == [
+        (0, ["training.epochs=1"], f"{done.job_id}-0"),
+        (1, ["training.epochs=2"], f"{done.job_id}-1")]
+    assert done.runs[1].location == f"s3://{BUCKET}/runs/tiny/{done.job_id}-1"
+
+    parent = batch_client(moto_url).describe_jobs(jobs=[done.job_id])["jobs"][0]
+    assert parent["arrayProperties"]["size"] == 2 and parent["jobQueue"].endswith(QUEUE)
+    assert parent["jobDefinition"] == done.definition_arn
+
+    again = backend.submit(backend.plan(spec, stack="cvtrain-test", gpus=0, attempts=2),
+                           check=False)
+    assert not again.registered and again.definition_arn == done.definition_arn
+    assert again.checks == [] and not again.array
+    assert again.runs[0].run_id == again.job_id
+
+    report = backend.status()
+    assert [r.job_id for r in report.rows] == [done.job_id, again.job_id]
+    assert report.record == Path(cloud["CVTRAIN_STATE_DIR"]) / "submitted.jsonl"
+    assert backend.status([f"{done.job_id}:1"]).rows[0].job_id == f"{done.job_id}:1"
+    with pytest.raises(UsageError, match="an array job has no log of its own"):
+        list(backend.logs(done.job_id))
+    backend.cancel(again.job_id, "test")
+    with pytest.raises(CloudError, match="job nope: no such AWS Batch job"):
+        backend.cancel("nope")
+
+
+def test_status_with_nothing_recorded(cloud):
+    report = BatchBackend().status()
+    assert report.nothing_recorded and report.rows == []
+    assert report.record == Path(cloud["CVTRAIN_STATE_DIR"]) / "submitted.jsonl"
+    proc = run_cli("status")
+    assert proc.returncode == 0 and proc.stdout.startswith("no jobs submitted from here yet")
 
 
 @pytest.mark.parametrize("change, code, message", [
@@ -423,6 +528,7 @@ def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     (("--results", "/local/folder"), 2, "expected an s3://bucket/prefix URI"),
     (("--set", "data.path=/home/me/cifar.tar.gz"), 2, "data.path: /home/me/cifar.tar.gz"),
 ])
+@pytest.mark.slow
 def test_presubmit_checks_fail_cleanly(cloud, moto_url, write_job, change, code, message):
     job = write_job("tiny.yaml", JOB_TEXT)
     args = list(submit_args(job))
@@ -438,6 +544,55 @@ def test_presubmit_checks_fail_cleanly(cloud, moto_url, write_job, change, code,
     assert "submitted" not in proc.stdout
 
 
+@pytest.fixture
+def no_aws(monkeypatch, tmp_path):
+    """No credentials, no configuration, an endpoint nothing listens on: any AWS call would
+    fail with a credentials or connection error, not with the message a test expects."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL_S3",
+                 "CVTRAIN_BATCH_QUEUE", "CVTRAIN_IMAGE", "CVTRAIN_RESULTS", "CVTRAIN_STACK"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_DEFAULT_REGION": REGION, "CVTRAIN_STATE_DIR": str(tmp_path / "state")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path / "state"
+
+
+def refused(proc, state) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout == "" and not state.exists()  # nothing checked, sent or recorded
+    return lines[0]
+
+
+def test_submit_refuses_local_weights_before_any_aws_call(no_aws):
+    """A birds job with a local weights file: refused like a local data.path, before the
+    stack's outputs are read (--stack is given: reading it would fail to connect)."""
+    proc = run_cli("submit", "resnet50_finetune", "--stack", "cvtrain-test",
+                   "--set", "model.weights=/some/local/file.weights.h5",
+                   "--set", "data.path=s3://b/birds.tgz")
+    assert refused(proc, no_aws) == (
+        "cvtrain: error: model.weights: /some/local/file.weights.h5: a local path is not "
+        "visible in a Batch container; expected an s3:// URI (upload it with `cvtrain data "
+        "push`)")
+    # and without the local path, the same command does reach for AWS (and fails there)
+    proc = run_cli("submit", "resnet50_finetune", "--stack", "cvtrain-test",
+                   "--set", "data.path=s3://b/birds.tgz")
+    assert proc.returncode == 5 and "stack cvtrain-test" in proc.stderr, proc.stderr
+
+
+def test_submit_refuses_a_sweep_variant_with_a_local_path(no_aws, write_job):
+    job = write_job("tiny.yaml", JOB_TEXT)
+    proc = run_cli("submit", job, "--stack", "cvtrain-test", "--sweep",
+                   "data.path=s3://b/c.tar.gz,/home/me/c.tar.gz", "--sweep", "seed=1,2")
+    assert refused(proc, no_aws) == ("cvtrain: error: --sweep variant 2: data.path: "
+                                     "/home/me/c.tar.gz: expected an s3:// URI")
+
+
+@pytest.mark.slow
 def test_bad_credentials_and_unreachable_endpoint(monkeypatch, tmp_path):
     """A moto server that authenticates (INITIAL_NO_AUTH_ACTION_COUNT=0) refuses our fake
     keys; a closed port is an unreachable endpoint. Both: one line, exit 5."""
@@ -468,10 +623,11 @@ def test_check_functions_in_process(cloud):
         aws.check_bucket("s3://no-such-bucket-cvtrain")
 
 
+@pytest.mark.slow
 def test_logs_and_cancel(cloud, moto_url):
     import boto3
 
-    definition = batch.job_definition(options())
+    definition = defs.job_definition(options())
     arn, registered = aws.ensure_job_definition(definition)
     assert aws.ensure_job_definition(definition) == (arn, False)
     made = aws.submit({"jobName": "cvtrain-logs", "jobQueue": QUEUE, "jobDefinition": arn})
@@ -497,11 +653,11 @@ def test_logs_and_cancel(cloud, moto_url):
 
 
 def test_array_parent_has_no_log(cloud):
-    arn, _ = aws.ensure_job_definition(batch.job_definition(options()))
+    arn, _ = aws.ensure_job_definition(defs.job_definition(options()))
     made = aws.submit({"jobName": "cvtrain-arr", "jobQueue": QUEUE, "jobDefinition": arn,
                        "arrayProperties": {"size": 2}})
     with pytest.raises(UsageError, match=f"e.g. {made['jobId']}:0"):
-        aws.stream_logs(made["jobId"], emit=print)
+        list(BatchBackend().logs(made["jobId"]))
 
 
 def test_cloud_commands_do_not_import_boto3_for_help():

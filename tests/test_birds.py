@@ -16,7 +16,7 @@ from cvtrain.data.birds import load_cub200, write_synthetic_cub200
 from cvtrain.errors import DataError
 from cvtrain.report import RunLog
 from cvtrain.spec import load_spec
-from cvtrain.train import run_job
+from cvtrain.training import run_job
 
 BIRDS_JOBS = ["resnet50_features_dense", "resnet50_features_mlp", "resnet50_maps_convhead",
               "resnet50_finetune"]
@@ -30,9 +30,13 @@ def birds(tmp_path_factory):
                                   image_size=64, seed=3)
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A fresh, empty CVTRAIN_CACHE for every test (CLI subprocesses inherit it), so whether
+    features are extracted or read never depends on which tests ran before."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("CVTRAIN_CACHE", str(path))
+    return path
 
 
 def quiet_log():
@@ -48,28 +52,36 @@ def test_birds_jobs_exist_with_the_report_numbers():
         assert spec.training.epochs == (12 if name == "resnet50_finetune" else 15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", BIRDS_JOBS)
-def test_each_birds_job_runs_end_to_end_through_the_cli(job, birds, shared_cache, tmp_path):
+def test_each_birds_job_runs_end_to_end_through_the_cli(job, birds, cache, tmp_path):
     sets = [a for s in [f"data.path={birds}", *SMALL] for a in ("--set", s)]
     result = run_cli("run", f"jobs/birds/{job}.yaml", *sets, "--out", tmp_path, "--run-id",
-                     "r", "--seed", "1", env={"CVTRAIN_CACHE": str(shared_cache),
-                                              "COLUMNS": "160"})
+                     "r", "--seed", "1", env={"COLUMNS": "160"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     run_path = tmp_path / job / "r"
     assert runs.verify(run_path) == []
     metrics = json.loads((run_path / runs.METRICS).read_text())
     assert metrics["dataset"]["classes"] == 4 and metrics["epochs_run"] == 1
     assert json.loads((run_path / runs.CLASSES).read_text())[0] == "001.Synthetic_bird_1"
-    if job != "resnet50_finetune":
-        assert metrics["dataset"]["features"]["cache"] in ("hit", "miss")
-        assert "features" in result.stdout
+    if job == "resnet50_finetune":  # trains the backbone itself: no feature cache
+        assert "features" not in metrics["dataset"]
+        assert not (cache / "features").exists()
+    else:  # an empty cache: this job extracts, and leaves one entry for the next job
+        features = metrics["dataset"]["features"]
+        assert features["cache"] == "miss" and features["extraction_seconds"] > 0
+        assert "features: extracting with" in result.stdout
+        assert [p.name for p in (cache / "features").iterdir()] == [features["key"]]
 
 
-def test_second_head_job_hits_the_feature_cache(birds, tmp_path, monkeypatch):
-    monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "cache"))
-    first = run_job(load_spec(JOBS / "birds/resnet50_features_dense.yaml",
-                              [f"data.path={birds}", *SMALL], seed=2),
-                    out=tmp_path, log=quiet_log()).metrics
+@pytest.mark.slow
+def test_second_head_job_hits_the_feature_cache(birds, cache, tmp_path, monkeypatch,
+                                                keras_globals):
+    assert not cache.exists()  # fresh: the first job must extract
+    done = run_job(load_spec(JOBS / "birds/resnet50_features_dense.yaml",
+                             [f"data.path={birds}", *SMALL], seed=2),
+                   out=tmp_path, log=quiet_log())
+    first = json.loads(done.run.file(runs.METRICS).read_text())
     assert first["dataset"]["features"]["cache"] == "miss"
     assert first["dataset"]["features"]["extraction_seconds"] > 0
 
@@ -80,10 +92,11 @@ def test_second_head_job_hits_the_feature_cache(birds, tmp_path, monkeypatch):
 
     monkeypatch.setattr(resnet, "build_backbone", no_backbone)
     for job in ("resnet50_features_mlp", "resnet50_maps_convhead"):
-        second = run_job(load_spec(JOBS / f"birds/{job}.yaml", [f"data.path={birds}", *SMALL],
-                                   seed=2), out=tmp_path, log=quiet_log()).metrics
-        features = second["dataset"]["features"]
+        done = run_job(load_spec(JOBS / f"birds/{job}.yaml", [f"data.path={birds}", *SMALL],
+                                 seed=2), out=tmp_path, log=quiet_log())
+        features = json.loads(done.run.file(runs.METRICS).read_text())["dataset"]["features"]
         assert features["cache"] == "hit" and features["key"] == first["dataset"]["features"]["key"]
+        assert features["extraction_seconds"] == 0
     # another image size is another key: the backbone would have to run
     with pytest.raises(AssertionError, match="backbone ran"):
         run_job(load_spec(JOBS / "birds/resnet50_features_mlp.yaml",
@@ -104,8 +117,7 @@ def test_2011_layout_loads_the_same_classes_and_split(tmp_path):
     assert load_cub200(tmp_path / "b", layout="2011").class_names == old.class_names
 
 
-def test_a_tgz_is_extracted_once_and_loads_like_the_folder(birds, tmp_path, monkeypatch):
-    monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "cache"))
+def test_a_tgz_is_extracted_once_and_loads_like_the_folder(birds, tmp_path):
     archive = tmp_path / "CUB_200.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(birds, arcname="CUB_200")
@@ -122,6 +134,7 @@ def _copy(birds, tmp_path):
     return dest
 
 
+@pytest.mark.slow
 def test_missing_listed_file_is_one_line_with_its_path(birds, tmp_path):
     copy = _copy(birds, tmp_path)
     victim = sorted((copy / "images").rglob("*.jpg"))[3]
@@ -135,6 +148,7 @@ def test_missing_listed_file_is_one_line_with_its_path(birds, tmp_path):
         f"cvtrain: error: {victim}: listed in the 2010 lists but missing"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "scrambled"])
 def test_corrupt_jpeg_is_one_line_with_its_path(birds, tmp_path, damage):
     copy = _copy(birds, tmp_path)
@@ -145,8 +159,7 @@ def test_corrupt_jpeg_is_one_line_with_its_path(birds, tmp_path, damage):
     else:  # markers intact, the entropy-coded data replaced: only decoding finds it
         victim.write_bytes(content[:3] + bytes(range(256)) * 4 + b"\xff\xd9")
     result = run_cli("run", "resnet50_features_dense", "--set", f"data.path={copy}", "--out",
-                     tmp_path / "runs", *[a for s in SMALL for a in ("--set", s)],
-                     env={"CVTRAIN_CACHE": str(tmp_path / "cache")})
+                     tmp_path / "runs", *[a for s in SMALL for a in ("--set", s)])
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"cvtrain: error: {victim}: not a readable image")
@@ -154,15 +167,17 @@ def test_corrupt_jpeg_is_one_line_with_its_path(birds, tmp_path, damage):
     assert not list((tmp_path / "runs").rglob("manifest.json"))
 
 
+@pytest.mark.slow
 def test_missing_weights_file_is_a_clear_error(birds, tmp_path):
     result = run_cli("run", "resnet50_features_dense", "--set", f"data.path={birds}",
-                     "--set", f"model.weights={tmp_path}/nope.weights.h5", "--out", tmp_path,
-                     env={"CVTRAIN_CACHE": str(tmp_path / "cache")})
+                     "--set", f"model.weights={tmp_path}/nope.weights.h5", "--out", tmp_path)
     assert result.returncode == 3
-    assert "model.weights: no weights file at" in result.stderr
+    assert f"model.weights: {tmp_path}/nope.weights.h5: no such file or folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "resnet50_features_dense").exists()  # refused before a run folder
 
 
+@pytest.mark.slow
 def test_no_data_path_is_a_clear_error(tmp_path):
     result = run_cli("run", "resnet50_features_dense", "--out", tmp_path)
     assert result.returncode == 3 and "set data.path" in result.stderr

@@ -22,19 +22,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvtrain.data import cifar
+from cvtrain.data import synthetic
 from cvtrain.data.cifar import (
     ALLOWED_GLOBALS,
     COARSE_LABEL_NAMES,
     FINE_LABEL_NAMES,
     FINE_TO_COARSE,
     ImageData,
-    cache_dir,
+    download,
     load_cifar100,
     safe_unpickle,
     write_synthetic_cifar100,
 )
 from cvtrain.errors import DataError
+from cvtrain.paths import cache_dir
 
 EDITIONS = ("binary", "python")
 FOLDER = {"binary": "cifar-100-binary", "python": "cifar-100-python"}
@@ -105,11 +106,11 @@ def _isolated_env(monkeypatch, tmp_path):
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(cifar, "DOWNLOAD_TIMEOUT", 10.0)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT", 10.0)
     # Nothing in this file may reach the real download URLs.
     for edition in EDITIONS:
         monkeypatch.setitem(
-            cifar.DOWNLOADS, edition, {"url": "http://127.0.0.1:9/never", "md5": "0" * 32}
+            download.DOWNLOADS, edition, {"url": "http://127.0.0.1:9/never", "md5": "0" * 32}
         )
 
 
@@ -548,7 +549,7 @@ def _closed_port() -> int:
 
 def _serve(monkeypatch, url: str, archive: Path, fmt: str, md5: str | None = None):
     md5 = md5 or hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(cifar.DOWNLOADS, fmt, {"url": f"{url}/{archive.name}", "md5": md5})
+    monkeypatch.setitem(download.DOWNLOADS, fmt, {"url": f"{url}/{archive.name}", "md5": md5})
 
 
 @pytest.mark.parametrize("fmt", EDITIONS)
@@ -587,13 +588,15 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path, monkeypatch, server
 
 def test_download_http_error_and_unreachable(tmp_path, monkeypatch, server):
     srv, _root = server
-    monkeypatch.setitem(cifar.DOWNLOADS, "binary", {"url": f"{srv.url}/missing.tar.gz", "md5": "0"})
+    monkeypatch.setitem(
+        download.DOWNLOADS, "binary", {"url": f"{srv.url}/missing.tar.gz", "md5": "0"}
+    )
     with pytest.raises(DataError) as err:
         load_cifar100(None, progress=False)
     assert "404" in one_line(err) and "set data.path" in str(err.value)
 
     url = f"http://127.0.0.1:{_closed_port()}/cifar-100-binary.tar.gz"
-    monkeypatch.setitem(cifar.DOWNLOADS, "binary", {"url": url, "md5": "0" * 32})
+    monkeypatch.setitem(download.DOWNLOADS, "binary", {"url": url, "md5": "0" * 32})
     start = time.monotonic()
     with pytest.raises(DataError) as err:
         load_cifar100(None, progress=False)
@@ -624,7 +627,7 @@ def test_synthetic_archives_are_deterministic(tmp_path):
 def test_synthetic_generation_is_fast():
     labels = np.repeat(np.arange(25), 600)  # 25 classes x (500 train + 100 test)
     start = time.perf_counter()
-    images = cifar._synthesize(labels, np.random.default_rng(0))
+    images = synthetic._synthesize(labels, np.random.default_rng(0))
     elapsed = time.perf_counter() - start
     assert images.shape == (15000, 32, 32, 3) and images.dtype == np.uint8
     assert elapsed < 5, elapsed

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import JOBS, run_cli
+from conftest import JOBS, PATH_KEYS, job_using, run_cli
 from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 
 from cvtrain import runs
 from cvtrain.errors import DataError, UsageError
-from cvtrain.runners import LocalRunner, get_runner
+from cvtrain.runners import BACKENDS, LocalRunner, Runner, get_runner
 from cvtrain.runners.docker import (
     C_CACHE,
     C_JOB,
@@ -37,7 +37,7 @@ from cvtrain.runners.docker import (
     build_run_argv,
     gpu_args,
 )
-from cvtrain.spec import load_spec
+from cvtrain.spec import load_spec, local_paths, with_values
 
 BASENET = JOBS / "cifar" / "basenet.yaml"
 IMAGE = os.environ.get("CVTRAIN_TEST_IMAGE", "cvtrain:cpu")
@@ -140,17 +140,8 @@ def plan_for(tmp_path, environ=None, overrides=(), **kwargs):
     spec = load_spec(BASENET, list(overrides))
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
            "CVTRAIN_CACHE": str(tmp_path / "cache"), **(environ or {})}
-    old = os.environ.get("CVTRAIN_CACHE")
-    os.environ["CVTRAIN_CACHE"] = env["CVTRAIN_CACHE"]
-    try:
-        runner = DockerRunner(image="cvtrain:cpu", gpus=kwargs.pop("gpus", None),
-                              environ=env)
-        return runner.plan(spec, spec_file=tmp_path / "spec.yaml", **kwargs)
-    finally:
-        if old is None:
-            os.environ.pop("CVTRAIN_CACHE")
-        else:
-            os.environ["CVTRAIN_CACHE"] = old
+    runner = DockerRunner(image="cvtrain:cpu", gpus=kwargs.pop("gpus", None), environ=env)
+    return runner.plan(spec, spec_file=tmp_path / "spec.yaml", **kwargs)
 
 
 def test_plan_mounts_spec_out_cache_and_data_and_rewrites_data_path(tmp_path, archive):
@@ -244,11 +235,44 @@ def test_plan_refuses_a_missing_local_data_path(tmp_path):
         plan_for(tmp_path, overrides=[f"data.path={tmp_path / 'nope.tar.gz'}"])
 
 
+
+
+@pytest.mark.parametrize("key, section, name", PATH_KEYS,
+                         ids=[f"{key}-{name}" for key, _, name in PATH_KEYS])
+def test_plan_mounts_every_local_path_the_registries_declare(tmp_path, key, section, name):
+    """Whatever dataset or model declares a path field, a local file there is mounted
+    read-only and the container's spec points at it; a missing one is one line naming
+    the key."""
+    spec = job_using(section, name)
+    spec = with_values(spec, {p.key: "s3://b/elsewhere" for p in local_paths(spec)})
+    local = tmp_path / "mine" / "file.weights.h5"
+    local.parent.mkdir()
+    local.write_bytes(b"x")
+    runner = DockerRunner(image="img", gpus="none", environ={"PATH": ""})
+    plan = runner.plan(with_values(spec, {key: str(local)}), spec_file=tmp_path / "s.yaml",
+                       out=tmp_path / "o")
+    target = "/data/0/file.weights.h5"
+    assert mounts_of(plan.argv)[target] == f"type=bind,source={local},target={target},readonly"
+    doc = yaml.safe_load(plan.spec_text)
+    section_name, field_name = key.split(".")
+    assert doc[section_name][field_name] == target
+    assert type(spec).model_validate(doc).name == spec.name  # a resolved spec, valid as one
+    with pytest.raises(DataError) as err:
+        runner.plan(with_values(spec, {key: str(tmp_path / "nope")}))
+    assert str(err.value) == f"{key}: {tmp_path / 'nope'}: no such file or folder"
+
+
 def test_plan_keeps_uri_data_paths(tmp_path):
     plan = plan_for(tmp_path, overrides=["data.path=s3://bucket/cifar-100-binary.tar.gz"])
     assert yaml.safe_load(plan.spec_text)["data"]["path"] == \
         "s3://bucket/cifar-100-binary.tar.gz"
     assert not any(t.startswith("/data") for t in mounts_of(plan.argv))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_has_a_runner(backend):
+    runner = get_runner(backend)
+    assert isinstance(runner, Runner) and runner.name == backend
 
 
 def test_runners():
@@ -289,6 +313,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_no_docker_command_is_one_line(tmp_path):
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -298,6 +323,7 @@ def test_no_docker_command_is_one_line(tmp_path):
         "cvtrain: error: docker: command not found; install Docker")
 
 
+@pytest.mark.slow
 def test_unreachable_daemon_is_one_line(tmp_path):
     bin_ = fake_docker(tmp_path / "bin", """\
         echo "Client: Docker Engine" ; echo "Cannot connect to the Docker daemon at \
@@ -312,6 +338,7 @@ unix:///nowhere.sock. Is the docker daemon running?" >&2; exit 1
     assert "set DOCKER_HOST" in line
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker command")
 def test_unreachable_daemon_with_the_real_docker_command(tmp_path):
     dead = tmp_path / "dead.sock"
@@ -332,6 +359,7 @@ ENGINE = """\
 """
 
 
+@pytest.mark.slow
 def test_missing_image_is_one_line(tmp_path):
     bin_ = fake_docker(tmp_path / "bin", ENGINE.replace("{run}", "exit 0 ;;"))
     result = docker_cli(tmp_path, "--image", "cvtrain:nope", "--gpus", "none", path=str(bin_))
@@ -342,6 +370,7 @@ def test_missing_image_is_one_line(tmp_path):
         "(docker pull cvtrain:nope)")
 
 
+@pytest.mark.slow
 def test_missing_gpu_runtime_is_one_line(tmp_path):
     bin_ = fake_docker(tmp_path / "bin", ENGINE.replace("{run}", """\
         echo 'docker: Error response from daemon: could not select device driver "" with \
@@ -352,6 +381,7 @@ capabilities: [[gpu]].' >&2; exit 125 ;;"""))
         "cvtrain: error: --gpus all: this Docker engine has no GPU runtime; install")
 
 
+@pytest.mark.slow
 def test_container_output_and_exit_code_come_through(tmp_path):
     bin_ = fake_docker(tmp_path / "bin", ENGINE.replace("{run}", """\
         echo "epoch 1/1 from the container"; echo "cvtrain: error: data is corrupt" >&2

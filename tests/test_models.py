@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cvtrain.errors import DataError
 from cvtrain.models import build_model, list_models, model_option_classes
 
 
@@ -89,8 +90,6 @@ def test_transfer_heads_match_part3():
 
 
 def test_finetune_trains_every_layer_and_missing_weights_fail_clearly(tmp_path):
-    from cvtrain.errors import DataError
-
     model = build_model(options("resnet50_finetune"), (64, 64, 3), 200)
     assert all(layer.trainable for layer in model.layers)
     assert _shapes(model, {"Dense", "Dropout"}) == [("Dense", (1024,)), ("Dropout", (1024,)),
@@ -98,3 +97,14 @@ def test_finetune_trains_every_layer_and_missing_weights_fail_clearly(tmp_path):
     with pytest.raises(DataError, match="no weights file at .*missing.weights.h5"):
         build_model(options("resnet50_finetune", weights=str(tmp_path / "missing.weights.h5")),
                     (64, 64, 3), 200)
+
+
+def test_a_weights_file_that_is_not_resnet50_weights_is_a_data_error(tmp_path):
+    from cvtrain.models.resnet import build_backbone
+
+    bogus = tmp_path / "bogus.weights.h5"
+    bogus.write_bytes(b"not an HDF5 file")
+    opts = options("resnet50_finetune", weights=str(bogus))
+    with pytest.raises(DataError, match=r"model.weights: .*bogus.weights.h5: not the weights of "
+                                        r"a no-top ResNet50 \(OSError"):
+        build_backbone(opts, 64, pooling=None)

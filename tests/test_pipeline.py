@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cvtrain.data.cifar.dataset import Augment
 from cvtrain.data.pipeline import (
     augment_matrices,
     build_splits,
@@ -14,7 +15,7 @@ from cvtrain.data.pipeline import (
     resample_separable,
     split_train_validation,
 )
-from cvtrain.spec import Augment
+from cvtrain.errors import DataError
 
 
 def fake_data(n_train=200, n_test=40, seed=0):
@@ -30,7 +31,7 @@ def test_validation_is_held_out_from_the_end():
     x, y = np.arange(100), np.arange(100)
     xt, yt, xv, yv = split_train_validation(x, y, 0.1)
     assert list(xv) == list(range(90, 100)) and len(xt) == 90
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="data.validation_split: 0.01 of 5"):
         split_train_validation(x[:5], y[:5], 0.01)
 
 

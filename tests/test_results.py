@@ -11,6 +11,8 @@ from s3_server import s3, s3_server  # noqa: F401 - fixtures
 from cvtrain import storage
 from cvtrain.runs import MANIFEST, verify
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 WIDE = {"COLUMNS": "220"}
 
 
@@ -84,8 +86,14 @@ def test_results_on_a_local_root(local_root, tmp_path):
 
 def test_results_on_a_bucket(local_root, s3, tmp_path):
     root = s3.uri("team", "runs")
+    files = [p for p in local_root.rglob("*") if p.is_file()]
+    # every file of both runs: those their manifests list, and the manifests themselves
+    listed = sum(len(json.loads((local_root / "basenet" / r / MANIFEST).read_text())["files"])
+                 for r in ("r1", "r2"))
+    assert len(files) == listed + 2
     stats = storage.push(local_root, root)
-    assert stats.sent > 10
+    assert (stats.sent, stats.skipped) == (len(files), 0)
+    assert (stats.bytes_sent, stats.bytes_skipped) == (sum(p.stat().st_size for p in files), 0)
     rows = _check_ls(root)
     assert all(r["complete"] for r in rows)
     assert rows[0]["location"] == s3.uri("team", "runs", "basenet", "r1")
@@ -110,7 +118,11 @@ def test_run_with_results_uploads_complete_run(archive, s3, tmp_path):
     assert res.returncode == 0, res.stderr
     listing = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="runs/basenet/up1/")
     keys = {o["Key"].rsplit("/up1/", 1)[1] for o in listing.get("Contents", [])}
+    local = tmp_path / "runs" / "basenet" / "up1"
+    # exactly the finished run folder: every file uploaded, the checkpoint's files deleted
+    assert keys == {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {MANIFEST, "metrics.json", "spec.yaml", "history.csv", "model.keras"} <= keys
+    assert not any(k.startswith("checkpoint/") for k in keys)
     rows = json.loads(run_cli("results", "ls", s3.uri("runs"), "--json").stdout)
     assert [(r["run_id"], r["complete"]) for r in rows] == [("up1", True)]
     fetched = run_cli("results", "fetch", s3.uri("runs", "basenet", "up1"), tmp_path / "f")

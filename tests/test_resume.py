@@ -11,8 +11,11 @@ import time
 import pytest
 from conftest import ROOT, run_cli
 
-from cvtrain import checkpoint, runs
+from cvtrain import runs
 from cvtrain.data.cifar import write_synthetic_cifar100
+from cvtrain.training import checkpoint
+
+pytestmark = pytest.mark.slow  # every test here trains a model
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,10 @@ def archive(tmp_path_factory):
                                     train_per_class=600, test_per_class=20, seed=4)
 
 
-def job_args(archive, out, run_id, epochs=4):
+EPOCHS = 4  # every run here, so that each resumed one compares with one uninterrupted run
+
+
+def job_args(archive, out, run_id, epochs=EPOCHS):
     return ["run", "augment", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
             "--set", f"training.epochs={epochs}", "--seed", "3", "--out", str(out),
             "--run-id", run_id]
@@ -53,7 +59,47 @@ def metrics_of(run_path):
     return json.loads((run_path / runs.METRICS).read_text())
 
 
-def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(archive, tmp_path):
+CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def history_of(run_path):
+    """history.csv's epoch, loss and accuracy columns (not seconds: those are timings)."""
+    rows = runs.parse_history((run_path / runs.HISTORY).read_text())
+    return [(r["epoch"], *(r[c] for c in CURVES)) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(archive, tmp_path_factory):
+    """The reference: the same job, seed and spec run once without interruption (shared by
+    every test that resumes, so the file runs one extra training run, not one per test)."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    full = run_cli(*job_args(archive, out, "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    run_path = out / "augment" / "full"
+    assert runs.verify(run_path) == []
+    m = metrics_of(run_path)
+    assert m["resumed_from_epoch"] is None and m["epochs_run"] == EPOCHS
+    history = history_of(run_path)
+    assert all(isinstance(v, float) for row in history for v in row[1:]), history  # no blanks
+    return m, history
+
+
+def assert_matches_uninterrupted(run_path, uninterrupted):
+    """A resumed run ends exactly where the uninterrupted one does. Exact float equality:
+    seeded CPU runs are bit-identical (op determinism; the resumed run reloads the saved
+    model and optimizer and replays the same batches from the interrupted epoch on)."""
+    ref, ref_history = uninterrupted
+    m = metrics_of(run_path)
+    keys = ("test_accuracy", "test_loss", "epochs_run", "best_epoch")
+    assert {k: m[k] for k in keys} == {k: ref[k] for k in keys}
+    history = history_of(run_path)
+    assert [row[0] for row in history] == list(range(1, EPOCHS + 1))  # every epoch, once
+    assert history == ref_history
+    return m
+
+
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(archive, tmp_path,
+                                                                     uninterrupted):
     run_path = tmp_path / "augment" / "k"
     proc = start(job_args(archive, tmp_path, "k"))
     wait_for_epoch(run_path, 2, proc)
@@ -69,31 +115,27 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(archive, tm
     assert "epoch 3/4" in resumed.stdout and "epoch 1/4" not in resumed.stdout
     assert runs.verify(run_path) == []
     assert not (run_path / checkpoint.DIR).exists()
-    m = metrics_of(run_path)
-    assert m["resumed_from_epoch"] == 2 and m["epochs_run"] == 4
-
-    full = run_cli(*job_args(archive, tmp_path, "full"))
-    assert full.returncode == 0, full.stderr[-3000:]
-    f = metrics_of(tmp_path / "augment" / "full")
-    assert (m["test_loss"], m["test_accuracy"]) == (f["test_loss"], f["test_accuracy"])
-    history = (run_path / runs.HISTORY).read_text().splitlines()
-    assert len(history) == 5  # header + 4 epochs, none twice
+    m = assert_matches_uninterrupted(run_path, uninterrupted)
+    assert m["resumed_from_epoch"] == 2
 
 
-def test_sigterm_saves_and_exits_75_then_resumes(archive, tmp_path):
+def test_sigterm_saves_and_exits_75_then_resumes(archive, tmp_path, uninterrupted):
     run_path = tmp_path / "augment" / "t"
-    proc = start(job_args(archive, tmp_path, "t", epochs=3))
+    proc = start(job_args(archive, tmp_path, "t"))
     wait_for_epoch(run_path, 1, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == checkpoint.EXIT_TERMINATED == 75, err[-3000:]
     assert "stopped by SIGTERM" in err and "Traceback" not in err
-    assert checkpoint.read(run_path) is not None
+    saved = checkpoint.read(run_path)
+    assert saved is not None and 1 <= saved.epoch < EPOCHS  # the epoch seen, or the next
     assert not (run_path / runs.MANIFEST).exists()
-    again = run_cli(*job_args(archive, tmp_path, "t", epochs=3))
+    again = run_cli(*job_args(archive, tmp_path, "t"), env={"COLUMNS": "160"})
     assert again.returncode == 0, again.stderr[-3000:]
-    assert metrics_of(run_path)["resumed_from_epoch"] >= 1
+    assert f"resumed from the checkpoint of epoch {saved.epoch}" in again.stdout
     assert runs.verify(run_path) == []
+    m = assert_matches_uninterrupted(run_path, uninterrupted)
+    assert m["resumed_from_epoch"] == saved.epoch
 
 
 def test_resuming_with_another_spec_is_refused(archive, tmp_path):

@@ -144,6 +144,7 @@ def test_cli_jobs_commands_without_tensorflow():
     assert "HEAVY []" in out.stdout
 
 
+@pytest.mark.slow
 def test_jobs_list_validate_show_schema():
     listing = run_cli("jobs", "list", env={"COLUMNS": "200"})
     assert listing.returncode == 0

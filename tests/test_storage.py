@@ -51,6 +51,18 @@ def _tree(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _counts(stats):
+    """(files sent, files skipped, bytes sent, bytes skipped) of a SyncStats."""
+    return stats.sent, stats.skipped, stats.bytes_sent, stats.bytes_skipped
+
+
+def _summary(sent, skipped, bytes_sent, bytes_skipped):
+    """The start of the CLI's line for a copy with these exact numbers."""
+    return (f"{sent} files sent ({storage.human_bytes(bytes_sent)}), {skipped} unchanged "
+            f"skipped ({storage.human_bytes(bytes_skipped)})")
+
+
+@pytest.mark.slow
 def test_push_pull_round_trip_incremental_multipart_and_pagination(s3, tmp_path):
     src = tmp_path / "src"
     (src / "many").mkdir(parents=True)
@@ -61,10 +73,11 @@ def test_push_pull_round_trip_incremental_multipart_and_pagination(s3, tmp_path)
     big = src / "big.bin"
     big.write_bytes(os.urandom(9 * 1024 * 1024))  # > 8 MB: two parts
     uri = s3.uri("data", "set")
+    total = sum(len(b) for b in _tree(src).values())
 
     first = run_cli("data", "push", src, uri)
     assert first.returncode == 0, first.stderr
-    assert "1102 files sent" in first.stdout and "0 unchanged skipped" in first.stdout
+    assert _summary(1102, 0, total, 0) in first.stdout
     etag = s3.client.head_object(Bucket=s3.bucket, Key="data/set/big.bin")["ETag"].strip('"')
     assert etag.endswith("-2")
     assert storage.etag_matches(big, etag)
@@ -73,39 +86,45 @@ def test_push_pull_round_trip_incremental_multipart_and_pagination(s3, tmp_path)
 
     again = run_cli("data", "push", src, uri)
     assert again.returncode == 0, again.stderr
-    assert "0 files sent" in again.stdout and "1102 unchanged skipped" in again.stdout
+    assert _summary(0, 1102, 0, total) in again.stdout
 
     dest = tmp_path / "dest"
     pulled = run_cli("data", "pull", uri, dest)
     assert pulled.returncode == 0, pulled.stderr
-    assert "1102 files sent" in pulled.stdout
+    assert _summary(1102, 0, total, 0) in pulled.stdout
     assert _tree(dest) == _tree(src)
     assert not list(dest.rglob("*.cvtrain-part"))
 
     # same size, different content: re-sent both ways, nothing else
     (src / "many" / "f0007.txt").write_bytes(b"FILE 7\n")
     changed = storage.push(src, uri)
-    assert (changed.sent, changed.skipped) == (1, 1101)
+    assert _counts(changed) == (1, 1101, 7, total - 7)
     assert changed.sent_names == ["many/f0007.txt"]
     back = storage.pull(uri, dest)
-    assert (back.sent, back.skipped) == (1, 1101)
+    assert _counts(back) == (1, 1101, 7, total - 7)
+    assert back.sent_names == ["many/f0007.txt"]
     assert _tree(dest) == _tree(src)
 
 
+@pytest.mark.slow
 def test_single_files_keys_and_local_copies(s3, tmp_path):
     f = tmp_path / "archive.tar.gz"
     f.write_bytes(b"abc" * 1000)
-    assert storage.push(f, s3.uri("one", "renamed.tgz")).destination == s3.uri("one",
-                                                                                "renamed.tgz")
-    assert storage.push(f, s3.uri("into") + "/").destination == s3.uri("into", "archive.tar.gz")
+    one = (1, 0, 3000, 0)  # one new file of 3,000 bytes sent, nothing skipped
+    renamed = storage.push(f, s3.uri("one", "renamed.tgz"))
+    assert renamed.destination == s3.uri("one", "renamed.tgz") and _counts(renamed) == one
+    into = storage.push(f, s3.uri("into") + "/")
+    assert into.destination == s3.uri("into", "archive.tar.gz") and _counts(into) == one
     out = storage.pull(s3.uri("one", "renamed.tgz"), tmp_path / "got.tgz")
-    assert (tmp_path / "got.tgz").read_bytes() == f.read_bytes() and out.sent == 1
+    assert (tmp_path / "got.tgz").read_bytes() == f.read_bytes() and _counts(out) == one
     (tmp_path / "folder").mkdir()
     out = storage.pull(s3.uri("into", "archive.tar.gz"), tmp_path / "folder")
     assert (tmp_path / "folder" / "archive.tar.gz").read_bytes() == f.read_bytes()
+    assert _counts(out) == one
     # local to local: size + checksum
     copy = storage.sync(tmp_path / "folder", tmp_path / "copy")
-    assert copy.sent == 1 and storage.sync(tmp_path / "folder", tmp_path / "copy").skipped == 1
+    assert _counts(copy) == one and copy.sent_names == ["archive.tar.gz"]
+    assert _counts(storage.sync(tmp_path / "folder", tmp_path / "copy")) == (0, 1, 0, 3000)
 
     missing = run_cli("data", "pull", s3.uri("no", "such", "thing"), tmp_path / "x")
     assert missing.returncode == 4
@@ -138,6 +157,7 @@ def auth_server(monkeypatch, tmp_path):
         stop_server_process(proc)
 
 
+@pytest.mark.slow
 def test_wrong_credentials_give_one_clear_line(auth_server, monkeypatch, tmp_path):
     url, key_id, secret = auth_server
     src = tmp_path / "f.txt"
@@ -227,14 +247,16 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
 
     up = storage.RunUploader(run.path, results)
     first = up.sync()
-    assert first.sent == 3 and MANIFEST not in remote_files()
+    assert _counts(first) == (3, 0, 14 + 17 + 100, 0)  # spec.yaml, history.csv, events
+    assert MANIFEST not in remote_files()
     assert remote_files() == {"spec.yaml", "history.csv", "tensorboard/train/events"}
-    assert up.sync().sent == 0  # nothing changed: nothing sent
+    assert _counts(up.sync()) == (0, 0, 0, 0)  # nothing changed: nothing sent, nothing compared
     with open(run.file("history.csv"), "a") as fh:
         fh.write("2,1.5\n")
     run.file("model.keras").write_bytes(b"model")
     second = up.sync()
     assert sorted(second.sent_names) == ["history.csv", "model.keras"]
+    assert _counts(second) == (2, 0, 23 + 5, 0)
     assert MANIFEST not in remote_files()
 
     run.file("metrics.json").write_text("{}")
@@ -242,6 +264,7 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
     done = up.finish()
     assert up.order[-1] == MANIFEST and up.order.count(MANIFEST) == 1
     assert done.sent_names == ["metrics.json", MANIFEST]
+    assert _counts(done) == (2, 0, 2 + run.file(MANIFEST).stat().st_size, 0)
     assert remote_files() == {"spec.yaml", "history.csv", "tensorboard/train/events",
                               "model.keras", "metrics.json", MANIFEST}
 
@@ -260,15 +283,24 @@ def test_run_uploader_resumes_and_drops_stale_remote_files(s3, tmp_path):
     results = s3.uri("res")
     up = storage.RunUploader(run.path, results)
     run.file("stale.ckpt").write_bytes(b"old")
-    up.sync()
+    assert _counts(up.sync()) == (4, 0, 14 + 17 + 100 + 3, 0)
+
+    def keys():
+        listing = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="res/")
+        return {o["Key"].removeprefix("res/basenet/r1/") for o in listing["Contents"]}
+
+    kept = {"spec.yaml", "history.csv", "tensorboard/train/events"}
+    assert keys() == kept | {"stale.ckpt"}
     # interrupted: a new process pulls the incomplete run and carries on
     resumed = tmp_path / "resumed" / "basenet" / "r1"
     assert storage.download_run(results, "basenet", "r1", resumed)
+    assert set(_tree(resumed)) == kept | {"stale.ckpt"}
     (resumed / "stale.ckpt").unlink()
     up2 = storage.RunUploader(resumed, results)
-    assert up2.sync().sent == 0  # identical files already there: skipped by checksum
+    # identical files already there: all three skipped by checksum, nothing sent
+    assert _counts(up2.sync()) == (0, 3, 0, 14 + 17 + 100)
     RunDir(resumed).finalize()
-    up2.finish()
-    keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket,
-                                                        Prefix="res/")["Contents"]}
-    assert "res/basenet/r1/stale.ckpt" not in keys and "res/basenet/r1/manifest.json" in keys
+    done = up2.finish()
+    assert done.sent_names == [MANIFEST]
+    assert _counts(done) == (1, 0, (resumed / MANIFEST).stat().st_size, 0)
+    assert keys() == kept | {MANIFEST}  # exactly one file deleted: the stale checkpoint

@@ -13,7 +13,9 @@ from cvtrain import runs
 from cvtrain.data.cifar import write_synthetic_cifar100
 from cvtrain.report import RunLog
 from cvtrain.spec import load_spec
-from cvtrain.train import run_job
+from cvtrain.training import run_job
+
+pytestmark = pytest.mark.slow  # every test here trains a model
 
 CIFAR_JOBS = sorted(p.stem for p in (JOBS / "cifar").glob("*.yaml"))
 RUN_FILES = {runs.SPEC, runs.METRICS, runs.HISTORY, runs.CURVES, runs.MODEL, runs.LOG}
@@ -95,7 +97,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert not list((tmp_path / "basenet").glob("*/manifest.json"))
 
 
-def test_basenet_learns_on_synthetic_data(learnable_archive, tmp_path):
+def test_basenet_learns_on_synthetic_data(learnable_archive, tmp_path, keras_globals):
     spec = load_spec(JOBS / "cifar/normalize.yaml",
                      [f"data.path={learnable_archive}", "data.num_classes=10",
                       "training.epochs=8"], seed=0)
@@ -111,7 +113,7 @@ def test_basenet_learns_on_synthetic_data(learnable_archive, tmp_path):
     assert model.count_params() == m["parameters"]
 
 
-def test_seeded_runs_repeat_exactly(tiny_archive, tmp_path):
+def test_seeded_runs_repeat_exactly(tiny_archive, tmp_path, keras_globals):
     overrides = [f"data.path={tiny_archive}", "training.epochs=2"]
     spec = load_spec(JOBS / "cifar/augment.yaml", overrides, seed=11)
     a = run_job(spec, out=tmp_path, run_id="a", log=quiet_log()).metrics
@@ -123,7 +125,7 @@ def test_seeded_runs_repeat_exactly(tiny_archive, tmp_path):
     assert strip == [[c for i, c in enumerate(line.split(",")) if i != 5] for line in hb]
 
 
-def test_early_stopping_restores_best_weights(tiny_archive, tmp_path):
+def test_early_stopping_restores_best_weights(tiny_archive, tmp_path, keras_globals):
     spec = load_spec(JOBS / "cifar/earlystop.yaml",
                      [f"data.path={tiny_archive}", "training.epochs=6",
                       "training.early_stopping.patience=1", "training.optimizer.learning_rate=2"],
@@ -150,8 +152,10 @@ def test_data_synth_cli_writes_both_official_archives(tmp_path):
         assert data.x_train.shape == (12, 32, 32, 3) and data.x_test.shape == (6, 32, 32, 3)
 
 
-def test_gpu_settings_run_on_cpu(tiny_archive, tmp_path):
-    """Mixed precision and XLA, what a GPU run uses, forced on here on the CPU."""
+def test_gpu_settings_run_on_cpu(tiny_archive, tmp_path, keras_globals):
+    """Mixed precision and XLA, what a GPU run uses, forced on here on the CPU. The run sets
+    the global mixed_float16 policy and turns op determinism off; ``keras_globals`` puts
+    both back even when an assertion here fails."""
     spec = load_spec(JOBS / "cifar/augment.yaml",
                      [f"data.path={tiny_archive}", "training.epochs=1",
                       "training.mixed_precision=on", "training.jit_compile=on",
@@ -159,6 +163,3 @@ def test_gpu_settings_run_on_cpu(tiny_archive, tmp_path):
     m = run_job(spec, out=tmp_path, run_id="gpuish", log=quiet_log()).metrics
     assert m["device"]["mixed_precision"] is True
     assert m["test_loss"] == m["test_loss"]  # not NaN: float32 softmax output under float16
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")

@@ -22,19 +22,35 @@ Importing a dataset module must not import TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from cvtrain.registry import Registry
 
 if TYPE_CHECKING:
     from cvtrain.data.pipeline import Splits
     from cvtrain.report import RunLog
     from cvtrain.spec import JobSpec
 
-# Modules whose import registers a dataset. Listed rather than discovered, so that the
-# registration order (and so the schema) is stable.
+# Modules whose import registers a dataset (see cvtrain.registry for why they are listed).
 MODULES = ("cvtrain.data.cifar.dataset", "cvtrain.data.birds.dataset")
+
+
+@dataclass
+class LoadedData:
+    """What every dataset's ``load`` returns at least: class names in label order, where
+    the data came from, and the sha256 that identifies its content."""
+
+    class_names: list[str]
+    source: Path
+    sha256: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
 class DatasetOptions(BaseModel):
@@ -63,8 +79,8 @@ class Dataset:
         raise NotImplementedError
 
     def load(self, opts: DatasetOptions, path: Any, *, progress: bool) -> Any:
-        """Read the data (``path`` is ``opts.path`` made local); an object with at least
-        ``class_names``, ``source`` and ``sha256``."""
+        """Read the data (``path`` is ``opts.path`` made local) into a :class:`LoadedData`
+        subclass: arrays in memory, or file lists."""
         raise NotImplementedError
 
     def streams(self, spec: JobSpec, data: Any, kind: str, seed: int, log: RunLog,
@@ -80,32 +96,19 @@ class Dataset:
         return contextlib.nullcontext()
 
 
-_REGISTRY: dict[str, Dataset] = {}
-_loaded = False
+_DATASETS: Registry[Dataset] = Registry("dataset", MODULES)
 
 
 def register_dataset(cls: type[Dataset]) -> type[Dataset]:
     """Class decorator: register ``cls`` under the name its options' ``dataset`` Literal
     fixes."""
-    name = cls.options.model_fields["dataset"].annotation.__args__[0]
-    if name in _REGISTRY:
-        raise ValueError(f"dataset {name!r} registered twice")
-    cls.name = name
-    _REGISTRY[name] = cls()
+    cls.name = cls.options.model_fields["dataset"].annotation.__args__[0]
+    _DATASETS.add(cls.name, cls())
     return cls
 
 
-def _load_modules() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in MODULES:
-            importlib.import_module(module)
-
-
 def list_datasets() -> dict[str, Dataset]:
-    _load_modules()
-    return dict(_REGISTRY)
+    return _DATASETS.all()
 
 
 def dataset_option_classes() -> dict[str, type[DatasetOptions]]:
@@ -113,10 +116,4 @@ def dataset_option_classes() -> dict[str, type[DatasetOptions]]:
 
 
 def get_dataset(name: str) -> Dataset:
-    datasets = list_datasets()
-    if name not in datasets:
-        from cvtrain.errors import UsageError
-
-        raise UsageError(f"unknown dataset {name!r}; expected one of: "
-                         f"{', '.join(sorted(datasets))}")
-    return datasets[name]
+    return _DATASETS.get(name)

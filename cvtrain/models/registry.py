@@ -8,15 +8,15 @@ name or option is refused at validation time, before TensorFlow is ever imported
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-# Modules whose import registers builders. Listed here rather than discovered so that
-# registration order (and so the schema) is stable.
+from cvtrain.registry import Registry
+
+# Modules whose import registers builders (see cvtrain.registry for why they are listed).
 FAMILIES = ("cvtrain.models.cifar", "cvtrain.models.resnet")
 
 
@@ -53,8 +53,7 @@ class ModelEntry:
     description: str
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
-_loaded = False
+_MODELS: Registry[ModelEntry] = Registry("model", FAMILIES)
 
 
 def register_model(options: type[ModelOptions]) -> Callable:
@@ -63,26 +62,15 @@ def register_model(options: type[ModelOptions]) -> Callable:
     name = options.model_fields["name"].annotation.__args__[0]
 
     def decorate(build: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
         doc = (build.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, options, build, doc[0] if doc else "")
+        _MODELS.add(name, ModelEntry(name, options, build, doc[0] if doc else ""))
         return build
 
     return decorate
 
 
-def _load_families() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in FAMILIES:
-            importlib.import_module(module)
-
-
 def list_models() -> dict[str, ModelEntry]:
-    _load_families()
-    return dict(_REGISTRY)
+    return _MODELS.all()
 
 
 def model_option_classes() -> dict[str, type[ModelOptions]]:
@@ -91,10 +79,4 @@ def model_option_classes() -> dict[str, type[ModelOptions]]:
 
 def build_model(options: ModelOptions, input_shape: tuple[int, ...], num_classes: int):
     """Build the Keras model named by ``options.name`` (not compiled)."""
-    models = list_models()
-    if options.name not in models:
-        from cvtrain.errors import UsageError
-
-        raise UsageError(f"unknown model {options.name!r}; expected one of: "
-                         f"{', '.join(sorted(models))}")
-    return models[options.name].build(options, tuple(input_shape), num_classes)
+    return _MODELS.get(options.name).build(options, tuple(input_shape), num_classes)

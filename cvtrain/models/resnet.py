@@ -155,8 +155,19 @@ def build_backbone(opts: ResNetOptions, image_size: int, pooling: str | None):
 
     from cvtrain.models.weights import resolve_weights
 
-    return keras.applications.ResNet50(include_top=False, weights=resolve_weights(opts.weights),
-                                       input_shape=(image_size, image_size, 3), pooling=pooling)
+    weights = resolve_weights(opts.weights)
+    try:
+        return keras.applications.ResNet50(include_top=False, weights=weights,
+                                           input_shape=(image_size, image_size, 3),
+                                           pooling=pooling)
+    except (OSError, ValueError) as exc:
+        if weights in (None, "imagenet"):
+            raise
+        from cvtrain.errors import DataError
+
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"model.weights: {opts.weights}: not the weights of a no-top ResNet50 "
+                        f"({type(exc).__name__}: {reason})") from None
 
 
 @register_model(FineTuneOptions)

@@ -261,7 +261,7 @@ class DockerRunner(Runner):
         if endpoint_url:
             args += ["--endpoint-url", endpoint_url]
 
-        host_cache = cache_dir().expanduser().resolve()
+        host_cache = cache_dir(self.environ).expanduser().resolve()
         create.append(host_cache)
         mounts.append(Mount(host_cache, C_CACHE))
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvtrain.data.registry import LoadedData
 from cvtrain.errors import DataError, UsageError
 from cvtrain.paths import cache_dir
 from cvtrain.runs import sha256_file
@@ -31,7 +32,7 @@ _SPLIT_SEED = 0  # the validation hold-out is the same for every run of every bi
 
 
 @dataclass
-class BirdsData:
+class BirdsData(LoadedData):
     """The file lists of a birds dataset (images stay on disk)."""
 
     root: Path
@@ -39,13 +40,6 @@ class BirdsData:
     train_labels: np.ndarray
     test_files: list[str]
     test_labels: np.ndarray
-    class_names: list[str]
-    source: Path
-    sha256: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 # ------------------------------------------------------------------------------ locating

@@ -17,23 +17,17 @@ from cvtrain.data.cifar.format import IMAGE_BYTES, IMAGE_SIZE, RECORD_BYTES
 from cvtrain.data.cifar.labels import NUM_FINE
 from cvtrain.data.cifar.unpickle import safe_unpickle
 from cvtrain.data.errors import _error
+from cvtrain.data.registry import LoadedData
 
 
 @dataclass
-class ImageData:
+class ImageData(LoadedData):
     """Images as uint8 NHWC arrays with int64 fine labels, plus where they came from."""
 
     x_train: np.ndarray = field(repr=False)
     y_train: np.ndarray = field(repr=False)
     x_test: np.ndarray = field(repr=False)
     y_test: np.ndarray = field(repr=False)
-    class_names: list[str]
-    source: Path
-    sha256: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 def _to_nhwc(flat: np.ndarray, keep: np.ndarray) -> np.ndarray:
