@@ -81,8 +81,8 @@ def main() -> None:
 
 def run(args, work: Path, env: dict, endpoint: str) -> None:
     from cvtrain import storage
+    from cvtrain.storage import etag
     from cvtrain.storage import s3 as s3mod
-    from cvtrain.storage import etag, transfer
 
     src = work / "src"
     per_folder = 100

@@ -1,20 +1,20 @@
-"""The tf.data pipeline: split before fitting, statistics from training only, augmentation
-on training batches only, the fast resampler equal to TensorFlow's, repeatable streams."""
+"""In-memory input streams and the augmentation layer: split before fitting, statistics from
+training only, augmentation on training batches only and repeatable (also across a save
+and reload), the fast resampler equal to TensorFlow's, the same batches from the
+tf.data and the numpy streams."""
 
+import itertools
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cvtrain.data import pipeline
+from cvtrain.data.augment import RandomAffine, affine_matrices, resample_separable
 from cvtrain.data.cifar.dataset import Augment
-from cvtrain.data.pipeline import (
-    augment_matrices,
-    build_splits,
-    channel_stats,
-    resample_separable,
-    split_train_validation,
-)
+from cvtrain.data.pipeline import build_splits, channel_stats, split_train_validation
 from cvtrain.errors import DataError
 
 
@@ -25,6 +25,11 @@ def fake_data(n_train=200, n_test=40, seed=0):
         y_train=rng.integers(0, 5, n_train), x_test=rng.integers(0, 256, (n_test, 32, 32, 3),
                                                                 dtype=np.uint8),
         y_test=rng.integers(0, 5, n_test))
+
+
+def identity_network(shape=(32, 32, 3)):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, keras.layers.Identity()(inputs), name="identity")
 
 
 def test_validation_is_held_out_from_the_end():
@@ -42,67 +47,119 @@ def test_normalisation_statistics_come_from_the_training_split_only():
     mean, std = channel_stats(data.x_train[:180], True)
     np.testing.assert_allclose(splits.details["normalization"]["mean"], mean, rtol=1e-6)
     assert max(splits.details["normalization"]["mean"]) < 0.6
-    x_train = np.concatenate([b[0].numpy() for b in splits.train])
+    model = splits.wrap(identity_network())
+    x_train = np.concatenate([model(x, training=False) for x, _ in splits.train])
     assert abs(x_train.mean()) < 0.05 and abs(x_train.std() - 1) < 0.05
-    x_val = np.concatenate([b[0].numpy() for b in splits.validation])
+    x_val = np.concatenate([model(x, training=False) for x, _ in splits.validation])
     np.testing.assert_allclose(x_val, (1.0 - mean) / std * np.ones_like(x_val), rtol=1e-4)
 
 
-def test_augmentation_touches_training_batches_only_and_repeats_with_the_seed():
+def test_streams_carry_uint8_in_a_seeded_order_per_epoch():
     data = fake_data()
-    aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True)
-    a = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
-    b = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
-    plain = build_splits(data, 5, 0.1, False, Augment(), 16, 2, seed=4)
+    a = build_splits(data, 5, 0.1, False, Augment(), 16, 2, seed=4)
+    b = build_splits(data, 5, 0.1, False, Augment(), 16, 2, seed=4)
     first = [x.numpy() for x, _ in a.train]
+    assert first[0].dtype == np.uint8
     assert len(first) == 2 * a.steps_per_epoch and sum(len(x) for x in first) == 2 * 180
     np.testing.assert_array_equal(first[3], next(iter(b.train.skip(3)))[0].numpy())
-    # same order of images, different pixels: the transforms act on training batches
-    assert not np.allclose(first[0], next(iter(plain.train))[0].numpy())
-    for split in ("validation", "test"):
-        np.testing.assert_array_equal(
-            np.concatenate([x.numpy() for x, _ in getattr(a, split)]),
-            np.concatenate([x.numpy() for x, _ in getattr(plain, split)]))
-    # epochs see different orders
-    labels = [y.numpy().argmax(1) for _, y in a.train]
+    labels = [y.numpy().argmax(1) for _, y in a.train]  # epochs see different orders
     assert not np.array_equal(np.concatenate(labels[:a.steps_per_epoch]),
                               np.concatenate(labels[a.steps_per_epoch:]))
+    # every training image once per epoch
+    epoch = np.concatenate(first[:a.steps_per_epoch]).reshape(180, -1)
+    assert len(np.unique(epoch, axis=0)) == 180
 
 
 def test_resume_from_an_epoch_replays_the_same_batches():
     data = fake_data()
-    aug = Augment(shift=0.1, horizontal_flip=True)
-    full = build_splits(data, 5, 0.1, False, aug, 16, 3, seed=9)
-    resumed = build_splits(data, 5, 0.1, False, aug, 16, 3, seed=9, initial_epoch=2)
+    full = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=9)
+    resumed = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=9, initial_epoch=2)
     tail = [x.numpy() for x, _ in full.train][2 * full.steps_per_epoch:]
     np.testing.assert_array_equal(np.concatenate(tail),
                                   np.concatenate([x.numpy() for x, _ in resumed.train]))
+
+
+def test_the_tf_data_and_numpy_streams_give_the_same_batches():
+    data = fake_data(n_train=100)
+    args = (data.x_train, data.y_train, 5, 16, 3, 7, 1)
+    ours = list(pipeline._numpy_train_stream(*args))
+    theirs = [(x.numpy(), y.numpy()) for x, y in pipeline._tf_train_stream(*args)]
+    assert len(ours) == len(theirs) == 2 * 7
+    for (xa, ya), (xb, yb) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_augmentation_acts_on_training_batches_only_and_repeats_with_the_seed():
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    opts = dict(shift=0.1, zoom=0.1, horizontal_flip=True)
+    a, b = RandomAffine(**opts, seed=3), RandomAffine(**opts, seed=3)
+    np.testing.assert_array_equal(a(x, training=False), x.astype(np.float32))
+    first = np.asarray(a(x, training=True))
+    np.testing.assert_array_equal(first, b(x, training=True))
+    assert not np.allclose(first, x)
+    assert not np.allclose(first, a(x, training=True))  # the next batch draws anew
+
+
+def test_augmentation_and_dropout_states_survive_a_checkpoint(tmp_path):
+    """A checkpoint holds the random generators' states (``model.keras`` alone does not):
+    a resumed run draws what an uninterrupted one would have."""
+    from cvtrain.training import checkpoint
+
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = RandomAffine(rotation=10, shear=5, horizontal_flip=True, seed=1)(inputs)
+    model = keras.Model(inputs, keras.layers.Dropout(0.5, seed=2)(x))
+    x = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    model(x, training=True)
+    checkpoint.write(tmp_path, model, 1, 0, 1.0, None, None)
+    expected = np.asarray(model(x, training=True))
+    reloaded = checkpoint.read(tmp_path).load_model()
+    np.testing.assert_array_equal(reloaded(x, training=True), expected)
+    plain = keras.models.load_model(tmp_path / checkpoint.DIR / checkpoint.MODEL)
+    assert not np.array_equal(plain(x, training=True), expected)  # why rng.npz exists
 
 
 @pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
 def test_separable_resampler_matches_image_projective_transform(fill_mode):
     rng = np.random.default_rng(1)
     x = tf.constant(rng.uniform(0, 255, (64, 32, 32, 3)).astype(np.float32))
-    aug = Augment(shift=0.3, zoom=0.3, horizontal_flip=True, fill_mode=fill_mode)
-    transforms = augment_matrices(tf, 64, 32, 32, aug, tf.constant([3, 5], tf.int64))
-    ours = resample_separable(tf, x, transforms, fill_mode)
+    transforms = affine_matrices(64, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
+                                 rotation=0.0, shear=0.0, seed=keras.random.SeedGenerator(3))
+    ours = resample_separable(x, transforms, fill_mode)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
         interpolation="BILINEAR", fill_mode=fill_mode.upper())
-    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-2)
+    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-2)
+
+
+@pytest.mark.parametrize("rotation, shear, fill_mode",
+                         itertools.product([0.0, 20.0], [0.0, 10.0], ["reflect", "wrap"]))
+def test_full_affine_path_matches_image_projective_transform(rotation, shear, fill_mode):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    layer = RandomAffine(shift=0.1, zoom=0.1, rotation=rotation, shear=shear,
+                         fill_mode=fill_mode, seed=5)
+    ours = np.asarray(layer(x, training=True))
+    transforms = affine_matrices(16, 32, 32, shift=0.1, zoom=0.1, horizontal_flip=False,
+                                 rotation=rotation, shear=shear,
+                                 seed=keras.random.SeedGenerator(5))
+    theirs = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode=fill_mode.upper())
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-2)
 
 
 def test_transforms_compose_as_documented():
     """A pure flip maps column c to W-1-c; a pure shift moves content by the shift."""
     img = np.zeros((1, 8, 8, 1), np.float32)
     img[0, 2, 1, 0] = 1.0
-    x = tf.constant(img)
-    flip_only = Augment(horizontal_flip=True)
-    for seed in range(8):
-        t = augment_matrices(tf, 1, 8, 8, flip_only, tf.constant([seed, 0], tf.int64))
-        out = resample_separable(tf, x, t, "constant").numpy()[0, :, :, 0]
-        col = 1 if t.numpy()[0, 0] > 0 else 6
+    seed = keras.random.SeedGenerator(0)
+    for _ in range(8):
+        t = np.asarray(affine_matrices(1, 8, 8, shift=0.0, zoom=0.0, horizontal_flip=True,
+                                       rotation=0.0, shear=0.0, seed=seed))
+        out = np.asarray(resample_separable(img, t, "constant"))[0, :, :, 0]
+        col = 1 if t[0, 0] > 0 else 6
         assert out[2, col] == pytest.approx(1.0)
-    t = tf.constant([[1, 0, -2, 0, 1, 0, 0, 0]], tf.float32)  # input col = output col - 2
-    out = resample_separable(tf, x, t, "constant").numpy()[0, :, :, 0]
+    t = np.array([[1, 0, -2, 0, 1, 0, 0, 0]], np.float32)  # input col = output col - 2
+    out = np.asarray(resample_separable(img, t, "constant"))[0, :, :, 0]
     assert out[2, 3] == pytest.approx(1.0)

@@ -159,7 +159,9 @@ def test_gpu_settings_run_on_cpu(tiny_archive, tmp_path, keras_globals):
     spec = load_spec(JOBS / "cifar/augment.yaml",
                      [f"data.path={tiny_archive}", "training.epochs=1",
                       "training.mixed_precision=on", "training.jit_compile=on",
-                      "training.steps_per_execution=4"])  # no seed: XLA stays on
+                      "training.steps_per_execution=3"])  # no seed: XLA stays on
     m = run_job(spec, out=tmp_path, run_id="gpuish", log=quiet_log()).metrics
     assert m["device"]["mixed_precision"] is True
+    assert m["device"]["precision_policy"] == "mixed_float16"  # no GPU: no bfloat16 check
+    assert m["device"]["steps_per_execution"] == 3
     assert m["test_loss"] == m["test_loss"]  # not NaN: float32 softmax output under float16

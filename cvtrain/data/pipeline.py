@@ -1,4 +1,6 @@
-"""tf.data input pipelines for in-memory image datasets (CIFAR-sized).
+"""Input streams for in-memory datasets (CIFAR images, cached backbone features), on any
+Keras backend: ``tf.data`` on TensorFlow, plain numpy batches elsewhere, the same batches
+in the same order on both.
 
 Order of operations, each for a reason:
 
@@ -7,19 +9,21 @@ Order of operations, each for a reason:
 2. Normalisation statistics (per-channel mean and std, the ``featurewise_*`` of the
    coursework's ImageDataGenerator) come from the remaining training images only and are
    applied to validation and test as they are.
-3. Augmentation runs on training batches only, as one projective transform per image
-   composing shift, zoom, flip, rotation and shear: a single resampling, like the legacy
-   generator, but vectorised over the batch.
+3. Images travel as uint8 and are augmented and normalised inside the model being trained
+   (:func:`build_splits`'s ``wrap``: :class:`~cvtrain.data.augment.RandomAffine`, then one
+   multiply-add), so that work runs in the compiled step on the accelerator, and a batch
+   crosses from host to device at a quarter of the float32 size.
 
-The training stream spans all epochs (``range(epochs).flat_map(...)``) and is fed to
-``fit`` with ``steps_per_epoch``: every random choice (shuffle order, transforms) is a
-stateless function of (seed, epoch, batch), so a run is repeatable and a resumed run sees
-exactly the batches an uninterrupted one would have.
+The training stream spans all epochs and is fed to ``fit`` with ``steps_per_epoch``: the
+shuffle order is a function of (seed, epoch) alone, and the augmentation's random state is
+saved with every checkpoint, so a run is repeatable and a resumed run sees exactly the
+batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,15 +36,18 @@ from cvtrain.errors import DataError
 class Splits:
     """What training needs from a dataset: the three streams, sizes, the input shape."""
 
-    train: Any  # tf.data.Dataset of (images float32 NHWC, one-hot labels), all epochs
-    validation: Any  # tf.data.Dataset, batched, deterministic
-    test: Any  # tf.data.Dataset, batched, deterministic
+    train: Any  # (inputs, one-hot labels) batches of all epochs: tf.data or a generator
+    validation: Any  # batched, deterministic: tf.data or a keras PyDataset
+    test: Any  # the same
     steps_per_epoch: int
     train_size: int
     validation_size: int
     test_size: int
     input_shape: tuple[int, ...]
     details: dict = field(default_factory=dict)  # what metrics.json should record of the data
+    #: builds the model that trains on these streams around the network (augmentation and
+    #: normalisation layers in front); None: the network takes the streams as they are
+    wrap: Callable[[Any], Any] | None = None
 
 
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float):
@@ -71,127 +78,97 @@ def channel_stats(x: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarra
     return mean.astype(np.float32), (std + 1e-7).astype(np.float32)
 
 
-def augment_matrices(tf, batch: int, height: int, width: int, aug, seed) -> Any:
-    """Per-image 8-vector projective transforms (output pixel -> input pixel) composing
-    shift, zoom, horizontal flip, rotation and shear about the image centre."""
-    seeds = tf.random.experimental.stateless_split(seed, num=6)
+def _on_tensorflow() -> bool:
+    import keras
 
-    def uniform(i, low, high):
-        return tf.random.stateless_uniform([batch], seeds[i], low, high)
-
-    zeros = tf.zeros([batch])
-    ones = tf.ones([batch])
-    ty = uniform(0, -aug.shift, aug.shift) * height if aug.shift else zeros
-    tx = uniform(1, -aug.shift, aug.shift) * width if aug.shift else zeros
-    zy = uniform(2, 1 - aug.zoom, 1 + aug.zoom) if aug.zoom else ones
-    zx = uniform(3, 1 - aug.zoom, 1 + aug.zoom) if aug.zoom else ones
-    flip = tf.where(uniform(4, 0.0, 1.0) < 0.5, -1.0, 1.0) if aug.horizontal_flip else ones
-    angles = tf.random.stateless_uniform([batch, 2], seeds[5], -1.0, 1.0)
-    theta = angles[:, 0] * (aug.rotation * math.pi / 180.0)
-    shear = angles[:, 1] * (aug.shear * math.pi / 180.0)
-    # M = Z . F . Shear . R  (2x2), rows (m00, m01), (m10, m11)
-    cos_t, sin_t = tf.cos(theta), tf.sin(theta)
-    sh_a, sh_c = -tf.sin(shear), tf.cos(shear)
-    # Shear . R = [[1, sh_a], [0, sh_c]] . [[cos, -sin], [sin, cos]]
-    s00 = cos_t + sh_a * sin_t
-    s01 = -sin_t + sh_a * cos_t
-    s10 = sh_c * sin_t
-    s11 = sh_c * cos_t
-    m00, m01 = zx * flip * s00, zx * flip * s01
-    m10, m11 = zy * s10, zy * s11
-    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    # input = c + M (output - c) + t
-    a2 = cx - m00 * cx - m01 * cy + tx
-    b2 = cy - m10 * cx - m11 * cy + ty
-    return tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+    return keras.backend.backend() == "tensorflow"
 
 
-def separable(augment) -> bool:
-    """Whether the augmentation is axis-aligned (no rotation or shear) with a fill mode the
-    separable resampler implements."""
-    return (not augment.rotation and not augment.shear
-            and augment.fill_mode in ("nearest", "constant"))
+def train_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+                 epochs: int, seed: int, initial_epoch: int = 0):
+    """All epochs' training batches of in-memory arrays (epochs ``initial_epoch`` ..
+    ``epochs - 1``), each epoch in its own seeded order, as (x[idx], one-hot labels)."""
+    if _on_tensorflow():
+        return _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
+    return _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
 
 
-def _resample_axis(tf, x, scale, offset, axis: int, fill_mode: str):
-    """Linear interpolation of ``x`` along one axis at ``source = scale * target + offset``
-    (one map per image): two row gathers and a lerp."""
-    size = x.shape[axis]
-    target = tf.range(size, dtype=tf.float32)
-    source = scale[:, None] * target[None, :] + offset[:, None]  # (B, size)
-    if fill_mode == "nearest":
-        source = tf.clip_by_value(source, 0.0, size - 1.0)
-    low = tf.floor(source)
-    frac = source - low
-    low_i = tf.cast(low, tf.int32)
-    high_i = low_i + 1
-    if fill_mode == "constant":  # taps outside the image read zeros
-        inside_low = tf.cast((low_i >= 0) & (low_i < size), x.dtype)
-        inside_high = tf.cast((high_i >= 0) & (high_i < size), x.dtype)
-    low_i = tf.clip_by_value(low_i, 0, size - 1)
-    high_i = tf.clip_by_value(high_i, 0, size - 1)
-    shape = [-1, 1, 1, 1]
-    shape[axis] = size
-    w_high = frac
-    w_low = 1.0 - frac
-    if fill_mode == "constant":
-        w_low, w_high = w_low * inside_low, w_high * inside_high
-    a = tf.gather(x, low_i, axis=axis, batch_dims=1)
-    b = tf.gather(x, high_i, axis=axis, batch_dims=1)
-    return a * tf.reshape(w_low, shape) + b * tf.reshape(w_high, shape)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the ``n`` training samples in ``epoch``: a function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def resample_separable(tf, x, transforms, fill_mode: str):
-    """Apply axis-aligned projective transforms (m01 = m10 = 0) one axis at a time.
+def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed,
+                        initial_epoch) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    steps = math.ceil(len(x) / batch_size)
+    for epoch in range(initial_epoch, epochs):
+        order = epoch_order(len(x), seed, epoch)
+        for step in range(steps):
+            idx = np.sort(order[step * batch_size:(step + 1) * batch_size])
+            yield x[idx], onehot[idx]
 
-    Bilinear interpolation is separable, so for shift, zoom and flip this gives what
-    ImageProjectiveTransformV3 gives (tested), with about half its CPU time."""
-    x = _resample_axis(tf, x, transforms[:, 4], transforms[:, 5], 1, fill_mode)
-    return _resample_axis(tf, x, transforms[:, 0], transforms[:, 2], 2, fill_mode)
 
-
-def array_train_stream(images, onehot, batch_size: int, epochs: int, seed: int,
-                       initial_epoch: int = 0, transform=None):
-    """All epochs' training batches from in-memory tensors: each epoch a seeded shuffle,
-    each batch gathered by index and passed through ``transform(batch_seed, x)``."""
+def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch):
     import tensorflow as tf
 
-    n = int(images.shape[0])
-    steps = math.ceil(n / batch_size)
-    base_seed = tf.constant([seed, 0], tf.int64)
+    images = tf.constant(x)
+    onehot = tf.one_hot(tf.constant(labels), num_classes)
+    steps = math.ceil(len(x) / batch_size)
+    # the orders of all epochs, computed here with numpy: the same batches on every backend
+    orders = np.stack([epoch_order(len(x), seed, e) for e in range(initial_epoch, epochs)])
+    indices = np.concatenate([np.sort(o[s * batch_size:(s + 1) * batch_size])
+                              for o in orders for s in range(steps)]) if len(orders) else \
+        np.zeros(0, np.int64)
+    bounds = np.cumsum([0] + [min(batch_size, len(x) - s * batch_size)
+                              for _ in orders for s in range(steps)])
+    starts, ends = tf.constant(bounds[:-1]), tf.constant(bounds[1:])
+    index = tf.constant(indices.astype(np.int32))  # int64 gathers log a oneDNN notice
 
-    def epoch_batches(epoch):
-        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-        order = tf.random.experimental.stateless_shuffle(tf.range(n), epoch_seed)
+    def load_batch(i):
+        idx = index[starts[i]:ends[i]]
+        return tf.gather(images, idx), tf.gather(onehot, idx)
 
-        def batch_indices(step):
-            # slicing (clamped at the end) rather than .batch(): no per-image tf.data work
-            return (tf.random.experimental.stateless_fold_in(epoch_seed, step),
-                    order[step * batch_size:(step + 1) * batch_size])
-
-        return tf.data.Dataset.range(steps).map(batch_indices)
-
-    def load_batch(batch_seed, idx):
-        x = tf.gather(images, idx)
-        x = transform(batch_seed, x) if transform is not None else tf.cast(x, tf.float32)
-        return x, tf.gather(onehot, idx)
-
-    return (tf.data.Dataset.range(initial_epoch, epochs)
-            .flat_map(epoch_batches)
+    # slicing by index rather than .batch(): no per-sample tf.data work
+    return (tf.data.Dataset.range(len(bounds) - 1)
             .map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def array_eval_stream(x, labels, num_classes: int, batch_size: int, prepare=None):
-    """Ordered, cached batches for validation and test."""
-    import tensorflow as tf
+def eval_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int):
+    """Ordered batches for validation and test, re-iterable every epoch."""
+    if _on_tensorflow():
+        import tensorflow as tf
 
-    prepare = prepare or (lambda a: tf.cast(a, tf.float32))
-    return (tf.data.Dataset.from_tensor_slices((x, tf.one_hot(labels, num_classes)))
-            .batch(batch_size)
-            .map(lambda a, b: (prepare(a), b), num_parallel_calls=tf.data.AUTOTUNE)
-            .cache()
-            .prefetch(tf.data.AUTOTUNE))
+        return (tf.data.Dataset.from_tensor_slices((x, tf.one_hot(labels, num_classes)))
+                .batch(batch_size).cache().prefetch(tf.data.AUTOTUNE))
+    return _array_batches()(x, np.eye(num_classes, dtype=np.float32)[labels], batch_size)
+
+
+def _array_batches():
+    """A keras PyDataset class over in-memory arrays (defined on first use: importing this
+    module must not import Keras, whose backend is chosen at run time)."""
+    global _ArrayBatches
+    if _ArrayBatches is None:
+        import keras
+
+        class ArrayBatches(keras.utils.PyDataset):
+            def __init__(self, x, y, batch_size):
+                super().__init__()
+                self.x, self.y, self.batch_size = x, y, batch_size
+
+            def __len__(self):
+                return math.ceil(len(self.x) / self.batch_size)
+
+            def __getitem__(self, i):
+                part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                return self.x[part], self.y[part]
+
+        _ArrayBatches = ArrayBatches
+    return _ArrayBatches
+
+
+_ArrayBatches = None
 
 
 def build_splits(
@@ -205,44 +182,42 @@ def build_splits(
     seed: int,
     initial_epoch: int = 0,
 ) -> Splits:
-    """Turn in-memory uint8 arrays into the train/validation/test ``tf.data`` streams."""
-    import tensorflow as tf
-
+    """In-memory uint8 images as train/validation/test streams, with the augmentation and
+    normalisation layers that go in front of the network (:attr:`Splits.wrap`)."""
     x_tr, y_tr, x_val, y_val = split_train_validation(data.x_train, data.y_train, validation_split)
     mean, std = channel_stats(x_tr, normalize)
-    height, width, channels = x_tr.shape[1:]
+    shape = tuple(x_tr.shape[1:])
     # scale and normalise in one multiply-add: (x / 255 - mean) / std
-    scale = tf.constant(1.0 / (255.0 * std), tf.float32)
-    offset = tf.constant(-mean / std, tf.float32)
-    fill_mode = augment.fill_mode
-    fast_resample = separable(augment)
+    scale = [float(v) for v in 1.0 / (255.0 * std)]
+    offset = [float(v) for v in -mean / std]
 
-    def prepare(x):
-        return tf.cast(x, tf.float32) * scale + offset
+    import keras
 
-    def transform(batch_seed, x):
-        x = tf.cast(x, tf.float32)
+    # imported now, not in wrap(): a resumed run loads its checkpoint (which holds this
+    # layer) before it would wrap anything, and loading needs the class registered
+    from cvtrain.data.augment import RandomAffine
+
+    def wrap(network):
+        inputs = keras.Input(shape, dtype="uint8", name="images")
+        x = inputs
         if augment.enabled:
-            transforms = augment_matrices(tf, tf.shape(x)[0], height, width, augment, batch_seed)
-            if fast_resample:
-                x = resample_separable(tf, x, transforms, fill_mode)
-            else:
-                x = tf.raw_ops.ImageProjectiveTransformV3(
-                    images=x, transforms=transforms, output_shape=[height, width],
-                    fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode.upper())
-        return x * scale + offset
+            x = RandomAffine(shift=augment.shift, zoom=augment.zoom,
+                             horizontal_flip=augment.horizontal_flip, rotation=augment.rotation,
+                             shear=augment.shear, fill_mode=augment.fill_mode, seed=seed,
+                             name="augment")(x)
+        x = keras.layers.Rescaling(scale, offset, name="normalize")(x)
+        return keras.Model(inputs, network(x), name=f"train_{network.name}")
 
-    train = array_train_stream(tf.constant(x_tr), tf.one_hot(tf.constant(y_tr), num_classes),
-                               batch_size, epochs, seed, initial_epoch, transform)
     return Splits(
-        train=train,
-        validation=array_eval_stream(x_val, y_val, num_classes, batch_size, prepare),
-        test=array_eval_stream(data.x_test, data.y_test, num_classes, batch_size, prepare),
+        train=train_stream(x_tr, y_tr, num_classes, batch_size, epochs, seed, initial_epoch),
+        validation=eval_stream(x_val, y_val, num_classes, batch_size),
+        test=eval_stream(data.x_test, data.y_test, num_classes, batch_size),
         steps_per_epoch=math.ceil(len(x_tr) / batch_size),
         train_size=len(x_tr),
         validation_size=len(x_val),
         test_size=len(data.x_test),
-        input_shape=(height, width, channels),
+        input_shape=shape,
         details={"normalization": {"mean": [float(v) for v in mean],
                                    "std": [float(v) for v in std]}},
+        wrap=wrap,
     )

@@ -73,7 +73,7 @@ class ConvHeadOptions(FeatureHeadOptions):
     @classmethod
     def _rates(cls, rates: list[float]) -> list[float]:
         if any(not 0 <= r < 1 for r in rates):
-            raise ValueError(f"expected rates in [0, 1), got {rates}")
+            raise ValueError("expected rates in [0, 1)")
         return rates
 
     def check(self, input_shape):

@@ -89,7 +89,7 @@ def _describe(err: dict, doc: dict) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"expected one of {expected}, got {got!r}"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:]
     if msg.startswith("input should be"):
         rest = msg[len("input should be"):]

@@ -46,19 +46,34 @@ class Training(Strict):
     early_stopping: EarlyStopping | None = Field(
         None, description="stop when the monitored validation metric stops improving"
     )
+    backend: Literal["auto", "tensorflow", "jax"] = Field(
+        "auto", description="Keras backend; auto: $KERAS_BACKEND, else tensorflow when it is "
+        "installed, else jax")
     mixed_precision: Literal["auto", "on", "off"] = Field(
-        "auto", description="float16 compute; auto: on when a GPU is present"
+        "auto", description="16-bit compute (bfloat16 where the GPU has it, else float16); "
+        "auto: on when a GPU is present"
     )
     jit_compile: Literal["auto", "on", "off"] = Field(
         "auto", description="XLA compilation; auto: Keras decides (on for GPUs)"
     )
-    steps_per_execution: int = Field(1, ge=1, description="training steps per graph call")
+    steps_per_execution: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="training steps per compiled call; auto: the largest divisor of "
+        "the steps per epoch up to 16 (CPU) or 32 (GPU), so epochs stay whole")
 
     @field_validator("mixed_precision", "jit_compile", mode="before")
     @classmethod
     def _yaml_on_off(cls, value):
         # YAML reads a bare on/off (and yes/no) as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("steps_per_execution", mode="wrap")
+    @classmethod
+    def _auto_or_count(cls, value, handler):
+        # one clear line instead of one error per member of the union
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return handler(value)
+        raise ValueError("expected auto or an integer >= 1")
 
 
 class Report(Strict):

@@ -1,6 +1,7 @@
 """The Keras callbacks of a run, each epoch in this order: the epoch's row in
-``history.csv`` and its line on the terminal, the progress bar, early stopping (whose
-state survives a restart), TensorBoard, then the checkpoint and the results upload."""
+``history.csv``, its TensorBoard scalars and its line on the terminal, the progress bar,
+early stopping (whose state survives a restart), then the checkpoint and the results
+upload. None of them needs TensorFlow."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from cvtrain.spec import JobSpec
 
 def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
                    seed: int, resume, elapsed_before: float, uploader):
-    """Keras callbacks: epoch timing and history.csv, progress, early stopping, TensorBoard,
-    then the per-epoch checkpoint and the results upload (in that order, each epoch)."""
+    """Keras callbacks: epoch timing, history.csv and TensorBoard scalars, progress, early
+    stopping, then the per-epoch checkpoint and the results upload (in that order)."""
     import keras
 
     from cvtrain.training import checkpoint
@@ -52,7 +53,14 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
             self.rows.append(row)
             with open(run.file(runs.HISTORY), "a", newline="") as fh:
                 csv.writer(fh).writerow([row[c] for c in runs.HISTORY_COLUMNS])
+            if events is not None:
+                events.write(epoch, {k: row[k] for k in ("loss", "accuracy", "val_loss",
+                                                         "val_accuracy", "learning_rate")})
             log.epoch_line(row, epochs)
+
+        def on_train_end(self, logs=None):
+            if events is not None:
+                events.close()
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping whose counters and best weights survive a restart."""
@@ -81,6 +89,14 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
             if uploader is not None:
                 uploader.sync()
 
+    try:
+        from cvtrain.training.events import EpochScalars
+
+        events = EpochScalars(run.file(runs.TENSORBOARD))
+    except ImportError as exc:  # the tensorboard package is a dependency; say so if it broke
+        events = None
+        log.print(f"[yellow]tensorboard[/]: no event files ({exc}); history.csv has the same "
+                  "numbers")
     rows = [] if resume is None else read_history(run)[:resume.epoch]
     recorder = EpochRecorder(rows)
     callbacks = [recorder]
@@ -92,8 +108,6 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
         early = ResumableEarlyStopping(monitor=es.monitor, patience=es.patience,
                                        restore_best_weights=es.restore_best_weights, verbose=0)
         callbacks.append(early)
-    callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=str(run.file(runs.TENSORBOARD)), write_graph=False, update_freq="epoch"))
     callbacks.append(Checkpointer())
     t_attempt = time.perf_counter()
     return recorder, callbacks

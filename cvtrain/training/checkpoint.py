@@ -2,7 +2,10 @@
 
 ``<run>/checkpoint/`` holds, after every completed epoch:
 
-- ``model.keras``        the model with its optimizer state (and dropout RNG state)
+- ``model.keras``        the model with its optimizer state
+- ``rng.npz``            the states of the model's random generators (dropout, augmentation),
+                         which ``model.keras`` does not hold: restored, a resumed run draws
+                         exactly what an uninterrupted one would have
 - ``state.json``         epochs completed, the run's seed, early-stopping state, seconds spent
 - ``best.weights.npz``   early stopping's best weights so far, when it restores them
 
@@ -25,6 +28,7 @@ DIR = "checkpoint"
 STATE = "state.json"
 MODEL = "model.keras"
 BEST = "best.weights.npz"
+RNG = "rng.npz"
 
 # Exit code of a run stopped by SIGTERM after saving its checkpoint (EX_TEMPFAIL: "try
 # again"): rerunning with the same --run-id resumes it; AWS Batch retries on it.
@@ -44,6 +48,22 @@ class Resume:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL
+
+    def load_model(self):
+        """The model as it was after the checkpoint's epoch: weights, optimizer, compile
+        settings and the random generators' states."""
+        import keras
+
+        model = keras.models.load_model(self.model_path)
+        states = rng_states(model)
+        file = self.path / RNG
+        if states and file.is_file():
+            with np.load(file) as npz:
+                saved = [npz[f"s{i}"] for i in range(len(npz.files))]
+            if len(saved) == len(states):
+                for variable, value in zip(states, saved, strict=True):
+                    variable.assign(value)
+        return model
 
     def best_weights(self) -> list[np.ndarray] | None:
         file = self.path / BEST
@@ -67,6 +87,11 @@ def read(run_path: Path) -> Resume | None:
                   early_stopping=state.get("early_stopping"), path=path)
 
 
+def rng_states(model) -> list:
+    """The state variables of the model's SeedGenerators, in a stable order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
           early_stopping: dict | None, best_weights: list | None) -> None:
     """Save the checkpoint of ``epoch`` completed epochs, replacing the previous one."""
@@ -76,6 +101,9 @@ def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save(tmp / MODEL)
+    states = rng_states(model)
+    if states:
+        np.savez(tmp / RNG, **{f"s{i}": np.asarray(v) for i, v in enumerate(states)})
     if best_weights is not None:
         np.savez(tmp / BEST, **{f"w{i}": w for i, w in enumerate(best_weights)})
     (tmp / STATE).write_text(json.dumps({

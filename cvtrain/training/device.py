@@ -1,39 +1,29 @@
-"""The machine a run trains on: TensorFlow imported quietly, seeds and determinism, GPU
-memory growth, mixed precision, and a record of what was used (``metrics.json``'s
-``device``)."""
+"""The machine a run trains on: seeds and determinism, GPU memory, mixed precision, steps
+per execution, and a record of what was used (``metrics.json``'s ``device``). Works on
+every Keras backend (:mod:`cvtrain.training.backend` imports Keras first)."""
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
-import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from cvtrain.errors import UsageError
+from cvtrain.training.backend import quiet_stderr
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
 
+#: steps per execution ``auto`` aims for: enough to amortise the per-call overhead, few
+#: enough that progress, SIGTERM and the epoch-end work stay prompt
+SPE_TARGET = {"cpu": 16, "gpu": 32}
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up notices (oneDNN, CPU features) kept off the
-    terminal: TensorFlow 2.21 prints them before any log-level setting applies. Whatever
-    it printed is shown after all if the import fails."""
-    if "tensorflow" in sys.modules:
-        return
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+
+@dataclass
+class Gpu:
+    name: str
+    bfloat16: bool  # compute capability 8.0 or newer (Ampere, Hopper, ...)
 
 
 def cpu_name() -> str:
@@ -46,32 +36,86 @@ def cpu_name() -> str:
         return name
 
 
-def configure_device(spec: JobSpec, seed: int) -> dict:
-    """Seeds, determinism, GPU memory growth, mixed precision; returns the device record."""
-    import keras
+def _capability_at_least_8(value) -> bool:
+    try:
+        major = int(str(value[0] if isinstance(value, tuple | list) else value).split(".")[0])
+    except (ValueError, IndexError):
+        return False
+    return major >= 8
+
+
+def gpus(backend: str) -> list[Gpu]:
+    """The GPUs the backend sees (memory growth on for TensorFlow, which otherwise takes
+    all memory at once)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        found = []
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised in this process
+                pass
+            details = tf.config.experimental.get_device_details(gpu)
+            found.append(Gpu(details.get("device_name", gpu.name),
+                             _capability_at_least_8(details.get("compute_capability", 0))))
+        return found
+    import jax
+
+    return [Gpu(d.device_kind, _capability_at_least_8(getattr(d, "compute_capability", 0)))
+            for d in jax.devices() if d.platform == "gpu"]
+
+
+def set_determinism(backend: str, on: bool) -> None:
+    """Repeatable kernels for seeded runs (TensorFlow: op determinism, under which Keras
+    compiles without XLA; JAX: set before it starts, see backend.select_backend)."""
+    if backend != "tensorflow":
+        return
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process
-            pass
-    keras.utils.set_random_seed(seed)
-    if spec.seed is not None:
-        # repeatable to the bit on CPU; on GPU at some speed cost, which the user asked for.
-        # (Keras turns XLA off under op determinism.)
+    if on:
         tf.config.experimental.enable_op_determinism()
     else:
         # process-wide state: undo an earlier seeded run in this process (no public API)
         from tensorflow.python.framework import config as tf_config
 
         tf_config.disable_op_determinism()
+
+
+def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
+    """Seeds, determinism, mixed precision; returns the device record."""
+    import keras
+
+    found = gpus(backend)
+    # seeds Python, numpy, Keras and, when installed, TensorFlow (imported for that even on
+    # other backends, since tf.data may feed them: quietly)
+    with quiet_stderr():
+        keras.utils.set_random_seed(seed)
+    set_determinism(backend, spec.seed is not None)
     mode = spec.training.mixed_precision
-    mixed = mode == "on" or (mode == "auto" and bool(gpus))
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-             for gpu in gpus]
-    return {"type": "gpu" if gpus else "cpu", "gpus": names, "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "mixed_precision": mixed,
+    mixed = mode == "on" or (mode == "auto" and bool(found))
+    policy = "float32"
+    if mixed:
+        policy = "mixed_bfloat16" if found and all(g.bfloat16 for g in found) else \
+            "mixed_float16"
+    keras.mixed_precision.set_global_policy(policy)
+    return {"type": "gpu" if found else "cpu", "gpus": [g.name for g in found],
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "backend": backend,
+            "mixed_precision": mixed, "precision_policy": policy,
             "jit_compile": spec.training.jit_compile, "deterministic": spec.seed is not None}
+
+
+def steps_per_execution(setting, steps_per_epoch: int, device_type: str) -> int:
+    """Training steps per compiled call. Epochs must stay whole (the stream spans all
+    epochs, and an execution never stops mid-way), so the value divides the steps per
+    epoch: ``auto`` takes the largest divisor up to :data:`SPE_TARGET`, a number that does
+    not divide is refused with the ones that do."""
+    divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
+    if setting == "auto":
+        return max(d for d in divisors if d <= SPE_TARGET.get(device_type, 16))
+    if steps_per_epoch % setting:
+        shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+        raise UsageError(f"training.steps_per_execution: {setting} does not divide the "
+                         f"{steps_per_epoch} steps of an epoch; expected auto or one of "
+                         f"{shown}")
+    return setting

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 from cvtrain import __version__
@@ -28,10 +29,22 @@ def git_revision() -> str | None:
         return None
 
 
-def package_versions() -> dict:
+def _version(*distributions: str) -> str | None:
+    """The installed version of the first distribution found (read from its metadata: the
+    package is not imported)."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def package_versions(backend: str) -> dict:
     import keras
     import numpy
-    import tensorflow as tf
 
     return {"cvtrain": __version__, "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": numpy.__version__}
+            "backend": backend, "keras": keras.__version__, "numpy": numpy.__version__,
+            "tensorflow": _version("tensorflow", "tensorflow-cpu", "tf-nightly"),
+            "jax": _version("jax"), "jaxlib": _version("jaxlib")}

@@ -21,8 +21,9 @@ from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
 from cvtrain.training import checkpoint
+from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
-from cvtrain.training.device import configure_device, import_tensorflow_quietly
+from cvtrain.training.device import configure_device, steps_per_execution
 from cvtrain.training.interrupt import RunTerminated, Terminated, sigterm_raises
 from cvtrain.training.metrics import run_metrics
 
@@ -51,7 +52,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     log = log or RunLog()
     check_local_paths(spec)
     dataset = get_dataset(spec.data.dataset)
-    import_tensorflow_quietly()
+    backend = select_backend(spec.training.backend, deterministic=spec.seed is not None)
     run = runs.RunDir.claim(out or default_out_dir(), spec.name, run_id)
     uploader = None
     if results is not None:
@@ -68,7 +69,8 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     log.attach_file(run.file(runs.LOG))
     try:
         with sigterm_raises():
-            return _train(spec, dataset, data, run, log, started, t_start, resume, uploader)
+            return _train(spec, backend, dataset, data, run, log, started, t_start, resume,
+                          uploader)
     except Terminated:
         log.print(f"[bold red]terminated[/]: stopped by SIGTERM; the checkpoint of the last "
                   f"completed epoch is kept; rerun with --run-id {run.run_id} to resume")
@@ -116,8 +118,8 @@ def build_optimizer(spec: JobSpec):
     return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum)
 
 
-def _train(spec: JobSpec, dataset, data, run: runs.RunDir, log: RunLog, started, t_start,
-           resume, uploader) -> RunResult:
+def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: RunLog, started,
+           t_start, resume, uploader) -> RunResult:
     import keras
 
     from cvtrain.models import build_model
@@ -137,26 +139,31 @@ def _train(spec: JobSpec, dataset, data, run: runs.RunDir, log: RunLog, started,
         log.print(f"[bold]results[/]: mirrored to {uploader.remote}")
 
     # ---- data: the dataset's streams for the kind of input this model takes
-    device = configure_device(spec, seed)
+    device = configure_device(spec, seed, backend)
     t = spec.training
     initial_epoch = resume.epoch if resume else 0
     classes = list(data.class_names)
     runs.write_json(run.file(runs.CLASSES), classes)
     splits = dataset.streams(spec, data, input_kind(spec), seed, log, initial_epoch)
+    spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"])
+    device["steps_per_execution"] = spe
+    precision = f", {device['precision_policy']}" if device["mixed_precision"] else ""
     log.print(f"[bold]split[/]: {splits.train_size} train, {splits.validation_size} validation, "
               f"{splits.test_size} test images; {len(classes)} classes; "
-              f"device {device['type']}{' (mixed precision)' if device['mixed_precision'] else ''}")
+              f"{backend} on {device['type']}{precision}, {spe} steps per execution")
 
-    # ---- model: as it was after the last completed epoch, or new
+    # ---- model: as it was after the last completed epoch, or new; ``network`` is what
+    # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
     if resume is not None:
-        model = keras.models.load_model(resume.model_path)  # weights, optimizer, compile
+        model = resume.load_model()  # weights, optimizer, compile, random states
+        network = model.layers[-1] if splits.wrap else model
     else:
-        model = build_model(spec.model, splits.input_shape, len(classes))
+        network = build_model(spec.model, splits.input_shape, len(classes))
+        model = splits.wrap(network) if splits.wrap else network
         jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
         model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=jit,
-                      steps_per_execution=t.steps_per_execution)
-    log.print(f"[bold]model[/]: {spec.model.name}, {model.count_params():,} parameters")
+                      metrics=["accuracy"], jit_compile=jit, steps_per_execution=spe)
+    log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
 
     # ---- fit, then evaluate on the test split
     elapsed_before = resume.elapsed_seconds if resume else 0.0
@@ -172,9 +179,9 @@ def _train(spec: JobSpec, dataset, data, run: runs.RunDir, log: RunLog, started,
 
     # ---- save: model, curves, metrics, then the manifest (last: the run is complete)
     rows = recorder.rows
-    model.save(run.file(runs.MODEL))
+    network.save(run.file(runs.MODEL))
     plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
-    metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=model, test=test,
+    metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network, test=test,
                           rows=rows, resume=resume, seed=seed, device=device, started=started,
                           wall_seconds=elapsed_before + time.perf_counter() - t_start,
                           fit_seconds=fit_seconds)

@@ -65,24 +65,21 @@ class Cub200(Dataset):
 
 def feature_streams(spec, birds, seed: int, log, initial_epoch: int):
     """Cached backbone features (pooled vectors or maps) as in-memory streams."""
-    import tensorflow as tf
-
     from cvtrain.data.birds import split_indices
     from cvtrain.data.birds.features import load_or_extract
-    from cvtrain.data.pipeline import Splits, array_eval_stream, array_train_stream
+    from cvtrain.data.pipeline import Splits, eval_stream, train_stream
 
     t, d = spec.training, spec.data
     fs = load_or_extract(birds, spec.model, d.image_size, d.layout, seed, log)
     train, test = fs.train, fs.test
     tr, val = split_indices(len(train), d.validation_split)
     classes = birds.num_classes
-    stream = array_train_stream(tf.constant(train[tr]),
-                                tf.one_hot(tf.constant(birds.train_labels[tr]), classes),
-                                t.batch_size, t.epochs, seed, initial_epoch)
+    labels = birds.train_labels
     return Splits(
-        train=stream,
-        validation=array_eval_stream(train[val], birds.train_labels[val], classes, t.batch_size),
-        test=array_eval_stream(test, birds.test_labels, classes, t.batch_size),
+        train=train_stream(train[tr], labels[tr], classes, t.batch_size, t.epochs, seed,
+                           initial_epoch),
+        validation=eval_stream(train[val], labels[val], classes, t.batch_size),
+        test=eval_stream(test, birds.test_labels, classes, t.batch_size),
         steps_per_epoch=math.ceil(len(tr) / t.batch_size), train_size=len(tr),
         validation_size=len(val), test_size=len(test), input_shape=tuple(train.shape[1:]),
         details={"features": {"kind": spec.model.features, "key": fs.key,

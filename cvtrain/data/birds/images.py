@@ -17,6 +17,20 @@ from cvtrain.errors import DataError
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
+def _tensorflow():
+    """TensorFlow, which decodes and resizes the birds' JPEG files on every Keras backend;
+    its absence is one clear line."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        from cvtrain.errors import UsageError
+
+        raise UsageError("data.dataset: cub200 decodes its JPEG images with TensorFlow, which "
+                         "is not installed; install it (pip install 'cvtrain[cpu]', or "
+                         "'cvtrain[gpu]') to train on the birds") from None
+    return tf
+
+
 def load_image(tf, path, image_size: int):
     """Decode (JPEG, PNG, ...; grey becomes RGB), resize, ResNet50 preprocessing."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -28,7 +42,7 @@ def load_image(tf, path, image_size: int):
 def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
                  batch_size: int, num_classes: int = 0):
     """Ordered batches of preprocessed images (and one-hot labels when given)."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -44,7 +58,7 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
                           initial_epoch: int = 0):
     """All epochs' training batches, each epoch in its own seeded order, decoded from disk
     as they are needed (the dataset never has to fit in memory)."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
     paths = tf.constant(files)
@@ -64,7 +78,7 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
 
 def find_unreadable(files: list[str]) -> str | None:
     """The first file TensorFlow cannot decode (used to name the culprit of a failed batch)."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     for file in files:
         try:
@@ -77,7 +91,7 @@ def find_unreadable(files: list[str]) -> str | None:
 @contextlib.contextmanager
 def image_errors(files: list[str]):
     """Turn TensorFlow's anonymous decode failures into a DataError naming the file."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     try:
         yield

@@ -1,0 +1,93 @@
+"""Which Keras backend a run trains on, chosen before Keras is first imported.
+
+``training.backend`` in the spec, or ``auto``: ``$KERAS_BACKEND`` when set, else
+TensorFlow when it is installed, else JAX. Keras reads its backend once per process, so a
+process that already runs Keras on another backend is refused with one line (run in a new
+process). TensorFlow's C++ start-up notices are kept off the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+
+from cvtrain.errors import UsageError
+
+BACKENDS = ("tensorflow", "jax")
+#: what to install for each backend
+EXTRAS = {"tensorflow": "cvtrain[cpu] (or cvtrain[gpu])", "jax": "cvtrain[jax]"}
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def resolve_backend(requested: str) -> str:
+    """The backend a spec's ``training.backend`` means on this machine."""
+    if requested != "auto":
+        return requested
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        if env not in BACKENDS:
+            raise UsageError(f"$KERAS_BACKEND={env}: expected one of {', '.join(BACKENDS)} "
+                             "(or set training.backend)")
+        return env
+    return "tensorflow" if installed("tensorflow") or not installed("jax") else "jax"
+
+
+def select_backend(requested: str, deterministic: bool = False) -> str:
+    """Import Keras on the backend ``requested`` resolves to; return its name."""
+    name = resolve_backend(requested)
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise UsageError(f"training.backend: {name}: Keras already runs on "
+                             f"{keras.backend.backend()} in this process; run cvtrain in a "
+                             f"new process (or set KERAS_BACKEND={name})")
+        return name
+    if not installed(name):
+        raise UsageError(f"training.backend: {name} is not installed; pip install "
+                         f"'{EXTRAS[name]}', or choose another backend")
+    os.environ["KERAS_BACKEND"] = name
+    if name == "jax" and deterministic:
+        # JAX is repeatable on CPUs; on GPUs XLA needs telling (before JAX starts)
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_gpu_deterministic_ops" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    _import_quietly(name)
+    return name
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Keep what C++ libraries print to file descriptor 2 off the terminal (TensorFlow 2.21
+    prints its start-up notices before any log-level setting applies); show it after all
+    if the block fails."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _import_quietly(name: str) -> None:
+    with quiet_stderr():
+        if name == "tensorflow":
+            import tensorflow  # noqa: F401
+        import keras  # noqa: F401

@@ -1,0 +1,172 @@
+"""Keras backends: every CIFAR job trains on JAX with TensorFlow hidden (as on a machine
+where only JAX is installed), seeded JAX runs repeat and resume exactly, the birds say in
+one line that they need TensorFlow, and the settings that depend on the device."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import JOBS, ROOT, run_cli
+
+from cvtrain import runs
+from cvtrain.data.cifar import write_synthetic_cifar100
+from cvtrain.errors import UsageError
+from cvtrain.spec.catalog import job_files
+from cvtrain.training import checkpoint
+from cvtrain.training.backend import resolve_backend
+from cvtrain.training.device import steps_per_execution
+
+CIFAR_JOBS = [p.stem for p in job_files(JOBS / "cifar")]
+
+#: a sitecustomize that makes ``import tensorflow`` fail as if it were not installed
+HIDE_TENSORFLOW = textwrap.dedent('''
+    import sys
+
+    class _NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, _NoTensorFlow())
+''')
+
+
+@pytest.fixture(scope="module")
+def jax_only(tmp_path_factory):
+    """The environment of a process that has JAX and no TensorFlow."""
+    pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("no-tensorflow")
+    (folder / "sitecustomize.py").write_text(HIDE_TENSORFLOW)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{ROOT}", "KERAS_BACKEND": "jax"}
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    return write_synthetic_cifar100(tmp_path_factory.mktemp("cifar"), classes=5,
+                                    train_per_class=64, test_per_class=8, seed=2)
+
+
+def test_the_hidden_tensorflow_is_really_hidden(jax_only):
+    done = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
+                          text=True, env={**os.environ, **jax_only})
+    assert done.returncode == 1 and "No module named 'tensorflow'" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", CIFAR_JOBS)
+def test_every_cifar_job_runs_on_jax_without_tensorflow(job, jax_only, small_archive, tmp_path):
+    result = run_cli("run", job, "--set", f"data.path={small_archive}", "--set",
+                     "data.num_classes=5", "--set", "training.epochs=2", "--seed", "0",
+                     "--out", tmp_path, env=jax_only)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing from TensorFlow, nothing from JAX
+    run_path = next((tmp_path / job).iterdir())
+    assert runs.verify(run_path) == []
+    metrics = json.loads((run_path / runs.METRICS).read_text())
+    assert metrics["device"]["backend"] == "jax" and metrics["versions"]["backend"] == "jax"
+    assert metrics["epochs_run"] == 2 and 0 <= metrics["test_accuracy"] <= 1
+    events = list((run_path / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
+    assert {e.parent.name for e in events} == {"train", "validation"}
+    assert not (run_path / checkpoint.DIR).exists()
+
+
+def _start(args, env):
+    return subprocess.Popen([sys.executable, "-m", "cvtrain", *args], cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
+    """The improved model (dropout, batch norm) with augmentation: SIGTERM after an epoch,
+    rerun, and the result equals an uninterrupted run's to the bit."""
+    archive = write_synthetic_cifar100(tmp_path / "data", classes=5, train_per_class=240,
+                                       test_per_class=8, seed=3)
+    args = ["run", "dropout", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
+            "--set", "data.augment.shift=0.1", "--set", "data.augment.horizontal_flip=true",
+            "--set", "training.epochs=3", "--seed", "5", "--out", str(tmp_path)]
+    whole = run_cli(*args, "--run-id", "whole", env=jax_only)
+    assert whole.returncode == 0, whole.stderr
+    again = run_cli(*args, "--run-id", "again", env=jax_only)
+    assert again.returncode == 0, again.stderr
+
+    proc = _start([*args, "--run-id", "cut"], jax_only)
+    state = tmp_path / "dropout" / "cut" / checkpoint.DIR / checkpoint.STATE
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["epoch"] >= 1:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == checkpoint.EXIT_TERMINATED, err
+    resumed = run_cli(*args, "--run-id", "cut", env=jax_only)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def result(run_id):
+        folder = tmp_path / "dropout" / run_id
+        m = json.loads((folder / runs.METRICS).read_text())
+        rows = [{k: r[k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
+                for r in runs.parse_history((folder / runs.HISTORY).read_text())]
+        return m["test_accuracy"], m["test_loss"], rows
+
+    assert result("again") == result("whole")
+    assert json.loads((tmp_path / "dropout" / "cut" / runs.METRICS).read_text())[
+        "resumed_from_epoch"] >= 1
+    assert result("cut") == result("whole")
+
+
+@pytest.mark.slow
+def test_birds_without_tensorflow_is_one_clear_line(jax_only, tmp_path):
+    from cvtrain.data.birds import write_synthetic_cub200
+
+    birds = write_synthetic_cub200(tmp_path / "birds", classes=2, per_class=4, image_size=32)
+    result = run_cli("run", "resnet50_finetune", "--set", f"data.path={birds}", "--set",
+                     "model.weights=none", "--set", "data.image_size=32", "--out", tmp_path,
+                     env={**jax_only, "CVTRAIN_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cub200 decodes its JPEG images with TensorFlow" in lines[0]
+
+
+def test_backend_choice(monkeypatch):
+    import keras
+
+    assert resolve_backend("jax") == "jax"
+    assert resolve_backend("auto") == keras.backend.backend()  # Keras already runs here
+    monkeypatch.delitem(sys.modules, "keras")  # as if Keras were not imported yet
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert resolve_backend("auto") == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "theano")
+    with pytest.raises(UsageError, match=r"\$KERAS_BACKEND=theano: expected one of"):
+        resolve_backend("auto")
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert resolve_backend("auto") == "tensorflow"  # installed here
+
+
+def test_another_backend_in_the_same_process_is_refused():
+    from cvtrain.training.backend import select_backend
+
+    with pytest.raises(UsageError, match="Keras already runs on tensorflow in this process"):
+        select_backend("jax")
+
+
+def test_steps_per_execution_keeps_epochs_whole():
+    assert steps_per_execution("auto", 352, "cpu") == 16  # the coursework's 11,250 images
+    assert steps_per_execution("auto", 352, "gpu") == 32
+    assert steps_per_execution("auto", 317, "cpu") == 1  # a prime number of steps
+    assert steps_per_execution("auto", 30, "cpu") == 15
+    assert steps_per_execution(8, 352, "cpu") == 8
+    with pytest.raises(UsageError, match=r"training.steps_per_execution: 16 does not divide "
+                                         r"the 30 steps of an epoch; expected auto or one of "
+                                         r"1, 2, 3, 5, 6, 10, 15, 30"):
+        steps_per_execution(16, 30, "cpu")
