@@ -85,16 +85,15 @@ def _start(args, env):
 @pytest.mark.slow
 def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
     """The improved model (dropout, batch norm) with augmentation: SIGTERM after an epoch,
-    rerun, and the result equals an uninterrupted run's to the bit."""
-    archive = write_synthetic_cifar100(tmp_path / "data", classes=5, train_per_class=240,
+    rerun, and the result equals an uninterrupted run's, in another process, to the bit
+    (so seeded runs repeat, too)."""
+    archive = write_synthetic_cifar100(tmp_path / "data", classes=5, train_per_class=120,
                                        test_per_class=8, seed=3)
     args = ["run", "dropout", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
             "--set", "data.augment.shift=0.1", "--set", "data.augment.horizontal_flip=true",
-            "--set", "training.epochs=3", "--seed", "5", "--out", str(tmp_path)]
+            "--set", "training.epochs=2", "--seed", "5", "--out", str(tmp_path)]
     whole = run_cli(*args, "--run-id", "whole", env=jax_only)
     assert whole.returncode == 0, whole.stderr
-    again = run_cli(*args, "--run-id", "again", env=jax_only)
-    assert again.returncode == 0, again.stderr
 
     proc = _start([*args, "--run-id", "cut"], jax_only)
     state = tmp_path / "dropout" / "cut" / checkpoint.DIR / checkpoint.STATE
@@ -119,9 +118,8 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
                 for r in runs.parse_history((folder / runs.HISTORY).read_text())]
         return m["test_accuracy"], m["test_loss"], rows
 
-    assert result("again") == result("whole")
     assert json.loads((tmp_path / "dropout" / "cut" / runs.METRICS).read_text())[
-        "resumed_from_epoch"] >= 1
+        "resumed_from_epoch"] == 1
     assert result("cut") == result("whole")
 
 
@@ -129,7 +127,7 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
 def test_birds_without_tensorflow_is_one_clear_line(jax_only, tmp_path):
     from cvtrain.data.birds import write_synthetic_cub200
 
-    birds = write_synthetic_cub200(tmp_path / "birds", classes=2, per_class=4, image_size=32)
+    birds = write_synthetic_cub200(tmp_path / "birds", classes=2, per_class=12, image_size=32)
     result = run_cli("run", "resnet50_finetune", "--set", f"data.path={birds}", "--set",
                      "model.weights=none", "--set", "data.image_size=32", "--out", tmp_path,
                      env={**jax_only, "CVTRAIN_CACHE": str(tmp_path / "cache")})

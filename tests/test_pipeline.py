@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from cvtrain.data import pipeline
-from cvtrain.data.augment import RandomAffine, affine_matrices, resample_separable
+from cvtrain.data.augment import NUM_DRAWS, RandomAffine, affine_matrices, resample_separable
 from cvtrain.data.cifar.dataset import Augment
 from cvtrain.data.pipeline import build_splits, channel_stats, split_train_validation
 from cvtrain.errors import DataError
@@ -123,8 +123,9 @@ def test_augmentation_and_dropout_states_survive_a_checkpoint(tmp_path):
 def test_separable_resampler_matches_image_projective_transform(fill_mode):
     rng = np.random.default_rng(1)
     x = tf.constant(rng.uniform(0, 255, (64, 32, 32, 3)).astype(np.float32))
-    transforms = affine_matrices(64, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
-                                 rotation=0.0, shear=0.0, seed=keras.random.SeedGenerator(3))
+    draws = rng.uniform(-1, 1, (64, NUM_DRAWS)).astype(np.float32)
+    transforms = affine_matrices(draws, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
+                                 rotation=0.0, shear=0.0)
     ours = resample_separable(x, transforms, fill_mode)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
@@ -140,9 +141,9 @@ def test_full_affine_path_matches_image_projective_transform(rotation, shear, fi
     layer = RandomAffine(shift=0.1, zoom=0.1, rotation=rotation, shear=shear,
                          fill_mode=fill_mode, seed=5)
     ours = np.asarray(layer(x, training=True))
-    transforms = affine_matrices(16, 32, 32, shift=0.1, zoom=0.1, horizontal_flip=False,
-                                 rotation=rotation, shear=shear,
-                                 seed=keras.random.SeedGenerator(5))
+    draws = keras.random.uniform((16, NUM_DRAWS), -1.0, 1.0, seed=keras.random.SeedGenerator(5))
+    transforms = affine_matrices(draws, 32, 32, shift=0.1, zoom=0.1, horizontal_flip=False,
+                                 rotation=rotation, shear=shear)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
         interpolation="BILINEAR", fill_mode=fill_mode.upper())
@@ -153,10 +154,10 @@ def test_transforms_compose_as_documented():
     """A pure flip maps column c to W-1-c; a pure shift moves content by the shift."""
     img = np.zeros((1, 8, 8, 1), np.float32)
     img[0, 2, 1, 0] = 1.0
-    seed = keras.random.SeedGenerator(0)
-    for _ in range(8):
-        t = np.asarray(affine_matrices(1, 8, 8, shift=0.0, zoom=0.0, horizontal_flip=True,
-                                       rotation=0.0, shear=0.0, seed=seed))
+    for flip in (-0.5, 0.5):
+        draws = np.full((1, NUM_DRAWS), flip, np.float32)
+        t = np.asarray(affine_matrices(draws, 8, 8, shift=0.0, zoom=0.0, horizontal_flip=True,
+                                       rotation=0.0, shear=0.0))
         out = np.asarray(resample_separable(img, t, "constant"))[0, :, :, 0]
         col = 1 if t[0, 0] > 0 else 6
         assert out[2, col] == pytest.approx(1.0)

@@ -1,16 +1,19 @@
-"""Random affine augmentation as a Keras layer, written once with ``keras.ops`` so it runs
-inside the compiled training step on every backend (TensorFlow, JAX) and device.
+"""Random affine augmentation written once with ``keras.ops``: the same math runs where it
+measures fastest on each backend (see :mod:`cvtrain.data.pipeline`): inside the compiled
+training step as the :class:`RandomAffine` layer (JAX: on the accelerator), or in the
+``tf.data`` stream's parallel threads (TensorFlow, where it overlaps the step).
 
-Each training batch gets one projective transform per image composing shift, zoom,
-horizontal flip, rotation and shear about the image centre, applied in a single
-resampling, as the coursework's ImageDataGenerator does. Axis-aligned transforms (shift,
-zoom, flip: no rotation or shear) with ``nearest`` or ``constant`` fill are resampled one
-axis at a time (bilinear interpolation is separable), two row gathers and a lerp per axis;
-anything else goes through ``keras.ops.image.affine_transform``.
+Each training image gets one projective transform composing shift, zoom, horizontal flip,
+rotation and shear about the image centre, applied in a single resampling, as the
+coursework's ImageDataGenerator does. Axis-aligned transforms (shift, zoom, flip) with
+``nearest`` or ``constant`` fill are resampled one axis at a time (bilinear interpolation
+is separable) as two small matrix products; anything else goes through
+``keras.ops.image.affine_transform``.
 
-Randomness comes from the layer's ``SeedGenerator``, whose state is a model variable: it
-is saved with every checkpoint, so a resumed run draws exactly what an uninterrupted one
-would have. Outside training the layer only casts its input to float32.
+The random numbers come in as ``draws``: from the layer's ``SeedGenerator`` (its state is
+saved with each checkpoint, see :mod:`cvtrain.training.checkpoint`) or from a stateless
+generator keyed by (seed, epoch, batch); either way a resumed run draws exactly what an
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -23,24 +26,26 @@ from keras import ops
 FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 
-def affine_matrices(batch, height: int, width: int, *, shift: float, zoom: float,
-                    horizontal_flip: bool, rotation: float, shear: float, seed):
+#: uniform draws in [-1, 1) each image's transform takes: shift y, shift x, zoom y, zoom x,
+#: flip, rotation, shear (always all seven, so the random sequence does not depend on the
+#: options)
+NUM_DRAWS = 7
+
+
+def affine_matrices(draws, height: int, width: int, *, shift: float, zoom: float,
+                    horizontal_flip: bool, rotation: float, shear: float):
     """Per-image 8-vector projective transforms (output pixel -> input pixel), the format of
-    ``keras.ops.image.affine_transform``; ``seed`` is a SeedGenerator (advanced 7 times)."""
-
-    def uniform(low, high):
-        return keras.random.uniform((batch,), low, high, seed=seed)
-
-    zeros = ops.zeros((batch,))
-    ones = ops.ones((batch,))
-    draws = [uniform(-1.0, 1.0) for _ in range(7)]  # drawn always: a fixed RNG sequence
-    ty = draws[0] * (shift * height)
-    tx = draws[1] * (shift * width)
-    zy = ones + draws[2] * zoom
-    zx = ones + draws[3] * zoom
-    flip = ops.where(draws[4] < 0.0, -1.0, 1.0) if horizontal_flip else ones
-    theta = draws[5] * (rotation * math.pi / 180.0)
-    shear_angle = draws[6] * (shear * math.pi / 180.0)
+    ``keras.ops.image.affine_transform``, from ``draws`` of shape (batch, NUM_DRAWS)."""
+    d = [draws[:, i] for i in range(NUM_DRAWS)]
+    ones = ops.ones_like(d[0])
+    zeros = ops.zeros_like(d[0])
+    ty = d[0] * (shift * height)
+    tx = d[1] * (shift * width)
+    zy = ones + d[2] * zoom
+    zx = ones + d[3] * zoom
+    flip = ops.where(d[4] < 0.0, -ones, ones) if horizontal_flip else ones
+    theta = d[5] * (rotation * math.pi / 180.0)
+    shear_angle = d[6] * (shear * math.pi / 180.0)
     # M = Z . F . Shear . R (2x2); Shear . R = [[1, -sin s], [0, cos s]] . [[cos, -sin], [sin, cos]]
     cos_t, sin_t = ops.cos(theta), ops.sin(theta)
     sh_a, sh_c = -ops.sin(shear_angle), ops.cos(shear_angle)
@@ -55,9 +60,34 @@ def affine_matrices(batch, height: int, width: int, *, shift: float, zoom: float
     return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
 
 
+def separable(options: dict) -> bool:
+    """Axis-aligned (no rotation or shear) with a fill the separable resampler implements."""
+    return (not options["rotation"] and not options["shear"]
+            and options["fill_mode"] in ("nearest", "constant"))
+
+
+def augment(images, draws, **options):
+    """``images`` (NHWC) transformed by the matrices ``draws`` make, in float32; options as
+    :class:`RandomAffine`'s (shift, zoom, horizontal_flip, rotation, shear, fill_mode)."""
+    x = ops.cast(images, "float32")
+    height, width = x.shape[1], x.shape[2]
+    fill_mode = options.pop("fill_mode")
+    transforms = affine_matrices(draws, height, width, **options)
+    if separable({**options, "fill_mode": fill_mode}):
+        return resample_separable(x, transforms, fill_mode)
+    return ops.image.affine_transform(x, transforms, interpolation="bilinear",
+                                      fill_mode=fill_mode, fill_value=0.0,
+                                      data_format="channels_last")
+
+
 def _resample_axis(x, scale, offset, axis: int, fill_mode: str):
-    """Linear interpolation of ``x`` (NHWC) along ``axis`` at ``source = scale * target +
-    offset``, one map per image: two gathers and a lerp."""
+    """Linear interpolation of ``x`` (NHWC) along ``axis`` (1: rows, 2: columns) at
+    ``source = scale * target + offset``, one map per image.
+
+    Written as a matrix product: each image's (size x size) interpolation matrix has the
+    two weights of every output row on its two source taps. Dense, but a matmul is what
+    every backend and device runs fastest, where per-pixel gathers are slow (on
+    TensorFlow's CPU kernels several times slower than the whole BaseNet step)."""
     size = x.shape[axis]
     target = ops.arange(size, dtype="float32")
     source = scale[:, None] * target[None, :] + offset[:, None]  # (B, size)
@@ -71,13 +101,13 @@ def _resample_axis(x, scale, offset, axis: int, fill_mode: str):
     if fill_mode == "constant":  # taps outside the image read zeros
         w_low = w_low * ops.cast((low_i >= 0) & (low_i < size), "float32")
         w_high = w_high * ops.cast((high_i >= 0) & (high_i < size), "float32")
-    shape = [-1, 1, 1, 1]
-    shape[axis] = size
-    low_i = ops.reshape(ops.clip(low_i, 0, size - 1), shape)
-    high_i = ops.reshape(ops.clip(high_i, 0, size - 1), shape)
-    a = ops.take_along_axis(x, low_i, axis=axis)
-    b = ops.take_along_axis(x, high_i, axis=axis)
-    return a * ops.reshape(w_low, shape) + b * ops.reshape(w_high, shape)
+    low_i, high_i = ops.clip(low_i, 0, size - 1), ops.clip(high_i, 0, size - 1)
+    # (B, out, in): one_hot rows weighted by the two taps' weights
+    matrix = (ops.one_hot(low_i, size, dtype="float32") * w_low[..., None]
+              + ops.one_hot(high_i, size, dtype="float32") * w_high[..., None])
+    if axis == 1:
+        return ops.einsum("bij,bjwc->biwc", matrix, x)
+    return ops.einsum("bij,bhjc->bhic", matrix, x)
 
 
 def resample_separable(x, transforms, fill_mode: str):
@@ -89,7 +119,8 @@ def resample_separable(x, transforms, fill_mode: str):
 
 @keras.saving.register_keras_serializable(package="cvtrain")
 class RandomAffine(keras.layers.Layer):
-    """Shift, zoom, flip, rotation and shear of training batches in one resampling."""
+    """Shift, zoom, flip, rotation and shear of training batches in one resampling; outside
+    training only a cast to float32."""
 
     def __init__(self, shift: float = 0.0, zoom: float = 0.0, horizontal_flip: bool = False,
                  rotation: float = 0.0, shear: float = 0.0, fill_mode: str = "nearest",
@@ -103,28 +134,19 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
-    def separable(self) -> bool:
-        return not self.rotation and not self.shear and self.fill_mode in ("nearest", "constant")
+    def options(self) -> dict:
+        return {"shift": self.shift, "zoom": self.zoom, "horizontal_flip": self.horizontal_flip,
+                "rotation": self.rotation, "shear": self.shear, "fill_mode": self.fill_mode}
 
     def call(self, images, training=None):
-        x = ops.cast(images, "float32")
         if not training:
-            return x
-        height, width = x.shape[1], x.shape[2]
-        transforms = affine_matrices(ops.shape(x)[0], height, width, shift=self.shift,
-                                     zoom=self.zoom, horizontal_flip=self.horizontal_flip,
-                                     rotation=self.rotation, shear=self.shear,
+            return ops.cast(images, "float32")
+        draws = keras.random.uniform((ops.shape(images)[0], NUM_DRAWS), -1.0, 1.0,
                                      seed=self.seed_generator)
-        if self.separable:
-            return resample_separable(x, transforms, self.fill_mode)
-        return ops.image.affine_transform(x, transforms, interpolation="bilinear",
-                                          fill_mode=self.fill_mode, fill_value=0.0,
-                                          data_format="channels_last")
+        return augment(images, draws, **self.options)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "shift": self.shift, "zoom": self.zoom,
-                "horizontal_flip": self.horizontal_flip, "rotation": self.rotation,
-                "shear": self.shear, "fill_mode": self.fill_mode, "seed": self.seed}
+        return {**super().get_config(), **self.options, "seed": self.seed}

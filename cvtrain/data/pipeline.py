@@ -9,15 +9,17 @@ Order of operations, each for a reason:
 2. Normalisation statistics (per-channel mean and std, the ``featurewise_*`` of the
    coursework's ImageDataGenerator) come from the remaining training images only and are
    applied to validation and test as they are.
-3. Images travel as uint8 and are augmented and normalised inside the model being trained
-   (:func:`build_splits`'s ``wrap``: :class:`~cvtrain.data.augment.RandomAffine`, then one
-   multiply-add), so that work runs in the compiled step on the accelerator, and a batch
-   crosses from host to device at a quarter of the float32 size.
+3. Augmentation and normalisation run where they measure fastest. Normalisation is one
+   multiply-add at the front of the model being trained (:func:`build_splits`'s ``wrap``).
+   On JAX, images cross to the device as uint8 and the augmentation layer
+   (:class:`~cvtrain.data.augment.RandomAffine`) runs inside the compiled step; on
+   TensorFlow the same augmentation math runs in the ``tf.data`` threads, where it overlaps
+   the step (measured: ``benchmarks/throughput.py``).
 
 The training stream spans all epochs and is fed to ``fit`` with ``steps_per_epoch``: the
-shuffle order is a function of (seed, epoch) alone, and the augmentation's random state is
-saved with every checkpoint, so a run is repeatable and a resumed run sees exactly the
-batches an uninterrupted one would have.
+shuffle order is a function of (seed, epoch) alone, and the augmentation's random numbers
+come from (seed, epoch, batch) or from a generator saved with every checkpoint, so a run is
+repeatable and a resumed run sees exactly the batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -85,11 +87,16 @@ def _on_tensorflow() -> bool:
 
 
 def train_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                 epochs: int, seed: int, initial_epoch: int = 0):
+                 epochs: int, seed: int, initial_epoch: int = 0, augment: dict | None = None):
     """All epochs' training batches of in-memory arrays (epochs ``initial_epoch`` ..
-    ``epochs - 1``), each epoch in its own seeded order, as (x[idx], one-hot labels)."""
+    ``epochs - 1``), each epoch in its own seeded order, as (x[idx], one-hot labels).
+    ``augment`` (RandomAffine options, TensorFlow only) transforms each batch in the
+    stream's threads, from random numbers keyed by (seed, epoch, batch)."""
     if _on_tensorflow():
-        return _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
+        return _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
+                                augment)
+    if augment:
+        raise ValueError("augmenting in the stream is for tf.data; elsewhere it is a layer")
     return _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
 
 
@@ -109,30 +116,73 @@ def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed,
             yield x[idx], onehot[idx]
 
 
-def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch):
+def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
+                     augment=None):
     import tensorflow as tf
 
     images = tf.constant(x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
-    steps = math.ceil(len(x) / batch_size)
-    # the orders of all epochs, computed here with numpy: the same batches on every backend
-    orders = np.stack([epoch_order(len(x), seed, e) for e in range(initial_epoch, epochs)])
-    indices = np.concatenate([np.sort(o[s * batch_size:(s + 1) * batch_size])
-                              for o in orders for s in range(steps)]) if len(orders) else \
-        np.zeros(0, np.int64)
-    bounds = np.cumsum([0] + [min(batch_size, len(x) - s * batch_size)
-                              for _ in orders for s in range(steps)])
-    starts, ends = tf.constant(bounds[:-1]), tf.constant(bounds[1:])
-    index = tf.constant(indices.astype(np.int32))  # int64 gathers log a oneDNN notice
+    n = len(x)
+    full, rest = divmod(n, batch_size)
+    # each epoch's order computed with numpy (the same batches on every backend), sorted
+    # within each batch as the numpy stream does
+    orders = []
+    for epoch in range(initial_epoch, epochs):
+        order = epoch_order(n, seed, epoch)
+        orders.append(np.concatenate([np.sort(order[s:s + batch_size])
+                                      for s in range(0, n, batch_size)]))
+    orders = tf.constant(np.array(orders, np.int32).reshape(-1, n))
 
-    def load_batch(i):
-        idx = index[starts[i]:ends[i]]
-        return tf.gather(images, idx), tf.gather(onehot, idx)
+    shape = (batch_size, *x.shape[1:])
 
-    # slicing by index rather than .batch(): no per-sample tf.data work
-    return (tf.data.Dataset.range(len(bounds) - 1)
-            .map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    def epoch_batches(i):
+        # one gather per epoch, then batches are slices: no per-batch or per-sample work
+        xs, ys = tf.gather(images, orders[i]), tf.gather(onehot, orders[i])
+        batches = tf.data.Dataset.from_tensor_slices(
+            (tf.reshape(xs[:full * batch_size], (full, *shape)),
+             tf.reshape(ys[:full * batch_size], (full, batch_size, num_classes))))
+        if augment:
+            # in chunks of AUGMENT_CHUNK batches: one call per chunk amortises the per-op
+            # overhead that dominates on a batch of 32 (about 10x cheaper per image here)
+            epoch_seed = tf.random.experimental.stateless_fold_in(
+                tf.constant([seed, 1], tf.int64), i + initial_epoch)
+
+            def augment_chunk(chunk, batch):
+                xb, yb = batch
+                out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk,
+                               augment)
+                return tf.reshape(out, (-1, *shape)), yb
+
+            batches = (batches.batch(AUGMENT_CHUNK).enumerate()
+                       .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+                       .unbatch())
+        if rest:  # the last, smaller batch
+            last = (xs[full * batch_size:], ys[full * batch_size:])
+            if augment:
+                last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment),
+                        last[1])
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
+        return batches  # uint8 when not augmented: the model's input casts it in the step
+
+    return (tf.data.Dataset.range(len(range(initial_epoch, epochs)))
+            .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
+
+
+#: batches augmented in one call by the tf.data stream
+AUGMENT_CHUNK = 32
+
+
+def _augment(tf, images, epoch_seed, chunk, options: dict):
+    """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
+    chunk)."""
+    from cvtrain.data.augment import NUM_DRAWS, augment
+
+    draws = tf.random.stateless_uniform(
+        (tf.shape(images)[0], NUM_DRAWS),
+        tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
+        -1.0, 1.0)
+    return augment(images, draws, **options)
 
 
 def eval_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int):
@@ -197,19 +247,30 @@ def build_splits(
     # layer) before it would wrap anything, and loading needs the class registered
     from cvtrain.data.augment import RandomAffine
 
+    options = None
+    if augment.enabled:
+        options = {"shift": augment.shift, "zoom": augment.zoom,
+                   "horizontal_flip": augment.horizontal_flip, "rotation": augment.rotation,
+                   "shear": augment.shear, "fill_mode": augment.fill_mode}
+    # where augmentation measures fastest: TensorFlow's tf.data threads overlap it with the
+    # step (on CPUs the step leaves cores idle); elsewhere it runs inside the compiled step
+    in_stream = options is not None and _on_tensorflow()
+
     def wrap(network):
-        inputs = keras.Input(shape, dtype="uint8", name="images")
+        # uint8 crosses to the device (a quarter of the bytes) and is cast in the step; on
+        # TensorFlow, augmented batches come as float32 from the stream's threads (a uint8
+        # input would truncate them), so the input is float32 and uint8 batches are cast
+        inputs = keras.Input(shape, dtype="float32" if _on_tensorflow() else "uint8",
+                             name="images")
         x = inputs
-        if augment.enabled:
-            x = RandomAffine(shift=augment.shift, zoom=augment.zoom,
-                             horizontal_flip=augment.horizontal_flip, rotation=augment.rotation,
-                             shear=augment.shear, fill_mode=augment.fill_mode, seed=seed,
-                             name="augment")(x)
+        if options is not None and not in_stream:
+            x = RandomAffine(**options, seed=seed, name="augment")(x)
         x = keras.layers.Rescaling(scale, offset, name="normalize")(x)
         return keras.Model(inputs, network(x), name=f"train_{network.name}")
 
     return Splits(
-        train=train_stream(x_tr, y_tr, num_classes, batch_size, epochs, seed, initial_epoch),
+        train=train_stream(x_tr, y_tr, num_classes, batch_size, epochs, seed, initial_epoch,
+                           options if in_stream else None),
         validation=eval_stream(x_val, y_val, num_classes, batch_size),
         test=eval_stream(data.x_test, data.y_test, num_classes, batch_size),
         steps_per_epoch=math.ceil(len(x_tr) / batch_size),
