@@ -79,6 +79,33 @@ def test_resume_from_an_epoch_replays_the_same_batches():
                                   np.concatenate([x.numpy() for x, _ in resumed.train]))
 
 
+def test_tf_data_augmentation_is_keyed_by_seed_epoch_and_batch():
+    """On TensorFlow augmentation runs in the stream: training batches only, the same for
+    the same seed, and a stream started at a later epoch replays exactly those batches."""
+    data = fake_data(n_train=400)
+    aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True)
+    a = build_splits(data, 5, 0.1, False, aug, 16, 3, seed=4)
+    b = build_splits(data, 5, 0.1, False, aug, 16, 3, seed=4)
+    plain = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=4)
+    first = [x.numpy() for x, _ in a.train]
+    assert first[0].dtype == np.float32 and len(first) == 3 * a.steps_per_epoch
+    assert first[-1].shape[0] == 360 % 16  # the last, smaller batch is augmented too
+    for x, y in zip(first, [x.numpy() for x, _ in b.train], strict=True):
+        np.testing.assert_array_equal(x, y)
+    plain_first = [x.numpy() for x, _ in plain.train]
+    assert all(not np.allclose(x, p) for x, p in zip(first, plain_first, strict=True))
+    labels = [(y.numpy() for _, y in s.train) for s in (a, plain)]
+    for ya, yp in zip(*labels, strict=True):
+        np.testing.assert_array_equal(ya, yp)  # the same images, transformed
+    resumed = build_splits(data, 5, 0.1, False, aug, 16, 3, seed=4, initial_epoch=2)
+    np.testing.assert_array_equal(np.concatenate(first[2 * a.steps_per_epoch:]),
+                                  np.concatenate([x.numpy() for x, _ in resumed.train]))
+    for split in ("validation", "test"):  # never augmented
+        np.testing.assert_array_equal(
+            np.concatenate([x.numpy() for x, _ in getattr(a, split)]),
+            np.concatenate([x.numpy() for x, _ in getattr(plain, split)]))
+
+
 def test_the_tf_data_and_numpy_streams_give_the_same_batches():
     data = fake_data(n_train=100)
     args = (data.x_train, data.y_train, 5, 16, 3, 7, 1)
