@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def _root(
     """Run computer-vision training experiments from declarative job files."""
 
 
+def _exit(code: int) -> None:
+    """Exit with ``code``, also when a library left a worker thread behind (a data loader
+    interrupted mid-epoch by SIGTERM can block forever in its queue, and Python would wait
+    for it at exit): everything of ours is written and closed by now."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if others:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and an exit code."""
     # TensorFlow's C++ INFO/WARNING chatter (oneDNN notices...) is not for our users
@@ -58,7 +72,7 @@ def main() -> None:
         app(prog_name="cvtrain")
     except CvtrainError as exc:
         print(f"cvtrain: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except KeyboardInterrupt:
         print("cvtrain: interrupted", file=sys.stderr)
         sys.exit(130)
