@@ -25,16 +25,13 @@ def main() -> None:
 
     from cvtrain.models import build_model
     from cvtrain.models.resnet import FineTuneOptions
-    from cvtrain.training.device import SPE_TARGET, gpus
+    from cvtrain.training.device import gpus, precision_policy, steps_per_execution
 
     found = gpus(backend)
-    policy = "float32"
-    if found:
-        policy = "mixed_bfloat16" if all(g.bfloat16 for g in found) else "mixed_float16"
+    policy = precision_policy(found, mixed=bool(found))
     keras.mixed_precision.set_global_policy(policy)
     steps = args.images // args.batch
-    spe = max(d for d in range(1, steps + 1)
-              if steps % d == 0 and d <= SPE_TARGET["gpu" if found else "cpu"])
+    spe = steps_per_execution("auto", steps, "gpu" if found else "cpu")
     model = build_model(FineTuneOptions(name="resnet50_finetune", weights="none"),
                         (224, 224, 3), 200)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy",

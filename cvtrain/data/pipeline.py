@@ -100,9 +100,11 @@ def train_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size
     return _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the ``n`` training samples in ``epoch``: a function of (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+def epoch_order(n: int, seed: int, epoch: int, batch_size: int) -> np.ndarray:
+    """The order of the ``n`` training samples in ``epoch``, a function of (seed, epoch):
+    a seeded permutation, sorted within each batch (the gathers read memory in order)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return np.concatenate([np.sort(order[s:s + batch_size]) for s in range(0, n, batch_size)])
 
 
 def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed,
@@ -110,9 +112,9 @@ def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed,
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     steps = math.ceil(len(x) / batch_size)
     for epoch in range(initial_epoch, epochs):
-        order = epoch_order(len(x), seed, epoch)
+        order = epoch_order(len(x), seed, epoch, batch_size)
         for step in range(steps):
-            idx = np.sort(order[step * batch_size:(step + 1) * batch_size])
+            idx = order[step * batch_size:(step + 1) * batch_size]
             yield x[idx], onehot[idx]
 
 
@@ -124,14 +126,10 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
     full, rest = divmod(n, batch_size)
-    # each epoch's order computed with numpy (the same batches on every backend), sorted
-    # within each batch as the numpy stream does
-    orders = []
-    for epoch in range(initial_epoch, epochs):
-        order = epoch_order(n, seed, epoch)
-        orders.append(np.concatenate([np.sort(order[s:s + batch_size])
-                                      for s in range(0, n, batch_size)]))
-    orders = tf.constant(np.array(orders, np.int32).reshape(-1, n))
+    # each epoch's order computed with numpy: the same batches on every backend
+    orders = tf.constant(np.array([epoch_order(n, seed, e, batch_size)
+                                   for e in range(initial_epoch, epochs)],
+                                  np.int32).reshape(-1, n))
 
     shape = (batch_size, *x.shape[1:])
 

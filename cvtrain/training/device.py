@@ -66,6 +66,14 @@ def gpus(backend: str) -> list[Gpu]:
             for d in jax.devices() if d.platform == "gpu"]
 
 
+def precision_policy(found: list[Gpu], mixed: bool) -> str:
+    """Keras's dtype policy: bfloat16 where every GPU has it (no loss scaling), else
+    float16, when mixed precision is on."""
+    if not mixed:
+        return "float32"
+    return "mixed_bfloat16" if found and all(g.bfloat16 for g in found) else "mixed_float16"
+
+
 def set_determinism(backend: str, on: bool) -> None:
     """Repeatable kernels for seeded runs (TensorFlow: op determinism, under which Keras
     compiles without XLA; JAX: set before it starts, see backend.select_backend)."""
@@ -94,10 +102,7 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
     set_determinism(backend, spec.seed is not None)
     mode = spec.training.mixed_precision
     mixed = mode == "on" or (mode == "auto" and bool(found))
-    policy = "float32"
-    if mixed:
-        policy = "mixed_bfloat16" if found and all(g.bfloat16 for g in found) else \
-            "mixed_float16"
+    policy = precision_policy(found, mixed)
     keras.mixed_precision.set_global_policy(policy)
     return {"type": "gpu" if found else "cpu", "gpus": [g.name for g in found],
             "cpu": cpu_name(), "cpu_count": os.cpu_count(), "backend": backend,

@@ -20,6 +20,7 @@ from cvtrain.errors import UsageError
 from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
+from cvtrain.spec.checks import is_uri
 from cvtrain.training import checkpoint
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
@@ -85,7 +86,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
 
 def _local(path: str | None, log: RunLog) -> str | Path | None:
     """A dataset location made local: a URI (``s3://...``) is pulled into the cache once."""
-    if path is None or "://" not in path:
+    if path is None or not is_uri(path):
         return path
     from cvtrain.storage import localize
 
