@@ -12,7 +12,13 @@ import pytest
 import tensorflow as tf
 
 from cvtrain.data import pipeline
-from cvtrain.data.augment import NUM_DRAWS, RandomAffine, affine_matrices, resample_separable
+from cvtrain.data.augment import (
+    NUM_DRAWS,
+    RESAMPLERS,
+    RandomAffine,
+    affine_matrices,
+    resample_separable,
+)
 from cvtrain.data.cifar.dataset import Augment
 from cvtrain.data.pipeline import build_splits, channel_stats, split_train_validation
 from cvtrain.errors import DataError
@@ -146,14 +152,17 @@ def test_augmentation_and_dropout_states_survive_a_checkpoint(tmp_path):
     assert not np.array_equal(plain(x, training=True), expected)  # why rng.npz exists
 
 
-@pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
-def test_separable_resampler_matches_image_projective_transform(fill_mode):
+@pytest.mark.parametrize("fill_mode, resampler",
+                         itertools.product(["nearest", "constant"], RESAMPLERS))
+def test_separable_resampler_matches_image_projective_transform(fill_mode, resampler):
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.uniform(0, 255, (64, 32, 32, 3)).astype(np.float32))
+    # uint8 in, as the stream gives it (the gather resampler reads rows before the cast)
+    x = tf.constant(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
     draws = rng.uniform(-1, 1, (64, NUM_DRAWS)).astype(np.float32)
     transforms = affine_matrices(draws, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
                                  rotation=0.0, shear=0.0)
-    ours = resample_separable(x, transforms, fill_mode)
+    ours = resample_separable(x, transforms, fill_mode, resampler)
+    x = tf.cast(x, tf.float32)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
         interpolation="BILINEAR", fill_mode=fill_mode.upper())
@@ -191,3 +200,7 @@ def test_transforms_compose_as_documented():
     t = np.array([[1, 0, -2, 0, 1, 0, 0, 0]], np.float32)  # input col = output col - 2
     out = np.asarray(resample_separable(img, t, "constant"))[0, :, :, 0]
     assert out[2, 3] == pytest.approx(1.0)
+    gathered = np.asarray(resample_separable(img, t, "constant", "gather"))[0, :, :, 0]
+    np.testing.assert_array_equal(gathered, out)
+    with pytest.raises(ValueError, match="resampler 'nope'"):
+        resample_separable(img, t, "constant", "nope")
