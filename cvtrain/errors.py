@@ -1,5 +1,9 @@
 """Errors the CLI turns into one line on stderr and an exit code, never a traceback."""
 
+# Exit code of a command stopped on request (SIGTERM) at a safe point, after keeping what
+# it could (EX_TEMPFAIL: "try again"): rerunning it continues; AWS Batch retries on it.
+EXIT_TERMINATED = 75
+
 
 class CvtrainError(Exception):
     """A problem the user can fix; ``str(err)`` is the whole message, one line."""

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import JOBS, PATH_KEYS, job_using, run_cli
+from conftest import JOBS, PATH_KEYS, ROOT, job_using, run_cli
 from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 
 from cvtrain import runs
@@ -498,12 +500,12 @@ def test_run_in_a_container_leaves_a_complete_run_folder(engine, tmp_path, synth
     assert metrics["git_revision"] == revision
     assert yaml.safe_load((run / runs.SPEC).read_text())["data"]["path"] == \
         "/data/0/cifar-100-binary.tar.gz"
-    # the same id again: the container refuses, and its exit code comes back
+    # the same id with another spec: the container refuses, and its exit code comes back
     again = run_cli("run", "basenet", "--backend", "docker", "--image", engine, "--gpus",
                     "none", "--set", f"data.path={synth_data}", "--out", out, "--run-id",
                     "ci-docker", env={"CVTRAIN_CACHE": str(cache)})
     assert again.returncode == 2
-    assert "a complete run with this id exists" in again.stderr
+    assert "this run id holds a complete run of a different spec" in again.stderr
 
 
 @pytest.mark.docker
@@ -573,3 +575,29 @@ def test_no_gpu_runtime_with_a_real_engine(engine, tmp_path, synth_data):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_sigterm_goes_on_to_the_container_and_its_exit_code_comes_back(tmp_path):
+    """``docker stop`` of the host process: docker (here a stand-in that behaves like
+    cvtrain in a container) gets the signal, stops, and its 75 is the host's exit code."""
+    bin_ = fake_docker(tmp_path / "bin", ENGINE.replace("{run}", """\
+        trap 'echo "cvtrain: stopped by SIGTERM (in the container)" >&2; exit 75' TERM
+        touch "${0%/*}/started"; while true; do sleep 0.1; done ;;"""))
+    data = tmp_path / "d"
+    run_cli("data", "synth", "cifar100", data, "--classes", "3", "--train-per-class", "2",
+            "--test-per-class", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cvtrain", "run", "basenet", "--backend", "docker", "--image",
+         "cvtrain:cpu", "--gpus", "none", "--set",
+         f"data.path={data / 'cifar-100-binary.tar.gz'}", "--out", str(tmp_path / "runs")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PATH": f"{bin_}:/usr/bin:/bin",  # the stand-in docker first
+             "CVTRAIN_CACHE": str(tmp_path / "cache")})
+    deadline = time.monotonic() + 60
+    while not (bin_ / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (bin_ / "started").exists(), proc.communicate(timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "stopped by SIGTERM (in the container)" in err and "Traceback" not in err

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from cvtrain import __version__
+from cvtrain import __version__, stop
 from cvtrain.cli import cloud, data, jobs, results, run
-from cvtrain.errors import CvtrainError
+from cvtrain.errors import EXIT_TERMINATED, CvtrainError
 
 app = typer.Typer(
     name="cvtrain",
@@ -66,13 +66,20 @@ def _exit(code: int) -> None:
 
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and an exit code."""
+    stop.install()  # a SIGTERM from now on is acted on at the next safe point, never lost
     # TensorFlow's C++ INFO/WARNING chatter (oneDNN notices...) is not for our users
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app(prog_name="cvtrain")
     except CvtrainError as exc:
-        print(f"cvtrain: error: {exc}", file=sys.stderr)
+        kind = "" if exc.exit_code == EXIT_TERMINATED else "error: "  # a stop is no error
+        print(f"cvtrain: {kind}{exc}", file=sys.stderr)
         _exit(exc.exit_code)
+    except stop.StopRequested as exc:  # outside a run (a transfer...): nothing half-done
+        where = f" {exc.where}" if exc.where and exc.where != "stop requested" else ""
+        print(f"cvtrain: stopped by {stop.signal_name()}{where}; what was copied is kept, "
+              "rerun the command to continue", file=sys.stderr)
+        _exit(EXIT_TERMINATED)
     except KeyboardInterrupt:
         print("cvtrain: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -325,10 +325,18 @@ class DockerRunner(Runner):
     def stream(self, argv: list[str]) -> tuple[int, str]:
         """Run ``argv`` with stdout inherited and stderr copied through as it comes; return
         the exit code and the last few kB of stderr (to recognise docker's own errors)."""
+        from cvtrain import stop
+
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=dict(self.environ))
         tail = b""
         out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+        # SIGTERM goes on to docker, which hands it to the container (sig-proxy): cvtrain
+        # in there stops at its safe point and its exit code (75) comes back
+        with stop.forwarding(proc):
+            return self._follow(proc, argv, out, tail)
+
+    def _follow(self, proc, argv, out, tail) -> tuple[int, str]:
         try:
             fd = proc.stderr.fileno()
             while chunk := os.read(fd, 65536):
