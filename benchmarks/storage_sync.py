@@ -2,8 +2,11 @@
 
 The server is moto's ThreadedMotoServer on 127.0.0.1, started in a child process (its own
 interpreter, so it does not share a GIL with the client being timed). Credentials are fake.
+``--latency-ms N`` puts ``tests/fault_proxy.py`` (latency mode, no faults; its own process
+too) between both clients and the server, every request delayed by N ms: a distant endpoint.
+``--large-mb N`` (default 100, 0 for none) also times one file of N MiB each way (multipart).
 
-    python benchmarks/storage_sync.py [--files 6000] [--size 20480]
+    python benchmarks/storage_sync.py [--files 6000] [--size 20480] [--latency-ms 25]
 """
 
 from __future__ import annotations
@@ -50,11 +53,26 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def start_proxy(upstream: str, latency_ms: float, env: dict) -> tuple[subprocess.Popen, str]:
+    """The fault proxy in its own process, latency only: (process, its URL)."""
+    script = Path(__file__).resolve().parent.parent / "tests" / "fault_proxy.py"
+    proc = subprocess.Popen([sys.executable, str(script), upstream, "--latency-ms",
+                             str(latency_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    return proc, f"http://127.0.0.1:{proc.stdout.readline().strip()}"
+
+
 def main() -> None:
+    from cvtrain.storage import WORKERS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=6000)
     parser.add_argument("--size", type=int, default=20 * 1024)
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay every request by this much (fault proxy, latency mode)")
+    parser.add_argument("--large-mb", type=int, default=100,
+                        help="also push and pull one file of this many MiB (0: not)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cvtrain-bench-"))
@@ -65,8 +83,11 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env=env)
+    proxy = None
     try:
         endpoint = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        if args.latency_ms:
+            proxy, endpoint = start_proxy(endpoint, args.latency_ms, env)
         env["AWS_ENDPOINT_URL"] = endpoint
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                               "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
@@ -74,6 +95,9 @@ def main() -> None:
                                               "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED")})
         run(args, work, env, endpoint)
     finally:
+        if proxy is not None:
+            proxy.stdin.close()
+            proxy.wait(timeout=30)
         server.stdin.close()
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
@@ -110,9 +134,10 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
             raise SystemExit(f"cvtrain failed: {res.stderr.strip()[:300]}")
         return res.stdout.strip()
 
-    print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; server {endpoint} "
-          f"(moto ThreadedMotoServer, own process); {os.cpu_count()} CPUs; "
-          f"cvtrain workers {args.workers}")
+    via = (f"through the fault proxy at {endpoint} adding {args.latency_ms:g} ms a request "
+           "(own process)" if args.latency_ms else f"at {endpoint}")
+    print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; moto ThreadedMotoServer "
+          f"(own process) {via}; {os.cpu_count()} CPUs; cvtrain workers {args.workers}")
     w = args.workers
     t_push, st_push = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
     t_aws_push, _ = timed(lambda: aws(src, "s3://bench-aws/ds"))
@@ -143,6 +168,32 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
     print(f"{'re-sync push via the CLI':<26} cvtrain {t_re_cli:7.2f} s   ({line})")
     print(f"{'of which: listing alone':<26} {t_list:7.2f} s for {len(listing)} keys "
           "(server time, same for any client)")
+    if args.large_mb:
+        large(args, work, aws)
+
+
+def large(args, work: Path, aws) -> None:
+    """One file of ``--large-mb`` MB pushed and pulled by both clients (multipart)."""
+    from cvtrain import storage
+
+    folder = work / "large"
+    folder.mkdir()
+    with open(folder / "large.bin", "wb") as fh:
+        for _ in range(args.large_mb):
+            fh.write(os.urandom(1024 * 1024))
+    t_push, _ = timed(lambda: storage.push(folder, "s3://bench-cvtrain/large"))
+    t_aws_push, _ = timed(lambda: aws(folder, "s3://bench-aws/large"))
+    t_pull, _ = timed(lambda: storage.pull("s3://bench-cvtrain/large", work / "large-back"))
+    t_aws_pull, _ = timed(lambda: aws("s3://bench-aws/large", work / "large-aws"))
+    assert same_tree(folder, work / "large-back") and same_tree(folder, work / "large-aws")
+    mb = args.large_mb * 1.048576
+
+    def mb_row(label, ours, theirs):
+        print(f"{label:<26} cvtrain {ours:7.2f} s   aws s3 sync {theirs:7.2f} s   "
+              f"ratio {theirs / ours:5.2f}x   ({mb / ours:6.1f} MB/s)")
+
+    mb_row(f"large file push ({args.large_mb} MiB)", t_push, t_aws_push)
+    mb_row(f"large file pull ({args.large_mb} MiB)", t_pull, t_aws_pull)
 
 
 if __name__ == "__main__":

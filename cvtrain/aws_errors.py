@@ -12,8 +12,12 @@ AUTH_CODES = frozenset({
     "UnrecognizedClientException", "AuthFailure", "UnauthorizedOperation", "403", "Forbidden",
     "AuthorizationHeaderMalformed", "TokenRefreshRequired", "AllAccessDisabled",
 })
-_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                "ReadTimeoutError")
+# the endpoint could not be connected to at all
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError")
+# it was connected to, then closed the connection or cut a response short: a live endpoint
+# (or something between), not a wrong URL, so it is not worded as "cannot reach"
+_DROPPED = ("ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError",
+            "ProtocolError", "ConnectionResetError", "BrokenPipeError")
 
 
 def is_aws_error(exc: BaseException) -> bool:
@@ -46,9 +50,13 @@ def describe_aws_error(exc: BaseException, what: str, credentials: str = "creden
         return f"{what}: no AWS region configured (set AWS_REGION or a profile's region)"
     if name in ("PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"):
         return f"{what}: bad AWS configuration ({name})"
+    url = (getattr(exc, "kwargs", None) or {}).get("endpoint_url") or endpoint
     if name in _UNREACHABLE:
-        url = getattr(exc, "kwargs", {}).get("endpoint_url") or endpoint
         return f"{what}: cannot reach {url} ({name})"
+    if name in _DROPPED:
+        return f"{what}: the connection to {url} was dropped ({name})"
+    if name == "ReadTimeoutError":
+        return f"{what}: no answer from {url} within the read timeout ({name})"
     if name == "InvalidEndpointURLError" or (name == "ValueError" and "endpoint" in str(exc)):
         return f"{what}: invalid endpoint URL"
     if code:
