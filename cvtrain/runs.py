@@ -11,6 +11,8 @@ The contract the storage, docker and cloud backends build on:
 - ``log.txt``        what the run printed
 - ``classes.json``   class names in label order
 - ``manifest.json``  written last: every other file with its size and sha256
+- ``checkpoint/``    while the run is unfinished: the last completed epoch (not in the
+                     manifest; deleted once every copy of the run is complete)
 
 A folder without ``manifest.json`` is an incomplete run.
 """
@@ -38,6 +40,23 @@ MODEL = "model.keras"
 LOG = "log.txt"
 TENSORBOARD = "tensorboard"
 CLASSES = "classes.json"
+CHECKPOINT = "checkpoint"
+#: folders a checkpoint is written into and moved out of (never copied anywhere)
+CHECKPOINT_TRANSIENT = (CHECKPOINT + ".tmp", CHECKPOINT + ".old")
+
+
+def is_result(rel: str) -> bool:
+    """Whether ``rel`` (a path relative to the run folder, "/"-separated) is part of the
+    finished run that the manifest lists: not the checkpoint, not a file being written."""
+    top = rel.split("/", 1)[0]
+    return (top != CHECKPOINT and top not in CHECKPOINT_TRANSIENT and rel != MANIFEST
+            and not rel.endswith(".tmp"))
+
+
+def is_transient(rel: str) -> bool:
+    """Whether ``rel`` is half-written: a checkpoint being replaced or a temporary file.
+    Such paths are never uploaded."""
+    return rel.split("/", 1)[0] in CHECKPOINT_TRANSIENT or rel.endswith(".tmp")
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
                    "learning_rate"]
@@ -89,15 +108,10 @@ class RunDir:
 
     @classmethod
     def claim(cls, out: Path, job_name: str, run_id: str | None = None) -> RunDir:
-        """The folder a new run will use; refused if a complete run already holds it.
-
-        Nothing is written yet: call :meth:`prepare` once the run is ready to start.
-        """
-        run = cls(Path(run_location(out, job_name, run_id or new_run_id())))
-        if run.is_complete():
-            raise UsageError(f"{run.path}: a complete run with this id exists; "
-                             "choose another --run-id")
-        return run
+        """The folder of this run (a new id when none is given). Nothing is written yet:
+        call :meth:`prepare` once the run is ready to start; a complete run already there
+        is the caller's to reuse or refuse."""
+        return cls(Path(run_location(out, job_name, run_id or new_run_id())))
 
     def prepare(self) -> RunDir:
         if self.path.exists():
@@ -121,12 +135,12 @@ class RunDir:
         return (self.path / MANIFEST).is_file()
 
     def finalize(self) -> dict:
-        """Write ``manifest.json`` listing every file (size, sha256); it is written last."""
+        """Write ``manifest.json`` listing every result file (size, sha256), last."""
         files = []
         for p in sorted(self.path.rglob("*")):
-            if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"):
-                files.append({"path": p.relative_to(self.path).as_posix(),
-                              "size": p.stat().st_size, "sha256": sha256_file(p)})
+            rel = p.relative_to(self.path).as_posix()
+            if p.is_file() and is_result(rel):
+                files.append({"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)})
         manifest = {"job": self.job_name, "run_id": self.run_id,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"),
                     "files": files}

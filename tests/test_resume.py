@@ -148,3 +148,4 @@ def test_resuming_with_another_spec_is_refused(archive, tmp_path):
     result = run_cli(*other)
     assert result.returncode == 2
     assert "started with a different spec" in result.stderr
+    assert "(different: training.optimizer.learning_rate)" in result.stderr

@@ -272,10 +272,10 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
     assert storage.download_run(results, "basenet", "r1", back)
     assert verify(back) == []
     assert not storage.download_run(results, "basenet", "nope", tmp_path / "none")
-    # a complete run with this id is not overwritten
+    # a complete run with this id is seen as such (the run reuses it, never overwrites it)
     again = storage.RunUploader(run.path, results)
-    with pytest.raises(Exception, match="a complete run with this id exists"):
-        again.sync()
+    assert again.remote_complete()
+    assert again.remote_manifest() == run.file(MANIFEST).read_bytes()
 
 
 def test_run_uploader_resumes_and_drops_stale_remote_files(s3, tmp_path):

@@ -80,12 +80,18 @@ def test_each_cifar_job_runs_one_epoch_through_the_cli(job, tiny_archive, tmp_pa
     assert "epoch 1/1" in log and "test accuracy" in log
 
 
-def test_a_complete_run_id_is_not_overwritten(tiny_archive, tmp_path):
+def test_a_complete_run_id_is_reused_never_overwritten(tiny_archive, tmp_path):
     args = ["run", "basenet", "--set", f"data.path={tiny_archive}", "--set",
             "training.epochs=1", "--out", tmp_path, "--run-id", "same"]
     assert run_cli(*args).returncode == 0
-    again = run_cli(*args)
-    assert again.returncode == 2 and "complete run with this id exists" in again.stderr
+    manifest = (tmp_path / "basenet" / "same" / runs.MANIFEST).read_bytes()
+    again = run_cli(*args, env={"COLUMNS": "200"})  # same spec: nothing to train, exit 0
+    assert again.returncode == 0, again.stderr
+    assert "is already complete" in again.stdout and "epoch 1/1" not in again.stdout
+    assert (tmp_path / "basenet" / "same" / runs.MANIFEST).read_bytes() == manifest
+    other = run_cli(*args[:-2], "--run-id", "same", "--set", "training.epochs=2")
+    assert other.returncode == 2 and "(different: training.epochs)" in other.stderr, other.stderr
+    assert (tmp_path / "basenet" / "same" / runs.MANIFEST).read_bytes() == manifest
 
 
 def test_missing_data_is_one_clear_line(tmp_path):

@@ -1,7 +1,9 @@
 """Run folders in a results root that may be a bucket: upload as produced, download to resume.
 
 Remote layout: ``<results_uri>/<job>/<run-id>/<the run folder's relative paths>``, with
-``manifest.json`` uploaded last, so a remote run without it is incomplete.
+``manifest.json`` uploaded last, so a remote run without it is incomplete. A checkpoint
+is mirrored after every epoch with its ``state.json`` last, and deleted from the results
+only once their copy of the run is complete.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import os
 import threading
 from pathlib import Path
 
-from cvtrain.errors import StorageError, UsageError
-from cvtrain.runs import MANIFEST, run_location
+from cvtrain.errors import StorageError
+from cvtrain.runs import CHECKPOINT, MANIFEST, is_transient, run_location
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref, safe_relative, scan_local
 from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3
@@ -22,9 +24,11 @@ class RunUploader:
     """Mirror one local run folder to ``<results_uri>/<job>/<run-id>/`` while it is written.
 
     ``sync()`` after each epoch sends the files that changed since the last call (never
-    ``manifest.json``; no network call when nothing changed); ``finish()`` sends the rest,
-    removes remote files the run no longer has, then uploads ``manifest.json`` last.
-    ``order`` lists relative paths in the order their uploads completed.
+    ``manifest.json`` nor a half-written checkpoint; the checkpoint's ``state.json`` after
+    its other files; no network call when nothing changed); ``finish()`` sends the rest,
+    removes remote files the run no longer has, then uploads ``manifest.json`` last;
+    ``drop_checkpoint()`` then deletes the remote checkpoint. ``order`` lists relative
+    paths in the order their uploads completed.
     """
 
     def __init__(self, run_path: Path, results_uri: str, endpoint_url: str | None = None,
@@ -62,21 +66,28 @@ class RunUploader:
                 root = Path(self.remote)
                 for rel, st in scan_local(root).items():
                     found[rel] = Ref(path=root / rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
-            if MANIFEST in found:
-                raise UsageError(f"{self.remote}: a complete run with this id exists in the "
-                                 "results; choose another --run-id")
             self._remote = found
         return self._remote
 
-    def check(self) -> None:
-        """Raise UsageError now if a complete run with this id is already in the results
-        (otherwise the first upload does). One listing; cached for later syncs."""
-        if not self._noop:
-            self._remote_state()
+    def remote_complete(self) -> bool:
+        """Whether the results hold this run complete (its manifest). One listing, cached
+        for later syncs; a results location that cannot be listed fails here, early."""
+        if self._noop:
+            return (self.run_path / MANIFEST).is_file()
+        return MANIFEST in self._remote_state()
+
+    def remote_manifest(self) -> bytes | None:
+        """The manifest in the results, or None when the run there is incomplete."""
+        if not self.remote_complete():
+            return None
+        ref = self._target(MANIFEST)
+        if ref.bucket is not None:
+            return s3mod.read_bytes(S3Uri(ref.bucket, ref.key), self.endpoint_url)
+        return ref.path.read_bytes()
 
     def _local_files(self) -> dict[str, os.stat_result]:
         return {rel: st for rel, st in scan_local(self.run_path).items()
-                if rel != MANIFEST and not rel.endswith(PART_SUFFIX)}
+                if rel != MANIFEST and not rel.endswith(PART_SUFFIX) and not is_transient(rel)}
 
     def _send(self, rels_stats: dict[str, os.stat_result], compare: bool) -> SyncStats:
         remote = self._remote_state()
@@ -106,7 +117,12 @@ class RunUploader:
             return SyncStats(destination=self.remote)
         changed = {rel: st for rel, st in self._local_files().items()
                    if self._sent.get(rel) != (st.st_size, st.st_mtime_ns)}
-        stats = self._send(changed, compare=True) if changed else SyncStats()
+        state = f"{CHECKPOINT}/state.json"  # names the checkpoint files it goes with: last
+        stats = SyncStats()
+        for part in ({r: st for r, st in changed.items() if r != state},
+                     {r: st for r, st in changed.items() if r == state}):
+            if part:
+                stats.add(self._send(part, compare=True))
         stats.destination = self.remote
         return stats
 
@@ -126,6 +142,17 @@ class RunUploader:
         stats.add(last)
         stats.destination = self.remote
         return stats
+
+    def drop_checkpoint(self) -> None:
+        """Delete the checkpoint from the results (after their copy is complete)."""
+        if self._noop:
+            return
+        prefix = CHECKPOINT + "/"
+        known = set(self._remote_state()) | set(self._sent)
+        self._delete(sorted(rel for rel in known if rel.startswith(prefix)
+                            or is_transient(rel)))
+        for rel in [r for r in self._sent if r.startswith(prefix)]:
+            del self._sent[rel]
 
     def _delete(self, rels: list[str]) -> None:
         if not rels:

@@ -8,15 +8,17 @@ from __future__ import annotations
 import csv
 import time
 
-from cvtrain import runs
+from cvtrain import runs, stop
+from cvtrain.errors import StorageError
 from cvtrain.report import RunLog
 from cvtrain.spec import JobSpec
 
 
 def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
-                   seed: int, resume, elapsed_before: float, uploader):
-    """Keras callbacks: epoch timing, history.csv and TensorBoard scalars, progress, early
-    stopping, then the per-epoch checkpoint and the results upload (in that order)."""
+                   seed: int, resume, elapsed_before: float, uploader, kept=None):
+    """Keras callbacks: stop requests, epoch timing, history.csv and TensorBoard scalars,
+    progress, early stopping, then the per-epoch checkpoint and the results upload (in that
+    order). ``kept`` (:class:`cvtrain.training.run.Kept`) learns of each checkpoint."""
     import keras
 
     from cvtrain.training import checkpoint
@@ -78,16 +80,44 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                 self.best_epoch = resume.early_stopping["best_epoch"]
                 self.best_weights = resume.best_weights()
 
+    class StopAtSafePoint(keras.callbacks.Callback):
+        """Acts on a stop request between two executions of the training (or validation)
+        step: the epoch in progress is dropped, the last checkpoint stands."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            stop.check()
+
+        on_test_batch_end = on_train_batch_end
+
     class Checkpointer(keras.callbacks.Callback):
-        """Saves the checkpoint of each completed epoch, then syncs the run folder."""
+        """Saves the checkpoint of each completed epoch, then syncs the run folder: one
+        unit a stop request waits for, acted on right after it."""
 
         def on_epoch_end(self, epoch, logs=None):
             es_state = early.state() if early is not None else None
             best = early.best_weights if early is not None and early.restore_best_weights else None
             elapsed = elapsed_before + time.perf_counter() - t_attempt
-            checkpoint.write(run.path, self.model, epoch + 1, seed, elapsed, es_state, best)
-            if uploader is not None:
+            finished = epoch + 1 >= epochs or bool(self.model.stop_training)
+            with stop.deferred():
+                checkpoint.write(run.path, self.model, epoch + 1, seed, elapsed, es_state, best,
+                                 finished=finished)
+                mirrored = uploader is not None and self._mirror(epoch + 1)
+            if kept is not None:
+                kept.epoch(epoch + 1, remote=mirrored)
+            if not finished:
+                stop.check()
+
+        def _mirror(self, epoch: int) -> bool:
+            """Sync the run folder to the results; a failure (after the transfer's own
+            retries) is said and tried again next epoch: training goes on, only the
+            finish must reach the results."""
+            try:
                 uploader.sync()
+                return True
+            except StorageError as exc:
+                log.print(f"[yellow]results[/]: the upload after epoch {epoch} failed ({exc}); "
+                          "trying again after the next epoch")
+                return False
 
     try:
         from cvtrain.training.events import EpochScalars
@@ -99,7 +129,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                   "numbers")
     rows = [] if resume is None else read_history(run)[:resume.epoch]
     recorder = EpochRecorder(rows)
-    callbacks = [recorder]
+    callbacks = [StopAtSafePoint(), recorder]
     if log.interactive:
         callbacks.insert(0, log.progress_callback(splits.steps_per_epoch, epochs))
     es = spec.training.early_stopping

@@ -6,12 +6,16 @@
 - ``rng.npz``            the states of the model's random generators (dropout, augmentation),
                          which ``model.keras`` does not hold: restored, a resumed run draws
                          exactly what an uninterrupted one would have
-- ``state.json``         epochs completed, the run's seed, early-stopping state, seconds spent
 - ``best.weights.npz``   early stopping's best weights so far, when it restores them
+- ``state.json``         epochs completed, whether training is over (all epochs, or early
+                         stopping), the run's seed, early-stopping state, seconds spent, and
+                         the sha256 of each file above
 
 It is replaced atomically (written beside, then renamed), so a run killed at any moment
-leaves either the previous epoch's checkpoint or the new one, never half of one. A
-finished run deletes it: ``model.keras`` in the run folder is the result.
+leaves either the previous epoch's checkpoint or the new one, never half of one. A copy
+that mixes two epochs (an upload cut between files) fails the checksums in
+``state.json`` and is not used. A finished run deletes it once every copy of the run is
+complete: ``model.keras`` in the run folder is the result.
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-DIR = "checkpoint"
+from cvtrain.errors import EXIT_TERMINATED  # noqa: F401 - where runs' users look for it
+from cvtrain.runs import CHECKPOINT, CHECKPOINT_TRANSIENT, sha256_file
+
+DIR = CHECKPOINT
 STATE = "state.json"
 MODEL = "model.keras"
 BEST = "best.weights.npz"
 RNG = "rng.npz"
 
-# Exit code of a run stopped by SIGTERM after saving its checkpoint (EX_TEMPFAIL: "try
-# again"): rerunning with the same --run-id resumes it; AWS Batch retries on it.
-EXIT_TERMINATED = 75
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Resume:
     """What a checkpoint says about an interrupted run."""
 
     epoch: int  # epochs completed
+    finished: bool  # training is over: all epochs done, or early stopping ended it
     seed: int
     elapsed_seconds: float
     early_stopping: dict | None
@@ -74,7 +79,8 @@ class Resume:
 
 
 def read(run_path: Path) -> Resume | None:
-    """The checkpoint of an incomplete run folder, or None when it has none (usable)."""
+    """The checkpoint of an incomplete run folder, or None when it has none it can use
+    (absent, unreadable, or files that are not the ones its state was written with)."""
     path = Path(run_path) / DIR
     try:
         state = json.loads((path / STATE).read_text())
@@ -82,7 +88,11 @@ def read(run_path: Path) -> Resume | None:
         return None
     if not (path / MODEL).is_file():
         return None
-    return Resume(epoch=int(state["epoch"]), seed=int(state["seed"]),
+    for name, digest in (state.get("files") or {}).items():
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            return None
+    return Resume(epoch=int(state["epoch"]), finished=bool(state.get("finished")),
+                  seed=int(state["seed"]),
                   elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
                   early_stopping=state.get("early_stopping"), path=path)
 
@@ -93,11 +103,12 @@ def rng_states(model) -> list:
 
 
 def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
-          early_stopping: dict | None, best_weights: list | None) -> None:
-    """Save the checkpoint of ``epoch`` completed epochs, replacing the previous one."""
+          early_stopping: dict | None, best_weights: list | None,
+          finished: bool = False) -> None:
+    """Save the checkpoint of ``epoch`` completed epochs, replacing the previous one;
+    ``finished``: no epoch follows (the last one, or early stopping ended training)."""
     final = Path(run_path) / DIR
-    tmp = final.with_name(DIR + ".tmp")
-    old = final.with_name(DIR + ".old")
+    tmp, old = (final.with_name(name) for name in CHECKPOINT_TRANSIENT)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save(tmp / MODEL)
@@ -106,9 +117,12 @@ def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
         np.savez(tmp / RNG, **{f"s{i}": np.asarray(v) for i, v in enumerate(states)})
     if best_weights is not None:
         np.savez(tmp / BEST, **{f"w{i}": w for i, w in enumerate(best_weights)})
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+    # state.json last, naming the files it goes with (an upload sends it last, too)
     (tmp / STATE).write_text(json.dumps({
-        "epoch": epoch, "seed": seed, "elapsed_seconds": round(elapsed_seconds, 3),
-        "early_stopping": early_stopping}, indent=2))
+        "epoch": epoch, "finished": finished, "seed": seed,
+        "elapsed_seconds": round(elapsed_seconds, 3), "early_stopping": early_stopping,
+        "files": files}, indent=2))
     # two renames: at every instant either checkpoint/ or checkpoint.old/ is whole
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -120,12 +134,12 @@ def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
 def recover(run_path: Path) -> None:
     """After a kill between the two renames of :func:`write`, put the old checkpoint back."""
     final = Path(run_path) / DIR
-    old = final.with_name(DIR + ".old")
+    tmp, old = (final.with_name(name) for name in CHECKPOINT_TRANSIENT)
     if not final.exists() and old.exists():
         os.replace(old, final)
-    shutil.rmtree(final.with_name(DIR + ".tmp"), ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove(run_path: Path) -> None:
-    for name in (DIR, DIR + ".tmp", DIR + ".old"):
+    for name in (DIR, *CHECKPOINT_TRANSIENT):
         shutil.rmtree(Path(run_path) / name, ignore_errors=True)

@@ -9,13 +9,14 @@ live in their own module beside this one.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cvtrain import runs
+from cvtrain import runs, stop
 from cvtrain.errors import UsageError
 from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
@@ -25,7 +26,7 @@ from cvtrain.training import checkpoint
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, steps_per_execution
-from cvtrain.training.interrupt import RunTerminated, Terminated, sigterm_raises
+from cvtrain.training.interrupt import RunTerminated
 from cvtrain.training.metrics import run_metrics
 
 
@@ -42,9 +43,13 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
 
     With ``results`` (a folder or ``s3://`` URI) the run folder is mirrored there as it is
     written, ``manifest.json`` last. An incomplete run with the same id (here, or in
-    ``results``) that has a checkpoint is resumed from its last completed epoch. Local
-    paths are checked and the dataset is loaded before a new run folder is made, so a
-    missing or corrupt dataset leaves nothing behind.
+    ``results``) that has a checkpoint is resumed from its last completed epoch; a complete
+    one is reused (its copy in ``results`` completed first, if an earlier attempt stopped
+    during the upload). Local paths are checked and the dataset is loaded before a new run
+    folder is made, so a missing or corrupt dataset leaves nothing behind.
+
+    A stop request (SIGTERM, see :mod:`cvtrain.stop`) ends the run at the next safe point
+    with :class:`RunTerminated`, whose message says what was kept.
     """
     from cvtrain.data.registry import get_dataset
 
@@ -55,33 +60,121 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     dataset = get_dataset(spec.data.dataset)
     backend = select_backend(spec.training.backend, deterministic=spec.seed is not None)
     run = runs.RunDir.claim(out or default_out_dir(), spec.name, run_id)
-    uploader = None
-    if results is not None:
-        from cvtrain.storage import RunUploader, download_run
-
-        uploader = RunUploader(run.path, results, endpoint_url=endpoint_url)
-        uploader.check()  # a complete run with this id in the results: refuse before any work
-        if not run.path.exists() and run_id is not None:
-            download_run(results, spec.name, run.run_id, run.path, endpoint_url=endpoint_url)
-    resume = _resume_point(run, spec)
-    data = dataset.load(spec.data, _local(spec.data.path, log), progress=log.interactive)
-    if resume is None:
-        run.prepare()
-    log.attach_file(run.file(runs.LOG))
+    kept = Kept(run)
     try:
-        with sigterm_raises():
-            return _train(spec, backend, dataset, data, run, log, started, t_start, resume,
-                          uploader)
-    except Terminated:
-        log.print(f"[bold red]terminated[/]: stopped by SIGTERM; the checkpoint of the last "
-                  f"completed epoch is kept; rerun with --run-id {run.run_id} to resume")
-        log.detach_file()
-        if uploader is not None:
-            uploader.sync()
-        raise RunTerminated(f"{run.path}: stopped by SIGTERM; resume with --run-id "
-                            f"{run.run_id}") from None
+        stop.check()
+        uploader = None
+        if results is not None:
+            from cvtrain.storage import RunUploader, download_run
+
+            uploader = RunUploader(run.path, results, endpoint_url=endpoint_url)
+            kept.remote = uploader.remote
+            remote_complete = uploader.remote_complete()  # an unusable location fails now
+            if not run.path.exists() and run_id is not None:
+                download_run(results, spec.name, run.run_id, run.path, endpoint_url=endpoint_url)
+            elif remote_complete and not run.is_complete():
+                raise UsageError(f"{uploader.remote}: a complete run with this id is in the "
+                                 f"results, but {run.path} holds an unfinished one; remove "
+                                 "that folder to fetch the complete run, or choose another "
+                                 "--run-id")
+        if run.is_complete():
+            return _reuse(spec, run, uploader, log, kept)
+        resume = _resume_point(run, spec)
+        if resume is not None:
+            kept.epoch(resume.epoch, remote=False)
+        data = dataset.load(spec.data, _local(spec.data.path, log), progress=log.interactive)
+        stop.check()
+        if resume is None:
+            run.prepare()
+        log.attach_file(run.file(runs.LOG))
+        return _train(spec, backend, dataset, data, run, log, started, t_start, resume,
+                      uploader, kept)
+    except stop.StopRequested:
+        message = f"stopped by {stop.signal_name()}: {kept.describe()}"
+        log.print(f"[bold red]terminated[/]: {message}")
+        raise RunTerminated(f"{run.path}: {message}") from None
     finally:
         log.detach_file()
+
+
+class Kept:
+    """What a run stopped now would leave behind, said in one line."""
+
+    def __init__(self, run: runs.RunDir):
+        self.run = run
+        self.remote: str | None = None
+        self.state = "nothing"
+        self.checkpoint_epoch = 0
+        self.checkpoint_remote = False
+
+    def epoch(self, epoch: int, remote: bool) -> None:
+        self.state, self.checkpoint_epoch, self.checkpoint_remote = "checkpoint", epoch, remote
+
+    def describe(self) -> str:
+        rerun = f"rerun with --run-id {self.run.run_id}"
+        if self.state == "complete":
+            return (f"the run is complete in {self.run.path}, its copy in {self.remote} is "
+                    f"not; {rerun} to finish the upload")
+        if self.state == "checkpoint":
+            where = f" (also in {self.remote})" if self.checkpoint_remote else ""
+            return (f"the checkpoint of epoch {self.checkpoint_epoch} is kept{where}; "
+                    f"{rerun} to resume")
+        if self.run.path.exists():
+            return f"no epoch had completed, nothing to keep; {rerun} to start it again"
+        return "before the run started, nothing to keep"
+
+
+def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -> RunResult:
+    """A complete run with this id: the same spec is reused (its copy in the results
+    completed if an earlier attempt stopped during the upload), another is refused."""
+    _refuse_other_spec(run, spec, "holds a complete run of")
+    if uploader is not None:
+        kept.state = "complete"
+        remote = uploader.remote_manifest()
+        if remote is None:
+            log.print(f"[bold]results[/]: completing the upload of {run.path} to "
+                      f"{uploader.remote}")
+            uploader.finish()
+        elif remote != run.file(runs.MANIFEST).read_bytes():
+            raise UsageError(f"{uploader.remote}: a different complete run with this id is in "
+                             f"the results than in {run.path}; choose another --run-id")
+        uploader.drop_checkpoint()
+    checkpoint.remove(run.path)
+    metrics = json.loads(run.file(runs.METRICS).read_text(encoding="utf-8"))
+    log.print(f"[bold]complete[/]: {spec.name} / {run.run_id} is already complete in "
+              f"{run.path}; nothing to train")
+    log.print(summary_table(metrics, run.path))
+    return RunResult(run, metrics)
+
+
+def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
+    """UsageError naming the keys that differ, when this run id was started with another
+    spec than ``spec``."""
+    earlier = run.file(runs.SPEC)
+    if not earlier.is_file():
+        return
+    text = earlier.read_text(encoding="utf-8")
+    if text == spec.to_yaml():
+        return
+    keys = spec_differences(text, spec.to_yaml())
+    differ = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    raise UsageError(f"{run.path}: this run id {what} a different spec (different: {differ}); "
+                     "run it with the same settings, or choose another --run-id")
+
+
+def spec_differences(a: str, b: str) -> list[str]:
+    """Dotted keys whose values differ between two spec YAML texts."""
+    import yaml
+
+    def flat(d, prefix=""):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                yield from flat(v, f"{prefix}{k}.")
+        else:
+            yield prefix[:-1], d
+
+    fa, fb = dict(flat(yaml.safe_load(a) or {})), dict(flat(yaml.safe_load(b) or {}))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)) or ["the text"]
 
 
 def _local(path: str | None, log: RunLog) -> str | Path | None:
@@ -94,19 +187,15 @@ def _local(path: str | None, log: RunLog) -> str | Path | None:
 
 
 def _resume_point(run: runs.RunDir, spec: JobSpec) -> checkpoint.Resume | None:
-    """The checkpoint to continue from, when this run id was started before with this spec."""
+    """The checkpoint to continue from, when this run id was started before with this spec
+    (one whose training is over goes straight to evaluation)."""
     if not run.path.exists():
         return None
     checkpoint.recover(run.path)
     resume = checkpoint.read(run.path)
     if resume is None:
         return None
-    earlier = run.file(runs.SPEC)
-    if earlier.is_file() and earlier.read_text(encoding="utf-8") != spec.to_yaml():
-        raise UsageError(f"{run.path}: this run id was started with a different spec; "
-                         "choose another --run-id")
-    if resume.epoch >= spec.training.epochs:
-        return None  # it finished training but not the rest: redo cleanly
+    _refuse_other_spec(run, spec, "was started with")
     return resume
 
 
@@ -120,7 +209,7 @@ def build_optimizer(spec: JobSpec):
 
 
 def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: RunLog, started,
-           t_start, resume, uploader) -> RunResult:
+           t_start, resume, uploader, kept: Kept) -> RunResult:
     import keras
 
     from cvtrain.models import build_model
@@ -169,30 +258,41 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     # ---- fit, then evaluate on the test split
     elapsed_before = resume.elapsed_seconds if resume else 0.0
     recorder, callbacks = make_callbacks(spec, run, log, splits, t.epochs, seed, resume,
-                                         elapsed_before, uploader)
+                                         elapsed_before, uploader, kept)
+    # a checkpoint whose training is over (killed while finishing) goes straight on: fit
+    # runs no epoch, only what ends training (early stopping's best weights)
+    last_epoch = resume.epoch if resume is not None and resume.finished else t.epochs
     t_fit = time.perf_counter()
     with dataset.errors(data):
-        model.fit(splits.train, validation_data=splits.validation, epochs=t.epochs,
+        model.fit(splits.train, validation_data=splits.validation, epochs=last_epoch,
                   initial_epoch=initial_epoch, steps_per_epoch=splits.steps_per_epoch,
                   callbacks=callbacks, verbose=0, shuffle=False)  # the stream shuffles itself
         fit_seconds = time.perf_counter() - t_fit
-        test = model.evaluate(splits.test, verbose=0, return_dict=True)
+        stop.check()
+        # from here to the local manifest a stop waits (seconds): the run folder is whole
+        with stop.deferred():
+            test = model.evaluate(splits.test, verbose=0, return_dict=True)
 
     # ---- save: model, curves, metrics, then the manifest (last: the run is complete)
-    rows = recorder.rows
-    network.save(run.file(runs.MODEL))
-    plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
-    metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network, test=test,
-                          rows=rows, resume=resume, seed=seed, device=device, started=started,
-                          wall_seconds=elapsed_before + time.perf_counter() - t_start,
-                          fit_seconds=fit_seconds)
-    runs.write_json(run.file(runs.METRICS), metrics)
-    log.print(summary_table(metrics, run.path))
-    keras.backend.clear_session()
-    log.detach_file()  # log.txt is complete before the manifest lists it
-    checkpoint.remove(run.path)  # model.keras is the result; the checkpoint served its purpose
-    run.finalize()
+    with stop.deferred():
+        rows = recorder.rows
+        network.save(run.file(runs.MODEL))
+        plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
+        metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network,
+                              test=test, rows=rows, resume=resume, seed=seed, device=device,
+                              started=started,
+                              wall_seconds=elapsed_before + time.perf_counter() - t_start,
+                              fit_seconds=fit_seconds)
+        runs.write_json(run.file(runs.METRICS), metrics)
+        log.print(summary_table(metrics, run.path))
+        keras.backend.clear_session()
+        log.detach_file()  # log.txt is complete before the manifest lists it
+        run.finalize()
+    # the checkpoint goes only once every copy of the run is complete
     if uploader is not None:
-        uploader.finish()
+        kept.state = "complete"
+        uploader.finish()  # a stop lets the objects in flight finish, then ends here
+        uploader.drop_checkpoint()
         log.print(f"[bold]results[/]: complete in {uploader.remote}")
+    checkpoint.remove(run.path)
     return RunResult(run, metrics)
