@@ -8,8 +8,9 @@ For each job and repetition, interleaved in one process (one subprocess for the
 coursework's pipeline):
 
 - cvtrain: the job's own streams and model as ``cvtrain run`` builds them (uint8 batches
-  in a seeded order, augmentation and normalisation inside the compiled step, steps per
-  execution ``auto``), on 25 synthetic classes of 500 + 100 images in the official format
+  in a seeded order, augmentation where it runs on this backend: the ``tf.data`` threads on
+  TensorFlow, the compiled step on JAX; normalisation in the step; steps per execution
+  ``auto``), on 25 synthetic classes of 500 + 100 images in the official format
   (11,250 training images after the validation split);
 - ceiling: the same network on prepared tensors (normalised float32 batches made before
   the timing, no augmentation, no shuffling), with the same steps per execution;
