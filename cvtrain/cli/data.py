@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from cvtrain.storage.s3 import WORKERS  # light: boto3 is imported only when used
+
 app = typer.Typer(help="Datasets: synthesise data in the official on-disk formats; push and "
                        "pull files and folders to and from s3://bucket/prefix.",
                   no_args_is_help=True)
@@ -87,7 +89,7 @@ def push(
                                         "lands under the prefix; a file at the key, or inside "
                                         "the prefix when the URI ends with '/'."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
-    workers: int = typer.Option(16, "--workers", min=1, max=128,
+    workers: int = typer.Option(WORKERS, "--workers", min=1, max=128,
                                 help="Files transferred at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
 ) -> None:
@@ -100,7 +102,7 @@ def pull(
     uri: str = typer.Argument(..., help="s3://bucket/key-or-prefix (or a local path)."),
     dest: str = typer.Argument(..., help="Local folder (or file, for a single key)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
-    workers: int = typer.Option(16, "--workers", min=1, max=128,
+    workers: int = typer.Option(WORKERS, "--workers", min=1, max=128,
                                 help="Files transferred at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary."),
 ) -> None:
