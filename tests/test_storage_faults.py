@@ -21,8 +21,8 @@ from s3_server import isolate_aws_env, make_client, start_server_process, stop_s
 
 from cvtrain import stop, storage
 from cvtrain.errors import StorageError
+from cvtrain.storage import objects, transfer
 from cvtrain.storage import s3 as s3mod
-from cvtrain.storage import transfer
 from cvtrain.storage.plan import Ref, plan
 
 MiB = 1024 * 1024
@@ -131,10 +131,10 @@ def test_a_changed_object_restarts_the_download(faulty, tmp_path):
     faulty.client.put_object(Bucket=faulty.bucket, Key="obj", Body=body)
     tmp = tmp_path / "obj.part"
     src = Ref(bucket=faulty.bucket, key="obj", size=len(body))
-    part = transfer._Partial(written=1000, etag='"an-older-version"', size=len(body))
+    part = objects._Partial(written=1000, etag='"an-older-version"', size=len(body))
     with open(tmp, "wb") as fh:
         fh.write(b"x" * 1000)
-        s3mod.with_retries(lambda: transfer._get_rest(s3mod.client(), src, fh, part,
+        s3mod.with_retries(lambda: objects._get_rest(s3mod.client(), src, fh, part,
                                                       lambda n: None), src.label)
     assert tmp.read_bytes() == body
     assert faulty.proxy.counts["GET"] == 2 and faulty.proxy.ranged == 1

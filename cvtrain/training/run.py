@@ -166,14 +166,9 @@ def spec_differences(a: str, b: str) -> list[str]:
     """Dotted keys whose values differ between two spec YAML texts."""
     import yaml
 
-    def flat(d, prefix=""):
-        if isinstance(d, dict):
-            for k, v in d.items():
-                yield from flat(v, f"{prefix}{k}.")
-        else:
-            yield prefix[:-1], d
+    from cvtrain.results import flatten
 
-    fa, fb = dict(flat(yaml.safe_load(a) or {})), dict(flat(yaml.safe_load(b) or {}))
+    fa, fb = flatten(yaml.safe_load(a) or {}), flatten(yaml.safe_load(b) or {})
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)) or ["the text"]
 
 
