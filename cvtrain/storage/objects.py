@@ -16,11 +16,14 @@ import mimetypes
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvtrain import stop
 from cvtrain.errors import StorageError
+from cvtrain.storage import lean
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref
 from cvtrain.storage.s3 import PART_SIZE
@@ -63,11 +66,11 @@ def _get_rest(client, src: Ref, fh, part: _Partial, advance) -> None:
     file then holds exactly the object's size."""
     if part.size is not None and part.written == part.size:
         return
-    request = {"Bucket": src.bucket, "Key": src.key}
-    if part.written:
-        request.update(Range=f"bytes={part.written}-", IfMatch=part.etag)
+    ranged = bool(part.written)
     try:
-        response = client.get_object(**request)
+        response = lean.get_object(client, src.bucket, src.key,
+                                   range_=f"bytes={part.written}-" if ranged else None,
+                                   if_match=part.etag if ranged else None)
     except Exception as exc:
         if part.written and s3mod.error_code(exc) in ("PreconditionFailed", "412"):
             part.restart(fh)  # the object changed since the first bytes: start again
@@ -127,14 +130,29 @@ def _upload(pair: Pair, client, advance) -> None:
         return
     body = src.path.read_bytes()  # one consistent snapshot of a file being written
     md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
-    s3mod.with_retries(lambda: client.put_object(Bucket=dst.bucket, Key=dst.key, Body=body,
-                                                 ContentMD5=md5, **extra), dst.label)
+    s3mod.with_retries(lambda: lean.put_object(client, dst.bucket, dst.key, body, md5,
+                                               ctype), dst.label)
     advance(len(body))
+
+
+#: multipart transfers running at once (each with its own parts in flight)
+_large = threading.BoundedSemaphore(s3mod.LARGE_AT_ONCE)
 
 
 def copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) -> None:
     """Copy one object, each network step retried on transient errors (s3.with_retries).
-    Downloads land in a temporary file beside the target, renamed into place once whole."""
+    Downloads land in a temporary file beside the target, renamed into place once whole.
+    Objects of PART_SIZE and more wait for one of ``s3.LARGE_AT_ONCE`` places."""
+    if (pair.src.size or 0) < PART_SIZE or (pair.src.bucket is None and pair.dst.bucket is None):
+        _copy(pair, endpoint_url, advance)
+        return
+    with _large:
+        if stop.requested():  # waited while a stop was asked for: do not start it
+            raise stop.StopRequested(f"before copying {pair.src.label}")
+        _copy(pair, endpoint_url, advance)
+
+
+def _copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) -> None:
     src, dst = pair.src, pair.dst
     if dst.bucket is not None:
         _upload(pair, s3mod.client(endpoint_url), advance)

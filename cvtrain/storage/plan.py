@@ -4,14 +4,16 @@ written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cvtrain.errors import StorageError, UsageError
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.etag import etag_matches, local_etag
-from cvtrain.storage.s3 import S3Uri, is_s3
+from cvtrain.storage.s3 import PART_SIZE, S3Uri, is_s3
 
 #: suffix of the temporary files downloads are written to before being renamed into place
 PART_SUFFIX = ".cvtrain-part"
@@ -56,22 +58,42 @@ def _same(src: Ref, dst: Ref) -> bool:
 
 # --------------------------------------------------------------------------- safety
 
+class Confined:
+    """Key-derived names checked to land inside ``dest`` (symlinks followed), each folder
+    resolved once: checking 6,000 names costs a few lstat calls each, not a full
+    ``resolve()`` of every path (which walks every component, twice)."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.root = os.path.realpath(dest)
+        self.folders: dict[Path, str] = {}
+
+    def __call__(self, rel: str, what: str) -> Path:
+        """``dest / rel``, refusing anything that could land outside (StorageError)."""
+        parts = rel.split("/")
+        bad = (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
+               or any(p in ("", ".", "..") for p in parts)
+               or (":" in parts[0] and os.name == "nt"))
+        if not bad:
+            target = self.dest.joinpath(*parts)
+            bad = not self._inside(target)
+        if bad:
+            raise StorageError(f"{what}: refusing unsafe key {rel!r}: it does not name a "
+                               f"file inside {self.dest}")
+        return target
+
+    def _inside(self, target: Path) -> bool:
+        folder = self.folders.get(target.parent)
+        if folder is None:
+            folder = self.folders[target.parent] = os.path.realpath(target.parent)
+        real = (os.path.realpath(target) if os.path.islink(target)
+                else os.path.join(folder, target.name))
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+
 def safe_relative(rel: str, what: str, dest: Path) -> Path:
     """``dest / rel`` for a key-derived name, refusing anything that could land outside."""
-    parts = rel.split("/")
-    bad = (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
-           or any(p in ("", ".", "..") for p in parts) or (":" in parts[0] and os.name == "nt"))
-    target = dest.joinpath(*parts) if not bad else None
-    if target is not None:
-        root = dest.resolve()
-        try:
-            target.resolve().relative_to(root)
-        except ValueError:
-            bad = True
-    if bad:
-        raise StorageError(f"{what}: refusing unsafe key {rel!r}: it does not name a file "
-                           f"inside {dest}")
-    return target
+    return Confined(dest)(rel, what)
 
 
 # --------------------------------------------------------------------------- listing
@@ -138,10 +160,52 @@ def _sources(src: str, endpoint_url: str | None, missing_ok: bool):
     raise UsageError(f"{src}: no such file or folder")
 
 
+@contextlib.contextmanager
+def hashing_ahead(paths: list[Path]):
+    """Compute the checksums of ``paths`` (small files: one MD5 each, cached by
+    :func:`local_etag`) in a background thread while the block runs, typically a listing
+    that mostly waits on the network; what is not done when the block ends is left for
+    the comparison to do as before. hashlib and file reads release the GIL."""
+    if not paths:
+        yield
+        return
+    done = threading.Event()
+
+    def work():
+        for path in paths:
+            if done.is_set():
+                return
+            try:
+                local_etag(path)
+            except OSError:  # vanished or unreadable: the comparison will say so
+                pass
+
+    thread = threading.Thread(target=work, name="cvtrain-hash-ahead", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def plan(src: str, dst: str, endpoint_url: str | None = None,
          missing_ok: bool = False) -> tuple[str, list[Pair]] | None:
-    """(destination, pairs): every source file with where it goes and what is there now."""
-    found = _sources(src, endpoint_url, missing_ok)
+    """(destination, pairs): every source file with where it goes and what is there now.
+
+    Local files that will be compared with a listing are hashed in a background thread
+    while the listing is fetched (:func:`hashing_ahead`), so a no-change re-sync costs
+    little more than the listing itself."""
+    root = Path(dst)
+    existing = None
+    if is_s3(src) and not is_s3(dst) and root.is_dir():  # a pull into a folder
+        existing = scan_local(root)
+        ahead = [root.joinpath(*rel.split("/")) for rel, st in existing.items()
+                 if st.st_size < PART_SIZE]
+        with hashing_ahead(ahead):
+            found = _sources(src, endpoint_url, missing_ok)
+    else:
+        found = _sources(src, endpoint_url, missing_ok)
     if found is None:
         return None
     mode, sources = found
@@ -158,7 +222,11 @@ def plan(src: str, dst: str, endpoint_url: str | None = None,
             targets = {name: key}
         else:
             prefix = d.folder().key
-            there = {o.key: o for o in s3mod.list_objects(S3Uri(d.bucket, prefix), endpoint_url)}
+            ahead = [ref.path for ref in sources.values()
+                     if ref.bucket is None and (ref.size or 0) < PART_SIZE]
+            with hashing_ahead(ahead):
+                listing = s3mod.list_objects(S3Uri(d.bucket, prefix), endpoint_url)
+            there = {o.key: o for o in listing}
             destination = f"s3://{d.bucket}/{prefix}"
             targets = {rel: prefix + rel for rel in sources}
         for rel, ref in sources.items():
@@ -169,7 +237,6 @@ def plan(src: str, dst: str, endpoint_url: str | None = None,
                                             etag=o.etag if o else None)))
         return destination, pairs
 
-    root = Path(dst)
     if mode == "file":
         (name, ref), = sources.items()
         if root.is_dir() or dst.endswith(("/", os.sep)):
@@ -179,8 +246,10 @@ def plan(src: str, dst: str, endpoint_url: str | None = None,
         return str(target), [Pair(name, ref, _local_ref(target))]
     if root.exists() and not root.is_dir():
         raise UsageError(f"{dst}: is a file; expected a folder to copy {src} into")
-    targets = {rel: safe_relative(rel, ref.label, root) for rel, ref in sources.items()}
-    existing = scan_local(root) if root.is_dir() else {}
+    confine = Confined(root)
+    targets = {rel: confine(rel, ref.label) for rel, ref in sources.items()}
+    if existing is None:
+        existing = scan_local(root) if root.is_dir() else {}
     for rel, ref in sources.items():
         st = existing.get(rel)
         dref = Ref(path=targets[rel])
