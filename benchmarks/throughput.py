@@ -54,6 +54,12 @@ def parse_args():
                    help="folder of seed_style.py (skipped when absent)")
     p.add_argument("--features", action="store_true",
                    help="also time ResNet50 feature extraction against a bare predict")
+    p.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                   help="XLA for both columns, as training.jit_compile [default: auto, which "
+                        "Keras leaves off on CPU-only TensorFlow]")
+    p.add_argument("--tf-augment-in", choices=("stream", "step"), default=None,
+                   help="TensorFlow: augment in the tf.data threads or in the training step "
+                        "[default: cvtrain's choice, pipeline.TF_AUGMENT_IN]")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     return p.parse_args()
 
@@ -98,7 +104,7 @@ def prepared_batches(x, labels, num_classes, batch_size, mean, std, epochs):
     return stream(), len(xb)
 
 
-def measure_job(job: str, data, epochs: int, backend: str) -> dict:
+def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
     """One repetition of one job: cvtrain's pipeline, then the ceiling."""
     import keras
     import numpy as np
@@ -119,7 +125,8 @@ def measure_job(job: str, data, epochs: int, backend: str) -> dict:
 
     def compiled(model):
         model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
-                      metrics=["accuracy"], steps_per_execution=spe)
+                      metrics=["accuracy"], steps_per_execution=spe,
+                      jit_compile={"auto": "auto", "on": True, "off": False}[jit])
         return model
 
     ours = timed_fit(compiled(splits.wrap(build_model(spec.model, splits.input_shape, 25))),
@@ -197,6 +204,10 @@ def main() -> None:
                                        test_per_class=100, seed=0)
     data = load_cifar100(archive, num_classes=25, progress=False)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    if args.tf_augment_in:
+        from cvtrain.data import pipeline
+
+        pipeline.TF_AUGMENT_IN = args.tf_augment_in
     reference = args.reference if backend == "tensorflow" else Path("/nonexistent")
     print(f"backend {backend}; {os.cpu_count()} CPUs; {args.epochs} epochs (first excluded), "
           f"median of {args.reps}; 11,250 training images, batch 32", flush=True)
@@ -204,7 +215,7 @@ def main() -> None:
     for job in jobs:
         runs = {"cvtrain": [], "ceiling": [], "coursework": []}
         for _ in range(args.reps):  # interleaved: a slow spell hits every column alike
-            r = measure_job(job, data, args.epochs, backend)
+            r = measure_job(job, data, args.epochs, backend, args.jit)
             runs["cvtrain"].append(r["cvtrain"])
             runs["ceiling"].append(r["ceiling"])
             if (s := seed_style(reference, job, args.epochs)) is not None:

@@ -172,6 +172,10 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
     return stream.with_options(options)
 
 
+#: where augmentation runs on TensorFlow: "stream" (the tf.data threads) or "step" (the
+#: RandomAffine layer inside the training step, as on other backends)
+TF_AUGMENT_IN = "stream"
+
 #: batches augmented in one call by the tf.data stream (128 images: measured fastest per
 #: image on a CPU, see :data:`cvtrain.data.augment.RESAMPLERS`)
 AUGMENT_CHUNK = 4
@@ -258,7 +262,7 @@ def build_splits(
                    "shear": augment.shear, "fill_mode": augment.fill_mode}
     # where augmentation measures fastest: TensorFlow's tf.data threads overlap it with the
     # step (on CPUs the step leaves cores idle); elsewhere it runs inside the compiled step
-    in_stream = options is not None and _on_tensorflow()
+    in_stream = options is not None and _on_tensorflow() and TF_AUGMENT_IN == "stream"
 
     def wrap(network):
         # uint8 crosses to the device (a quarter of the bytes) and is cast in the step; on
