@@ -652,6 +652,56 @@ def test_logs_and_cancel(cloud, moto_url):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_logs_follow_each_attempt_into_its_own_stream(cloud, moto_url, monkeypatch):
+    """A retry (spot reclaim, exit 75) logs to a new stream: --follow reads the old one to
+    its end (lines written after the last poll included), then the new one from its own
+    start, never with the old stream's token. The job's attempts are played by
+    describe_jobs; the logs are moto's CloudWatch Logs."""
+    import boto3
+
+    logs = boto3.client("logs", endpoint_url=moto_url, region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    group = LOG_GROUP
+    try:
+        logs.create_log_group(logGroupName=group)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    first, second = "cvtrain/default/attempt-1", "cvtrain/default/attempt-2"
+    for stream in (first, second):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = ms(datetime.now(UTC))
+
+    def put(stream, *messages):
+        nonlocal now
+        now += 10
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+            {"timestamp": now + i, "message": m} for i, m in enumerate(messages)])
+
+    def job(status, attempts, current):
+        return {"jobId": "j1", "status": status,
+                "attempts": [{"container": {"logStreamName": a}} for a in attempts],
+                "container": {"logStreamName": current, "logConfiguration": {
+                    "logDriver": "awslogs", "options": {"awslogs-group": group}}}}
+
+    put(first, "epoch 1/3")
+    states = iter([
+        job("RUNNING", [], first),
+        job("RUNNING", [first], second),       # reclaimed; the retry has started
+        job("SUCCEEDED", [first, second], second),
+    ])
+    monkeypatch.setattr(aws, "describe_jobs", lambda ids, **kw: [next(states)])
+    polls = iter([
+        # the first attempt's last lines land after the first poll; the retry begins
+        lambda: (put(first, "epoch 2/3", "cvtrain: stopped (exit 75)"),
+                 put(second, "resumed at epoch 2", "epoch 3/3")),
+        lambda: put(second, "done"),
+    ])
+    lines = list(aws.log_lines("j1", follow=True, sleep=lambda s: next(polls)()))
+    assert lines == ["epoch 1/3", "epoch 2/3", "cvtrain: stopped (exit 75)",
+                     f"-- attempt 2 of job j1: log stream {second}",
+                     "resumed at epoch 2", "epoch 3/3", "done"]
+
+
 def test_array_parent_has_no_log(cloud):
     arn, _ = aws.ensure_job_definition(defs.job_definition(options()))
     made = aws.submit({"jobName": "cvtrain-arr", "jobQueue": QUEUE, "jobDefinition": arn,

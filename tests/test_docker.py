@@ -212,16 +212,25 @@ def test_plan_mounts_aws_config_read_only_when_a_profile_is_used(tmp_path):
     aws.mkdir(parents=True)
     (aws / "config").write_text("[profile ci]\nregion = eu-west-1\n")
     (aws / "credentials").write_text(f"[ci]\naws_secret_access_key = {SECRET}\n")
+    (aws / "sso" / "cache").mkdir(parents=True)  # SSO tokens: read from ~/.aws/sso/cache
+    (aws / "sso" / "cache" / "token.json").write_text("{}")
     plan = plan_for(tmp_path, environ={"AWS_PROFILE": "ci"})
     m = mounts_of(plan.argv)
-    assert m["/aws/config"].endswith(",readonly") and m["/aws/credentials"].endswith(",readonly")
+    # the whole ~/.aws as the container's ~/.aws (HOME=/tmp there), read-only
+    assert m["/tmp/.aws"] == f"type=bind,source={aws},target=/tmp/.aws,readonly"
     env = env_of(plan.argv)
-    assert "AWS_PROFILE" in env
-    assert "AWS_CONFIG_FILE=/aws/config" in env
-    assert "AWS_SHARED_CREDENTIALS_FILE=/aws/credentials" in env
+    assert "AWS_PROFILE" in env and "HOME=/tmp" in env
+    assert "AWS_CONFIG_FILE=/tmp/.aws/config" in env
+    assert "AWS_SHARED_CREDENTIALS_FILE=/tmp/.aws/credentials" in env
     assert SECRET not in "\0".join(plan.argv)
+    # a config file kept elsewhere is mounted on its own
+    other = tmp_path / "elsewhere.ini"
+    other.write_text("[profile ci]\n")
+    plan = plan_for(tmp_path, environ={"AWS_PROFILE": "ci", "AWS_CONFIG_FILE": str(other)})
+    assert mounts_of(plan.argv)["/aws/config"].endswith(",readonly")
+    assert "AWS_CONFIG_FILE=/aws/config" in env_of(plan.argv)
     # without a profile nothing of ~/.aws is mounted
-    assert not any(t.startswith("/aws") for t in mounts_of(plan_for(tmp_path).argv))
+    assert not any("aws" in t for t in mounts_of(plan_for(tmp_path).argv))
 
 
 def test_plan_mounts_a_local_results_root(tmp_path):

@@ -112,7 +112,7 @@ def status(
 def logs(
     job_id: str = typer.Argument(..., help="Batch job id (an array child: ID:N)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job "
-                                "ends."),
+                                "ends, going on to each retried attempt's own log."),
 ) -> None:
     """Print a Batch job's log (CloudWatch Logs, the latest attempt)."""
     from cvtrain.cloud.batch import BatchBackend

@@ -227,42 +227,68 @@ def log_location(job: Mapping) -> tuple[str, str | None]:
     return group or DEFAULT_LOG_GROUP, stream
 
 
+def attempt_streams(job: Mapping) -> list[str]:
+    """The log streams of the job's attempts, oldest first (the one running now last)."""
+    streams = [(a.get("container") or {}).get("logStreamName")
+               for a in job.get("attempts") or []]
+    streams = [s for s in streams if s]
+    current = (job.get("container") or {}).get("logStreamName")
+    if current and current not in streams:
+        streams.append(current)
+    return streams
+
+
 def log_lines(job_id: str, follow: bool = False, poll_seconds: float = 5.0,
               sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
     """The messages of the job's latest attempt's log events, as they are read; with
-    ``follow`` until the job ends."""
+    ``follow`` until the job ends, going on to each new attempt's own stream (a retry after
+    a spot reclaim or exit 75 logs to a new one) once the previous one is read to its end,
+    with a line saying so."""
     job = describe_jobs([job_id])[0]
     if (job.get("arrayProperties") or {}).get("size"):
         raise UsageError(f"job {job_id}: an array job has no log of its own; give a child, "
                          f"e.g. {job_id}:0")
     logs = client("logs")
-    token = None
+    tokens: dict[str, str | None] = {}  # each stream's own forward token
+    reading = None
     while True:
-        group, stream = log_location(job)
-        if stream:
-            while True:
-                args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
-                if token:
-                    args["nextToken"] = token
-                try:
-                    page = logs.get_log_events(**args)
-                except Exception as exc:
-                    if is_aws_error(exc) and error_code(exc) == "ResourceNotFoundException":
-                        raise CloudError(f"job {job_id}: log stream {stream} not found in "
-                                         f"log group {group}") from None
-                    if is_aws_error(exc):
-                        raise CloudError(describe(exc, f"logs of {job_id}")) from None
-                    raise
-                for event in page.get("events") or []:
-                    yield event.get("message", "")
-                new = page.get("nextForwardToken")
-                if not new or new == token:
-                    break
-                token = new
-        elif not follow:
+        group, _ = log_location(job)
+        streams = attempt_streams(job)
+        todo = streams[streams.index(reading):] if reading in streams else streams[-1:]
+        for stream in todo:
+            if reading is not None and stream != reading:
+                yield (f"-- attempt {streams.index(stream) + 1} of job {job_id}: "
+                       f"log stream {stream}")
+            reading = stream
+            yield from _read_stream(logs, job_id, group, stream, tokens)
+        if not streams and not follow:
             raise CloudError(f"job {job_id}: no log yet (state {job.get('status')}); "
                              "try again when it is RUNNING, or use --follow")
         if not follow or job.get("status") in TERMINAL_STATES:
             return
         sleep(poll_seconds)
         job = describe_jobs([job_id])[0]
+
+
+def _read_stream(logs, job_id: str, group: str, stream: str,
+                 tokens: dict[str, str | None]) -> Iterator[str]:
+    """The stream's events after ``tokens[stream]``, page by page; the token advanced."""
+    while True:
+        args = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        if tokens.get(stream):
+            args["nextToken"] = tokens[stream]
+        try:
+            page = logs.get_log_events(**args)
+        except Exception as exc:
+            if is_aws_error(exc) and error_code(exc) == "ResourceNotFoundException":
+                raise CloudError(f"job {job_id}: log stream {stream} not found in "
+                                 f"log group {group}") from None
+            if is_aws_error(exc):
+                raise CloudError(describe(exc, f"logs of {job_id}")) from None
+            raise
+        for event in page.get("events") or []:
+            yield event.get("message", "")
+        new = page.get("nextForwardToken")
+        if not new or new == tokens.get(stream):
+            return
+        tokens[stream] = new

@@ -123,6 +123,8 @@ def definition_body(options: BatchOptions) -> dict:
         "image": options.image,
         "command": list(COMMAND),
         "resourceRequirements": resource_requirements(options),
+        # an init as PID 1 (docker's --init): signals reach cvtrain, children are reaped
+        "linuxParameters": {"initProcessEnabled": True},
         "environment": [
             {"name": ENV_RESULTS, "value": options.results},
             {"name": ENV_RUNS, "value": CONTAINER_RUNS},
