@@ -399,6 +399,15 @@ def batch_client(url):
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+def ecr_digest(url, tag):
+    import boto3
+
+    ecr = boto3.client("ecr", endpoint_url=url, region_name=REGION,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    return ecr.describe_images(repositoryName="cvtrain",
+                               imageIds=[{"imageTag": tag}])["imageDetails"][0]["imageDigest"]
+
+
 def submit_args(job_path, *extra):
     return ("submit", job_path, "--queue", QUEUE,
             "--image", f"{REPO_URI}:{TAG}", "--results", f"s3://{BUCKET}/runs", *extra)
@@ -430,6 +439,10 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
         "jobDefinitions"][0]
     assert definition["retryStrategy"]["attempts"] == 4
     assert definition["containerProperties"]["command"] == defs.COMMAND
+    # the image by the digest its tag pointed to at submission, not by the (mutable) tag
+    digest = ecr_digest(moto_url, TAG)
+    assert definition["containerProperties"]["image"] == f"{REPO_URI}@{digest}"
+    assert f"image: {REPO_URI}@{digest}" in out
 
     # the same definition again: reused, not registered
     again = run_cli(*submit_args(job, "--set", "training.epochs=1", "--no-check",
@@ -446,6 +459,8 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     assert "SUCCEEDED" in status.stdout  # moto's Docker-free Batch finishes jobs at once
     as_json = json.loads(run_cli("status", f"{job_id}:1", "--json").stdout)
     assert as_json[0]["job_id"] == f"{job_id}:1" and as_json[0]["attempts"] == 1
+    assert as_json[0]["image"] == f"{REPO_URI}@{digest}"
+    assert f"@sha256:{digest[7:19]}" in status.stdout
 
 
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):

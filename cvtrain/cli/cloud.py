@@ -62,6 +62,7 @@ def submit(
         print(f"ok  {line}")
     print(f"{'registered' if done.registered else 'reusing'} job definition "
           f"{done.definition_arn}")
+    print(f"image: {done.image}")
     print(f"submitted {done.job_name}: {done.job_id}"
           + (f" (array of {len(done.runs)})" if done.array else ""))
     if done.array:
@@ -81,13 +82,14 @@ def status(
                                              "from here, latest 50]."),
     as_json: bool = typer.Option(False, "--json", help="Rows as JSON."),
 ) -> None:
-    """State, attempts, reason and duration of AWS Batch jobs."""
+    """State, attempts, reason, duration and image of AWS Batch jobs."""
     from dataclasses import asdict
 
     from rich.console import Console
     from rich.table import Table
 
     from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.status import short_image
 
     report = BatchBackend().status(job_ids or [])
     if report.nothing_recorded:
@@ -98,12 +100,17 @@ def status(
         return
     console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(box=None, header_style="bold")
-    for col in ("job", "job id", "state", "attempts", "reason", "started (UTC)", "duration"):
-        table.add_column(col, overflow="fold")
+    for col in ("job", "job id", "state", "attempts", "reason", "started (UTC)", "duration",
+                "image"):
+        # ids and images whole (they are copied and grepped); the reason folds instead
+        table.add_column(col, overflow="fold", no_wrap=col in ("job id", "image"),
+                         min_width=max((len(r.job_id) for r in report.rows), default=6)
+                         if col == "job id" else None)
     colours = {"SUCCEEDED": "green", "FAILED": "red", "RUNNING": "cyan", "RUNNABLE": "yellow"}
     for r in report.rows:
         state = f"[{colours[r.state]}]{r.state}[/]" if r.state in colours else r.state
-        table.add_row(r.job, r.job_id, state, str(r.attempts), r.reason, r.started, r.duration)
+        table.add_row(r.job, r.job_id, state, str(r.attempts), r.reason, r.started, r.duration,
+                      short_image(r.image))
     console.print(table)
     for hint in report.hints:
         console.print(f"[yellow]hint[/]: {hint}", highlight=False)

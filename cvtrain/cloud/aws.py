@@ -112,6 +112,18 @@ def check_queue(queue: str) -> dict:
     return q
 
 
+def pinned_image(image: str, digest: str | None = None) -> str:
+    """An ECR image by tag as ``<registry>/<repository>@<digest>`` (what the tag points to
+    now: a job, its retries and its array children then run exactly that image, whatever is
+    pushed later); ``digest`` when already looked up. Other registries and images already
+    given by digest: unchanged."""
+    m = ECR_IMAGE.match(image)
+    if not m or m["digest"]:
+        return image
+    digest = digest or check_image(image)
+    return f"{image.rsplit('@', 1)[0].rsplit(':', 1)[0]}@{digest}" if digest else image
+
+
 def check_image(image: str) -> str | None:
     """For an ECR image, that its repository and tag (or digest) exist; other registries
     cannot be checked without pulling (None)."""
@@ -196,6 +208,24 @@ def describe_jobs(job_ids: list[str], missing_ok: bool = False) -> list[dict]:
         raise CloudError(f"job {unknown[0]}: no such AWS Batch job (jobs are kept about "
                          "7 days after they finish)")
     return [found[j] for j in job_ids if j in found]
+
+
+def with_images(jobs: list[dict]) -> list[dict]:
+    """The jobs, each with ``container.image`` filled in from its job definition where
+    ``describe_jobs`` left it out (one call for up to 100 definitions)."""
+    missing = sorted({j["jobDefinition"] for j in jobs if j.get("jobDefinition")
+                      and not (j.get("container") or {}).get("image")})
+    images: dict[str, str] = {}
+    for start in range(0, len(missing), 100):
+        with errors("job definitions"):
+            found = client("batch").describe_job_definitions(
+                jobDefinitions=missing[start:start + 100])["jobDefinitions"]
+        images.update({d["jobDefinitionArn"]: (d.get("containerProperties") or {}).get(
+            "image", "") for d in found})
+    for job in jobs:
+        if job.get("jobDefinition") in images and not (job.get("container") or {}).get("image"):
+            job.setdefault("container", {})["image"] = images[job["jobDefinition"]]
+    return jobs
 
 
 def cancel(job_id: str, reason: str) -> None:

@@ -5,6 +5,7 @@ a job's variant inside a Batch container. Its methods return plain data; the CLI
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class Submission:
     runs: list[SubmittedRun]
     #: what was checked before submitting (empty with ``check=False``)
     checks: list[str] = field(default_factory=list)
+    #: the image the job runs (an ECR image by digest)
+    image: str = ""
 
     @property
     def array(self) -> bool:
@@ -247,11 +250,13 @@ class BatchBackend:
         """Pre-flight checks (unless ``check`` is false), the job definition (reused when an
         identical one is ACTIVE), the job; recorded here for ``cvtrain status``."""
         checks = self.preflight(plan.target) if check else []
+        plan = self.pinned(plan)
         arn, registered = aws.ensure_job_definition(plan.definition)
         made = aws.submit({**plan.submit_job, "jobDefinition": arn})
         job_id = made["jobId"]
         record.record_submitted({
             "jobId": job_id, "jobName": made["jobName"], "queue": plan.target.queue,
+            "image": plan.options.image,
             "results": plan.target.results, "job": plan.spec.name,
             "arraySize": len(plan.variants) if plan.array else None})
         runs = []
@@ -261,7 +266,21 @@ class BatchBackend:
             runs.append(SubmittedRun(index, variant.overrides, run_id,
                                      run_location(plan.target.results, plan.spec.name, run_id)))
         return Submission(job_id=job_id, job_name=made["jobName"], definition_arn=arn,
-                          registered=registered, runs=runs, checks=checks)
+                          registered=registered, runs=runs, checks=checks,
+                          image=plan.options.image)
+
+    @staticmethod
+    def pinned(plan: SubmitPlan) -> SubmitPlan:
+        """The plan with its ECR image given by the digest its tag points to now (one ECR
+        call), and the job definition that follows from it."""
+        image = aws.pinned_image(plan.options.image)
+        if image == plan.options.image:
+            return plan
+        options = dataclasses.replace(plan.options, image=image)
+        definition = job_definition(options)
+        return dataclasses.replace(
+            plan, options=options, definition=definition,
+            submit_job={**plan.submit_job, "jobDefinition": definition["jobDefinitionName"]})
 
     # ------------------------------------------------------------------ observing
 
@@ -270,13 +289,13 @@ class BatchBackend:
         forgotten are left out)."""
         ids = list(job_ids)
         if ids:
-            return StatusReport(*status_rows(aws.describe_jobs(ids), now=now))
+            return StatusReport(*status_rows(aws.with_images(aws.describe_jobs(ids)), now=now))
         where = record.submitted_file()
         ids = record.submitted_ids()
         if not ids:
             return StatusReport([], [], nothing_recorded=True, record=where)
-        return StatusReport(*status_rows(aws.describe_jobs(ids, missing_ok=True), now=now),
-                            record=where)
+        jobs = aws.with_images(aws.describe_jobs(ids, missing_ok=True))
+        return StatusReport(*status_rows(jobs, now=now), record=where)
 
     @staticmethod
     def logs(job_id: str, follow: bool = False, poll_seconds: float = 5.0) -> Iterator[str]:

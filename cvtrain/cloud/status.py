@@ -24,6 +24,16 @@ class StatusRow:
     reason: str
     started: str
     duration: str
+    image: str = ""  # what the job runs: an ECR image by digest when cvtrain submitted it
+
+
+def short_image(image: str) -> str:
+    """``repository@sha256:<12 hex>`` or ``repository:tag``, without the registry host."""
+    name = image.split("/", 1)[1] if "/" in image and "." in image.split("/", 1)[0] else image
+    if "@sha256:" in name:
+        repo, digest = name.split("@sha256:", 1)
+        return f"{repo}@sha256:{digest[:12]}"
+    return name
 
 
 def _ms(value) -> datetime | None:
@@ -94,7 +104,7 @@ def status_rows(jobs: Sequence[Mapping], now: datetime | None = None
             job=job.get("jobName", ""), job_id=job.get("jobId", ""),
             state=job.get("status", "?"), attempts=len(job.get("attempts") or []),
             reason=reason, started=started.strftime("%Y-%m-%d %H:%M:%S") if started else "",
-            duration=duration))
+            duration=duration, image=(job.get("container") or {}).get("image", "")))
         if hint := stuck_hint(job, now):
             hints.append(hint)
     return rows, hints
