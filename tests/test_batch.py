@@ -463,6 +463,67 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     assert f"@sha256:{digest[7:19]}" in status.stdout
 
 
+def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, monkeypatch):
+    """`submit --resume ID` (and PARENT:N for an array child) submits a new job with the
+    same resolved spec (the child's variant applied), results root and run id, so the
+    container resumes the run from its checkpoint; refused while the job still runs, for
+    a job that succeeded, and with options that would change the run."""
+    job = write_job("tiny.yaml", JOB_TEXT)
+    backend = BatchBackend(env={}, version="0.1.0")
+    first = backend.submit(backend.plan(load_spec(job), ["training.epochs=3,5"], queue=QUEUE,
+                                        image=f"{REPO_URI}:{TAG}",
+                                        results=f"s3://{BUCKET}/runs"), check=False)
+    real = aws.describe_jobs
+    states = {}
+
+    def described(ids, **kw):  # moto finishes jobs at once; play how this one ended
+        jobs = real(ids, **kw)
+        for j in jobs:
+            if j["jobId"] in states:
+                j["status"], j["statusReason"] = states[j["jobId"]]
+        return jobs
+
+    monkeypatch.setattr(aws, "describe_jobs", described)
+    child = f"{first.job_id}:1"
+    options = dict(queue=QUEUE, image=f"{REPO_URI}:{TAG}", timeout_seconds=12 * 3600)
+    states[child] = ("RUNNING", "")
+    with pytest.raises(UsageError, match="is RUNNING; wait for it to end or cancel it"):
+        backend.plan_resume(child, **options)
+    states[child] = ("SUCCEEDED", "")
+    with pytest.raises(UsageError, match="SUCCEEDED; its run is complete"):
+        backend.plan_resume(child, **options)
+    with pytest.raises(UsageError, match="an array job; resume its children"):
+        backend.plan_resume(first.job_id, **options)
+    states[child] = ("FAILED", "Job attempt duration exceeded timeout")
+    with pytest.raises(UsageError, match="a resumed run stays there"):
+        backend.plan_resume(child, results="s3://elsewhere/runs", **options)
+
+    plan = backend.plan_resume(child, **options)
+    assert plan.resumes == f"{first.job_id}-1" and not plan.array
+    done = backend.submit(plan, check=False)
+    assert done.runs[0].run_id == f"{first.job_id}-1"
+    assert done.runs[0].location == f"s3://{BUCKET}/runs/tiny/{first.job_id}-1"
+    # what the new container will do: the same run id, the child's variant, the results
+    new = batch_client(moto_url).describe_jobs(jobs=[done.job_id])["jobs"][0]
+    env = {e["name"]: e["value"] for e in new["container"]["environment"]}
+    definition = batch_client(moto_url).describe_job_definitions(
+        jobDefinitions=[new["jobDefinition"]])["jobDefinitions"][0]
+    assert definition["timeout"]["attemptDurationSeconds"] == 12 * 3600
+    env.update({e["name"]: e["value"]
+                for e in definition["containerProperties"]["environment"]})
+    entry = entry_plan({**env, defs.ENV_JOB_ID: done.job_id})
+    assert entry.run_id == f"{first.job_id}-1" and entry.results == f"s3://{BUCKET}/runs"
+    assert yaml.safe_load(entry.spec_yaml)["training"]["epochs"] == 5 and not entry.overrides
+
+    # a resumed job that stops again resumes the same run once more
+    states[done.job_id] = ("FAILED", "Job attempt duration exceeded timeout")
+    assert backend.plan_resume(done.job_id, **options).resumes == f"{first.job_id}-1"
+
+    # the CLI: JOB and --resume do not go together
+    proc = run_cli("submit", job, "--resume", child, "--queue", QUEUE)
+    assert proc.returncode == 2 and "give no JOB" in proc.stderr
+
+
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     backend = BatchBackend(env={}, version="0.1.0")
     target = backend.resolve_target(stack="cvtrain-test")

@@ -11,7 +11,8 @@ import typer
 
 
 def submit(
-    job: str = typer.Argument(..., help="Job file, or a job name under the jobs folder."),
+    job: str = typer.Argument(None, help="Job file, or a job name under the jobs folder "
+                              "(not with --resume)."),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Override a spec value (repeatable; values are YAML)."),
     sweep: list[str] = typer.Option([], "--sweep", metavar="KEY=V1,V2,...",
@@ -43,17 +44,31 @@ def submit(
                                  "submission as JSON; call nothing."),
     check: bool = typer.Option(True, "--check/--no-check", help="Check credentials, queue, "
                                "image and bucket before submitting."),
+    resume: str = typer.Option(None, "--resume", metavar="JOB_ID",
+                               help="Continue the run of an earlier job (ID, or PARENT:N for "
+                                    "an array child) that timed out, failed or was cancelled, "
+                                    "from its checkpoint in the bucket: same spec, results "
+                                    "and run id; the other options apply to the new job."),
 ) -> None:
     """Submit JOB (or a sweep of it) to GPU instances on AWS Batch; print ids and results."""
     from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.errors import UsageError
     from cvtrain.spec import load_spec
     from cvtrain.spec.catalog import find_job
 
     backend = BatchBackend()
-    plan = backend.plan(load_spec(find_job(job), set_, seed=seed), sweep, queue=queue,
-                        image=image, results=results, spot=spot, stack=stack, gpus=gpus,
-                        vcpus=vcpus, memory_mib=memory, attempts=attempts,
-                        timeout_seconds=int(timeout_hours * 3600))
+    options = dict(queue=queue, image=image, results=results, spot=spot, stack=stack,
+                   gpus=gpus, vcpus=vcpus, memory_mib=memory, attempts=attempts,
+                   timeout_seconds=int(timeout_hours * 3600))
+    if resume:
+        if job or set_ or sweep or seed is not None:
+            raise UsageError(f"--resume {resume}: give no JOB, --set, --sweep or --seed; the "
+                             "run continues with the spec it was started with")
+        plan = backend.plan_resume(resume, **options)
+    elif not job:
+        raise UsageError("submit: expected JOB (a job file or name), or --resume JOB_ID")
+    else:
+        plan = backend.plan(load_spec(find_job(job), set_, seed=seed), sweep, **options)
     if dry_run:
         print(json.dumps(plan.to_json(), indent=2))
         return
@@ -71,7 +86,8 @@ def submit(
         if len(done.runs) > 50:
             print(f"  ... and {len(done.runs) - 50} more, run ids {done.job_id}-<index>")
     else:
-        print(f"results: {done.runs[0].location}/")
+        print(f"results: {done.runs[0].location}/"
+              + (f" (continues run {plan.resumes})" if plan.resumes else ""))
     print(f"follow it: cvtrain status {done.job_id}; cvtrain logs {done.job_id}"
           f"{':0' if done.array else ''} --follow")
 

@@ -228,6 +228,16 @@ def with_images(jobs: list[dict]) -> list[dict]:
     return jobs
 
 
+def definition_environment(arn: str | None) -> dict[str, str]:
+    """The environment a job definition gives its containers ({} when there is none)."""
+    if not arn:
+        return {}
+    with errors(f"job definition {arn}"):
+        found = client("batch").describe_job_definitions(jobDefinitions=[arn])["jobDefinitions"]
+    env = (found[0].get("containerProperties") or {}).get("environment") or [] if found else []
+    return {e["name"]: e["value"] for e in env}
+
+
 def cancel(job_id: str, reason: str) -> None:
     describe_jobs([job_id])
     with errors(f"cancel {job_id}"):

@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING
 from cvtrain.cloud import aws, record
 from cvtrain.cloud.definitions import (
     DEFAULT_TIMEOUT_SECONDS,
+    ENV_ARRAY_INDEX,
+    ENV_JOB_ID,
+    ENV_RESULTS,
+    ENV_RUN_ID,
     ENV_SPEC,
     MAX_ARRAY_SIZE,
     BatchOptions,
@@ -25,7 +29,7 @@ from cvtrain.cloud.definitions import (
     submit_job_kwargs,
 )
 from cvtrain.cloud.entry import EntryPlan, entry_plan
-from cvtrain.cloud.status import StatusRow, status_rows
+from cvtrain.cloud.status import TERMINAL_STATES, StatusRow, status_rows
 from cvtrain.errors import UsageError
 from cvtrain.runs import run_location
 
@@ -63,6 +67,8 @@ class SubmitPlan:
     options: BatchOptions
     definition: dict
     submit_job: dict
+    #: the earlier run this job continues (``submit --resume``), else None
+    resumes: str | None = None
 
     @property
     def array(self) -> bool:
@@ -232,6 +238,50 @@ class BatchBackend:
         return SubmitPlan(spec=spec, variants=variants, target=target, options=options,
                           definition=definition, submit_job=kwargs)
 
+    def plan_resume(self, job_id: str, **options) -> SubmitPlan:
+        """A new job that continues the run of an earlier one (``JOB_ID`` or an array
+        child ``PARENT:N``) that timed out, failed or was cancelled: the same resolved spec
+        (with the child's variant), results root and run id, so the container resumes
+        from the run's checkpoint in the bucket; ``options`` as :meth:`plan` (queue, image,
+        GPUs, timeout...) apply to the new job."""
+        from cvtrain.spec import spec_from_text
+
+        job = aws.describe_jobs([job_id])[0]
+        state = job.get("status")
+        if (job.get("arrayProperties") or {}).get("size"):
+            raise UsageError(f"--resume {job_id}: an array job; resume its children one by "
+                             f"one, e.g. --resume {job_id}:0")
+        if state not in TERMINAL_STATES:
+            raise UsageError(f"--resume {job_id}: the job is {state}; wait for it to end or "
+                             "cancel it first (two jobs must not write one run)")
+        if state == "SUCCEEDED":
+            raise UsageError(f"--resume {job_id}: the job SUCCEEDED; its run is complete")
+        parent = aws.describe_jobs([job_id.split(":", 1)[0]])[0] if ":" in job_id else job
+        env = {e["name"]: e["value"] for e in
+               (parent.get("container") or {}).get("environment") or []}
+        env.update({e["name"]: e["value"] for e in
+                    ((parent.get("containerOverrides") or {}).get("environment") or [])})
+        if not env.get(ENV_SPEC):
+            raise UsageError(f"--resume {job_id}: not a job submitted by cvtrain (no "
+                             f"${ENV_SPEC} in its environment)")
+        results = env.get(ENV_RESULTS) or aws.definition_environment(
+            job.get("jobDefinition")).get(ENV_RESULTS)
+        if not results:
+            raise UsageError(f"--resume {job_id}: no ${ENV_RESULTS} in its environment or "
+                             "its job definition")
+        if options.get("results") and options["results"].rstrip("/") != results:
+            raise UsageError(f"--results {options['results']}: job {job_id} wrote its run "
+                             f"under {results}; a resumed run stays there")
+        parent_id, _, index = job_id.partition(":")
+        entry = entry_plan({**env, ENV_JOB_ID: parent_id, ENV_ARRAY_INDEX: index,
+                            ENV_RESULTS: results})
+        spec = spec_from_text(entry.spec_yaml, f"job {job_id}", entry.overrides)
+        plan = self.plan(spec, **{**options, "results": results})
+        overrides = plan.submit_job["containerOverrides"]
+        overrides["environment"] = [*overrides["environment"],
+                                    {"name": ENV_RUN_ID, "value": entry.run_id}]
+        return dataclasses.replace(plan, resumes=entry.run_id)
+
     @staticmethod
     def preflight(target: Target) -> list[str]:
         """Credentials, queue, image and bucket, in that order; lines saying what was
@@ -262,7 +312,7 @@ class BatchBackend:
         runs = []
         for i, variant in enumerate(plan.variants):
             index = i if plan.array else None
-            run_id = run_id_for(job_id, index)
+            run_id = plan.resumes or run_id_for(job_id, index)
             runs.append(SubmittedRun(index, variant.overrides, run_id,
                                      run_location(plan.target.results, plan.spec.name, run_id)))
         return Submission(job_id=job_id, job_name=made["jobName"], definition_arn=arn,

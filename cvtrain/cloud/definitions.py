@@ -21,6 +21,8 @@ ENV_SPEC = "CVTRAIN_SPEC_B64"
 ENV_SWEEP = "CVTRAIN_SWEEP"
 ENV_RESULTS = "CVTRAIN_RESULTS"
 ENV_RUNS = "CVTRAIN_RUNS"
+#: set by ``cvtrain submit --resume``: the run to continue (else derived from the job id)
+ENV_RUN_ID = "CVTRAIN_RUN_ID"
 #: what Batch sets in the container
 ENV_JOB_ID = "AWS_BATCH_JOB_ID"
 ENV_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"

@@ -15,6 +15,7 @@ from cvtrain.cloud.definitions import (
     ENV_ATTEMPT,
     ENV_JOB_ID,
     ENV_RESULTS,
+    ENV_RUN_ID,
     ENV_RUNS,
     ENV_SPEC,
     ENV_SWEEP,
@@ -54,7 +55,8 @@ def _variants(env: Mapping[str, str]) -> list[list[str]]:
 
 def entry_plan(env: Mapping[str, str]) -> EntryPlan:
     """Pick the variant ``AWS_BATCH_JOB_ARRAY_INDEX`` and the stable run id from the
-    container's environment; any missing or malformed variable is one clear line."""
+    container's environment (``CVTRAIN_RUN_ID`` when the job continues an earlier run);
+    any missing or malformed variable is one clear line."""
     missing = [n for n in (ENV_SPEC, ENV_RESULTS, ENV_JOB_ID) if not env.get(n)]
     if missing:
         raise UsageError(f"run-batch: ${', $'.join(missing)} not set; expected the "
@@ -71,6 +73,7 @@ def entry_plan(env: Mapping[str, str]) -> EntryPlan:
         raise UsageError(f"${ENV_ARRAY_INDEX} not set; expected it for a sweep of "
                          f"{len(variants)} variants")
     return EntryPlan(spec_yaml=spec_yaml, overrides=list(variants[index or 0]),
-                     run_id=run_id_for(env[ENV_JOB_ID], index), results=env[ENV_RESULTS],
+                     run_id=env.get(ENV_RUN_ID) or run_id_for(env[ENV_JOB_ID], index),
+                     results=env[ENV_RESULTS],
                      index=index, out=env.get(ENV_RUNS) or CONTAINER_RUNS,
                      attempt=env.get(ENV_ATTEMPT) or None)
