@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PATH_KEYS, job_using, run_cli
+from conftest import PATH_KEYS, ROOT, job_using, run_cli
 from s3_server import isolate_aws_env, start_server_process, stop_server_process
 
 from cvtrain.cloud import aws, status
@@ -48,6 +48,7 @@ BUCKET = "cvtrain-batch-test"
 QUEUE = "cvtrain-spot"
 OFF_QUEUE = "cvtrain-disabled"
 LOG_GROUP = "/cvtrain/test"
+BASENET_JOB = ROOT / "jobs" / "cifar" / "basenet.yaml"
 
 JOB_TEXT = """\
 name: tiny
@@ -367,6 +368,10 @@ def moto_url():
         ecr.put_image(repositoryName="cvtrain", imageManifest=json.dumps(manifest),
                       imageTag=TAG)
         boto3.client("s3", **kw).create_bucket(Bucket=BUCKET)
+        # the dataset JOB_TEXT reads (pre-flight checks that it exists)
+        boto3.client("s3", **kw).create_bucket(Bucket="example-bucket")
+        boto3.client("s3", **kw).put_object(Bucket="example-bucket", Body=b"x" * 1000,
+                                            Key="datasets/cifar-100-binary.tar.gz")
         boto3.client("logs", **kw).create_log_group(logGroupName=LOG_GROUP)
         outputs = {OUT_BUCKET: BUCKET, OUT_REPOSITORY: REPO_URI, OUT_SPOT_QUEUE: QUEUE,
                    OUT_ON_DEMAND_QUEUE: OFF_QUEUE, OUT_LOG_GROUP: LOG_GROUP}
@@ -421,6 +426,9 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "ok  credentials: arn:aws:sts::" in out and "ok  results:" in out
+    assert ("ok  data.path: s3://example-bucket/datasets/cifar-100-binary.tar.gz (1 object, "
+            "1000 B)") in out
+    assert "ok  job role: not known (no --stack)" in out
     assert "registered job definition arn:aws:batch:" in out
     job_id = next(line.split(": ")[1].split()[0] for line in out.splitlines()
                   if line.startswith("submitted "))
@@ -524,6 +532,102 @@ def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, mon
     assert proc.returncode == 2 and "give no JOB" in proc.stderr
 
 
+def _template_job_role_policy(bucket: str) -> dict:
+    """The job role's policy as infra/cvtrain.yaml writes it, for ``bucket`` and the
+    template's default prefixes (CloudFormation's short tags read as plain values)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    for tag in ("!Sub", "!Ref", "!GetAtt", "!If", "!Equals", "!Not", "!Select", "!Split",
+                "!Join", "!FindInMap", "!GetAZs", "!ImportValue", "!Condition", "!And", "!Or",
+                "!Base64", "!Cidr"):
+        Loader.add_constructor(tag, lambda loader, node: (
+            loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+            else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)))
+    template = yaml.load((ROOT / "infra" / "cvtrain.yaml").read_text(), Loader=Loader)
+    params = template["Parameters"]
+    policy = template["Resources"]["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    text = (json.dumps(policy).replace("${Bucket.Arn}", f"arn:aws:s3:::{bucket}")
+            .replace('"Bucket.Arn"', f'"arn:aws:s3:::{bucket}"')
+            .replace("${DatasetsPrefix}", params["DatasetsPrefix"]["Default"])
+            .replace("${RunsPrefix}", params["RunsPrefix"]["Default"]))
+    return json.loads(text)
+
+
+def test_job_role_policy_evaluation():
+    from cvtrain.cloud import access
+
+    docs = [_template_job_role_policy("b")]
+    assert access.decide(docs, "s3:GetObject", "arn:aws:s3:::b/datasets/c.tar.gz") == "allowed"
+    assert access.decide(docs, "S3:getobject", "arn:aws:s3:::b/runs/x/y") == "allowed"
+    assert access.decide(docs, "s3:GetObject", "arn:aws:s3:::b/other/c") == "not granted"
+    assert access.decide(docs, "s3:PutObject", "arn:aws:s3:::b/datasets/c") == "not granted"
+    listing = "arn:aws:s3:::b"
+    assert access.decide(docs, "s3:ListBucket", listing, {"s3:prefix": "runs/j/"}) == "allowed"
+    assert access.decide(docs, "s3:ListBucket", listing, {"s3:prefix": "else/"}) == "not granted"
+    assert access.decide(docs, "s3:ListBucket", listing) == "not granted"  # no prefix given
+    deny = {"Statement": [{"Effect": "Deny", "Action": "s3:*",
+                           "Resource": "arn:aws:s3:::b/datasets/secret*"}]}
+    assert access.decide(docs + [deny], "s3:GetObject",
+                         "arn:aws:s3:::b/datasets/secret.tar") == "denied"
+    odd = {"Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "*",
+                         "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}}
+    assert access.decide([odd], "s3:GetObject", "arn:aws:s3:::x/y") == "unknown"
+    everything_but = {"Statement": [{"Effect": "Allow", "NotAction": "s3:Delete*",
+                                     "Resource": "*"}]}
+    assert access.decide([everything_but], "s3:GetObject", "arn:aws:s3:::x/y") == "allowed"
+    assert access.decide([everything_but], "s3:DeleteObject", "arn:aws:s3:::x/y") == \
+        "not granted"
+
+
+def test_preflight_checks_inputs_and_what_the_job_role_may_do(cloud, moto_url):
+    """Data and weights URIs must exist, and the job role (the stack's policy, in moto's
+    IAM) must be able to read them and to write the results: one line naming the URI, the
+    action and the resource; exit 5."""
+    import boto3
+
+    kw = dict(endpoint_url=moto_url, region_name=REGION)
+    s3 = boto3.client("s3", **kw)
+    for key in ("datasets/cifar.tar.gz", "other/cifar.tar.gz", "datasets/w/a.weights.h5",
+                "datasets/w/b.weights.h5"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x" * 10)
+    iam = boto3.client("iam", **kw)
+    role = iam.create_role(RoleName="cvtrain-job-preflight", AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": []}))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="cvtrain-job-preflight", PolicyName="cvtrain-bucket-prefixes",
+                        PolicyDocument=json.dumps(_template_job_role_policy(BUCKET)))
+    target = Target(queue=QUEUE, image=f"{REPO_URI}:{TAG}", results=f"s3://{BUCKET}/runs",
+                    job_role_arn=role)
+    spec = load_spec(BASENET_JOB, ["data.num_classes=5",
+                                   f"data.path=s3://{BUCKET}/datasets/cifar.tar.gz"])
+    lines = BatchBackend.preflight(target, [spec])
+    assert f"data.path: s3://{BUCKET}/datasets/cifar.tar.gz (1 object, 10 B)" in lines
+    assert lines[-1] == f"job role: {role} may read the inputs and write s3://{BUCKET}/runs"
+
+    elsewhere = with_values(spec, {"data.path": f"s3://{BUCKET}/other/cifar.tar.gz"})
+    with pytest.raises(CloudError) as info:
+        BatchBackend.preflight(target, [spec, elsewhere])  # a sweep variant reads elsewhere
+    assert str(info.value) == (f"data.path s3://{BUCKET}/other/cifar.tar.gz: the job role "
+                               f"{role} does not allow s3:GetObject on "
+                               f"arn:aws:s3:::{BUCKET}/other/cifar.tar.gz")
+    assert info.value.exit_code == 5
+
+    with pytest.raises(CloudError, match=r"results s3://.*/elsewhere: the job role .* does not "
+                                         r"allow s3:PutObject on arn:aws:s3:::.*/elsewhere/"):
+        BatchBackend.preflight(Target(**{**target.__dict__,
+                                         "results": f"s3://{BUCKET}/elsewhere"}), [spec])
+
+    missing = with_values(spec, {"data.path": f"s3://{BUCKET}/datasets/nope.tar.gz"})
+    with pytest.raises(CloudError, match="data.path: s3://.*/nope.tar.gz: no such object"):
+        BatchBackend.preflight(target, [missing])
+
+    # a folder: listed under its prefix, one of its objects read
+    folder = with_values(spec, {"data.path": f"s3://{BUCKET}/datasets/w"})
+    lines = BatchBackend.preflight(target, [folder])
+    assert f"data.path: s3://{BUCKET}/datasets/w (2 objects, 20 B)" in lines
+
+
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     backend = BatchBackend(env={}, version="0.1.0")
     target = backend.resolve_target(stack="cvtrain-test")
@@ -557,7 +661,7 @@ def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write
     assert plan.target.queue == QUEUE and plan.array
     done = backend.submit(plan)
     assert [c.split(":")[0] for c in done.checks] == ["credentials", "queue", "image",
-                                                       "results"]
+                                                       "results", "data.path", "job role"]
     assert done.registered and done.definition_arn.startswith("arn:aws:batch:")
     assert done.array and done.job_name == "cvtrain-tiny-sweep"
     assert [(r.index, r.overrides, r.run_id) for r in done.runs] == [
