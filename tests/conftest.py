@@ -92,3 +92,22 @@ def keras_globals():
                 tf_config.enable_op_determinism()
             else:
                 tf_config.disable_op_determinism()
+
+
+def load_template(path: Path) -> dict:
+    """A CloudFormation YAML template as data, its short tags (``!Sub``, ``!Ref``, ...)
+    read as the plain value they tag."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_node(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)
+
+    Loader.add_multi_constructor("!", any_node)
+    return yaml.load(path.read_text(), Loader=Loader)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PATH_KEYS, ROOT, job_using, run_cli
+from conftest import PATH_KEYS, ROOT, job_using, load_template, run_cli
 from s3_server import isolate_aws_env, start_server_process, stop_server_process
 
 from cvtrain.cloud import aws, status
@@ -535,17 +535,7 @@ def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, mon
 def _template_job_role_policy(bucket: str) -> dict:
     """The job role's policy as infra/cvtrain.yaml writes it, for ``bucket`` and the
     template's default prefixes (CloudFormation's short tags read as plain values)."""
-    class Loader(yaml.SafeLoader):
-        pass
-
-    for tag in ("!Sub", "!Ref", "!GetAtt", "!If", "!Equals", "!Not", "!Select", "!Split",
-                "!Join", "!FindInMap", "!GetAZs", "!ImportValue", "!Condition", "!And", "!Or",
-                "!Base64", "!Cidr"):
-        Loader.add_constructor(tag, lambda loader, node: (
-            loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
-            else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-            else loader.construct_mapping(node)))
-    template = yaml.load((ROOT / "infra" / "cvtrain.yaml").read_text(), Loader=Loader)
+    template = load_template(ROOT / "infra" / "cvtrain.yaml")
     params = template["Parameters"]
     policy = template["Resources"]["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     text = (json.dumps(policy).replace("${Bucket.Arn}", f"arn:aws:s3:::{bucket}")
