@@ -618,6 +618,44 @@ def test_preflight_checks_inputs_and_what_the_job_role_may_do(cloud, moto_url):
     assert f"data.path: s3://{BUCKET}/datasets/w (2 objects, 20 B)" in lines
 
 
+def test_gpus_beyond_what_the_queue_s_instances_have_are_refused(cloud, moto_url):
+    """--gpus N against the instance types of the queue's managed compute environments
+    (moto's EC2 and Batch): more than any of them has is one line, exit 5; unknown types
+    ("optimal") or unmanaged environments are not judged."""
+    import boto3
+
+    assert defs.max_gpus(["g4dn", "g5.2xlarge"]) == 8
+    assert defs.max_gpus(["g5.xlarge", "g5.12xlarge"]) == 4
+    assert defs.max_gpus(["g5", "optimal"]) is None and defs.max_gpus(["g5.huge"]) is None
+
+    kw = dict(endpoint_url=moto_url, region_name=REGION)
+    ec2, iam, b = (boto3.client(n, **kw) for n in ("ec2", "iam", "batch"))
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="gpu-test", Description="t", VpcId=vpc)["GroupId"]
+    profile = iam.create_instance_profile(InstanceProfileName="gpu-test")["InstanceProfile"]
+    service = iam.get_role(RoleName="cvtrain-batch-service")["Role"]["Arn"]
+    ce = b.create_compute_environment(
+        computeEnvironmentName="gpu-test-ce", type="MANAGED", state="ENABLED",
+        serviceRole=service,
+        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": 64, "desiredvCpus": 0,
+                          "instanceTypes": ["g4dn", "g5.2xlarge"], "subnets": [subnet],
+                          "securityGroupIds": [sg], "instanceRole": profile["Arn"]},
+    )["computeEnvironmentArn"]
+    b.create_job_queue(jobQueueName="gpu-test-queue", state="ENABLED", priority=1,
+                       computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+    target = Target(queue="gpu-test-queue", image=f"{REPO_URI}:{TAG}",
+                    results=f"s3://{BUCKET}/runs")
+    with pytest.raises(CloudError) as info:
+        BatchBackend.preflight(target, [], gpus=16)
+    assert str(info.value) == ("--gpus 16: the instance types of queue gpu-test-queue (g4dn, "
+                               "g5.2xlarge) have at most 8 GPUs; the job would wait RUNNABLE "
+                               "for ever")
+    assert BatchBackend.preflight(target, [], gpus=8)[1].startswith("queue: gpu-test-queue")
+    # the unmanaged test queue says nothing of its instances: not judged
+    assert BatchBackend.preflight(Target(**{**target.__dict__, "queue": QUEUE}), [], gpus=16)
+
+
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     backend = BatchBackend(env={}, version="0.1.0")
     target = backend.resolve_target(stack="cvtrain-test")

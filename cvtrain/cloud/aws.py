@@ -113,6 +113,24 @@ def check_queue(queue: str) -> dict:
     return q
 
 
+def queue_instance_types(queue: Mapping) -> list[str] | None:
+    """The instance types of the queue's managed compute environments, or None when any of
+    them has none to say (unmanaged)."""
+    arns = [o["computeEnvironment"] for o in queue.get("computeEnvironmentOrder") or []]
+    if not arns:
+        return None
+    with errors(f"compute environments of {queue.get('jobQueueName')}"):
+        found = client("batch").describe_compute_environments(
+            computeEnvironments=arns)["computeEnvironments"]
+    types: list[str] = []
+    for ce in found:
+        listed = (ce.get("computeResources") or {}).get("instanceTypes")
+        if ce.get("type") != "MANAGED" or not listed:
+            return None
+        types += listed
+    return types
+
+
 def pinned_image(image: str, digest: str | None = None) -> str:
     """An ECR image by tag as ``<registry>/<repository>@<digest>`` (what the tag points to
     now: a job, its retries and its array children then run exactly that image, whatever is

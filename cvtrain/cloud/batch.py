@@ -25,6 +25,7 @@ from cvtrain.cloud.definitions import (
     BatchOptions,
     check_resources,
     job_definition,
+    max_gpus,
     run_id_for,
     submit_job_kwargs,
 )
@@ -283,14 +284,21 @@ class BatchBackend:
         return dataclasses.replace(plan, resumes=entry.run_id)
 
     @staticmethod
-    def preflight(target: Target, specs: Sequence[JobSpec] = ()) -> list[str]:
+    def preflight(target: Target, specs: Sequence[JobSpec] = (), gpus: int = 1) -> list[str]:
         """Credentials, queue, image, bucket, then every s3:// URI the job reads (data,
         weights: in any of ``specs``, a sweep's variants) and, when the job role is known,
         what its own policies let the job do there; lines saying what was checked (the
         first failure is one-line error; the job role's refusals all in one)."""
         done = [f"credentials: {aws.check_credentials()}"]
-        aws.check_queue(target.queue)
+        queue = aws.check_queue(target.queue)
         done.append(f"queue: {target.queue} (ENABLED, VALID)")
+        if gpus > 1:
+            types = aws.queue_instance_types(queue)
+            most = max_gpus(types) if types else None
+            if most is not None and gpus > most:
+                raise CloudError(f"--gpus {gpus}: the instance types of queue {target.queue} "
+                                 f"({', '.join(types)}) have at most {most} GPUs; the job "
+                                 "would wait RUNNABLE for ever")
         digest = aws.check_image(target.image)
         done.append(f"image: {target.image}" + (f" ({digest[:19]})" if digest else
                                                 " (not ECR: not checked)"))
@@ -335,7 +343,8 @@ class BatchBackend:
     def submit(self, plan: SubmitPlan, check: bool = True) -> Submission:
         """Pre-flight checks (unless ``check`` is false), the job definition (reused when an
         identical one is ACTIVE), the job; recorded here for ``cvtrain status``."""
-        checks = self.preflight(plan.target, [v.spec for v in plan.variants]) if check else []
+        checks = (self.preflight(plan.target, [v.spec for v in plan.variants],
+                                 plan.options.gpus) if check else [])
         plan = self.pinned(plan)
         arn, registered = aws.ensure_job_definition(plan.definition)
         made = aws.submit({**plan.submit_job, "jobDefinition": arn})

@@ -85,6 +85,41 @@ def decode_spec(value: str) -> str:
 # ---------------------------------------------------------------------------- definition
 
 
+#: GPUs of each EC2 GPU instance size AWS Batch can run (NVIDIA ones; g4ad/AMD too), by
+#: family; a family name in a compute environment means any of its sizes
+INSTANCE_GPUS: dict[str, dict[str, int]] = {
+    family: {size: n for sizes, n in table for size in sizes.split()}
+    for family, table in {
+        "g4dn": [("xlarge 2xlarge 4xlarge 8xlarge 16xlarge", 1), ("12xlarge", 4), ("metal", 8)],
+        "g4ad": [("xlarge 2xlarge 4xlarge", 1), ("8xlarge", 2), ("16xlarge", 4)],
+        "g5": [("xlarge 2xlarge 4xlarge 8xlarge 16xlarge", 1), ("12xlarge 24xlarge", 4),
+               ("48xlarge", 8)],
+        "g5g": [("xlarge 2xlarge 4xlarge 8xlarge", 1), ("16xlarge metal", 2)],
+        "g6": [("xlarge 2xlarge 4xlarge 8xlarge 16xlarge", 1), ("12xlarge 24xlarge", 4),
+               ("48xlarge", 8)],
+        "g6e": [("xlarge 2xlarge 4xlarge 8xlarge 16xlarge", 1), ("12xlarge 24xlarge", 4),
+                ("48xlarge", 8)],
+        "p3": [("2xlarge", 1), ("8xlarge", 4), ("16xlarge", 8)],
+        "p3dn": [("24xlarge", 8)], "p4d": [("24xlarge", 8)], "p4de": [("24xlarge", 8)],
+        "p5": [("48xlarge", 8)], "p5e": [("48xlarge", 8)],
+    }.items()
+}
+
+
+def max_gpus(instance_types: list[str]) -> int | None:
+    """The most GPUs one instance of these types (``g5.12xlarge``) or families (``g5``)
+    has; None when any of them is not in :data:`INSTANCE_GPUS` (``optimal``, a new family):
+    then nothing can be concluded."""
+    best = 0
+    for kind in instance_types:
+        family, _, size = kind.partition(".")
+        sizes = INSTANCE_GPUS.get(family)
+        if sizes is None or (size and size not in sizes):
+            return None
+        best = max(best, sizes[size] if size else max(sizes.values()))
+    return best or None
+
+
 def check_resources(gpus: int, attempts: int, timeout_seconds: int) -> None:
     """What Batch would refuse about the resources and the retry policy, as one line."""
     if gpus < 0 or attempts < 1 or attempts > 10:
