@@ -168,3 +168,38 @@ def test_steps_per_execution_keeps_epochs_whole():
                                          r"the 30 steps of an epoch; expected auto or one of "
                                          r"1, 2, 3, 5, 6, 10, 15, 30"):
         steps_per_execution(16, 30, "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_data_parallel_over_two_devices_trains_the_same_model(backend, small_archive, tmp_path):
+    """training.devices: the CPU split in two ($CVTRAIN_CPU_DEVICES, as two GPUs would be),
+    each global batch of 32 split 16 + 16 with the engine's own data parallelism
+    (MirroredStrategy, Keras DataParallel): the same seeded run as on one device, to float
+    rounding; what was used is in metrics.json. Asking for more devices than there are, or
+    a batch that does not split, is one line."""
+    args = ["run", "basenet", "--set", f"data.path={small_archive}", "--set",
+            "data.num_classes=5", "--set", "training.epochs=2", "--seed", "0", "--out",
+            str(tmp_path)]
+    if backend == "tensorflow":
+        args += ["--set", "training.steps_per_execution=1"]  # as it must be on several
+    results = {}
+    for n in (1, 2):
+        env = {"KERAS_BACKEND": backend, "CVTRAIN_CPU_DEVICES": str(n)}
+        done = run_cli(*args, "--run-id", f"d{n}", env=env)
+        assert done.returncode == 0, done.stderr
+        results[n] = json.loads((tmp_path / "basenet" / f"d{n}" / runs.METRICS).read_text())
+    device = results[2]["device"]
+    assert device["replicas"] == 2 and device["replica_batch"] == 16
+    assert device["global_batch"] == 32 and len(device["devices"]) == 2
+    assert results[1]["device"]["replicas"] == 1
+    assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-5)
+    assert results[2]["test_accuracy"] == pytest.approx(results[1]["test_accuracy"], abs=1e-6)
+
+    env = {"KERAS_BACKEND": backend, "CVTRAIN_CPU_DEVICES": "2"}
+    more = run_cli(*args, "--set", "training.devices=3", "--run-id", "d3", env=env)
+    assert more.returncode == 2 and len(more.stderr.strip().splitlines()) == 1
+    assert "training.devices: 3, but" in more.stderr and "expected auto or at most 2" in \
+        more.stderr
+    odd = run_cli(*args, "--set", "training.batch_size=33", "--run-id", "odd", env=env)
+    assert odd.returncode == 2 and "does not split evenly between 2 devices" in odd.stderr

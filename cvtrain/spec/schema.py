@@ -60,13 +60,17 @@ class Training(Strict):
         "auto", description="training steps per compiled call; auto: the largest divisor of "
         "the steps per epoch up to 16 (CPU) or 32 (GPU), so epochs stay whole")
 
+    devices: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        "auto", description="devices trained on in data parallel, each global batch of "
+        "batch_size split between them; auto: every GPU the backend sees, else the CPU")
+
     @field_validator("mixed_precision", "jit_compile", mode="before")
     @classmethod
     def _yaml_on_off(cls, value):
         # YAML reads a bare on/off (and yes/no) as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
-    @field_validator("steps_per_execution", mode="wrap")
+    @field_validator("steps_per_execution", "devices", mode="wrap")
     @classmethod
     def _auto_or_count(cls, value, handler):
         # one clear line instead of one error per member of the union

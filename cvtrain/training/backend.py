@@ -42,6 +42,11 @@ def resolve_backend(requested: str) -> str:
     return "tensorflow" if installed("tensorflow") or not installed("jax") else "jax"
 
 
+#: split the CPU into this many devices, so that data-parallel training (several GPUs)
+#: can be run and tested on a machine without GPUs
+CPU_DEVICES_ENV = "CVTRAIN_CPU_DEVICES"
+
+
 def select_backend(requested: str, deterministic: bool = False) -> str:
     """Import Keras on the backend ``requested`` resolves to; return its name."""
     name = resolve_backend(requested)
@@ -57,6 +62,13 @@ def select_backend(requested: str, deterministic: bool = False) -> str:
         raise UsageError(f"training.backend: {name} is not installed; pip install "
                          f"'{EXTRAS[name]}', or choose another backend")
     os.environ["KERAS_BACKEND"] = name
+    cpu_devices = os.environ.get(CPU_DEVICES_ENV, "")
+    if name == "jax" and cpu_devices.isdigit() and int(cpu_devices) > 1:
+        # the CPU as N devices (XLA reads this once, when JAX starts)
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = (f"{flags} --xla_force_host_platform_device_count="
+                                       f"{cpu_devices}").strip()
     if name == "jax" and deterministic:
         # JAX is repeatable on CPUs; on GPUs XLA needs telling (before JAX starts)
         flags = os.environ.get("XLA_FLAGS", "")

@@ -4,13 +4,14 @@ every Keras backend (:mod:`cvtrain.training.backend` imports Keras first)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cvtrain.errors import UsageError
-from cvtrain.training.backend import quiet_stderr
+from cvtrain.training.backend import CPU_DEVICES_ENV, quiet_stderr
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
@@ -95,6 +96,9 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
     import keras
 
     found = gpus(backend)
+    # before anything starts TensorFlow's runtime (the CPU split needs that)
+    devices = replica_devices(backend, spec.training.devices, spec.training.batch_size,
+                              bool(found))
     # seeds Python, numpy, Keras and, when installed, TensorFlow (imported for that even on
     # other backends, since tf.data may feed them: quietly)
     with quiet_stderr():
@@ -107,14 +111,87 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
     return {"type": "gpu" if found else "cpu", "gpus": [g.name for g in found],
             "cpu": cpu_name(), "cpu_count": os.cpu_count(), "backend": backend,
             "mixed_precision": mixed, "precision_policy": policy,
-            "jit_compile": spec.training.jit_compile, "deterministic": spec.seed is not None}
+            "jit_compile": spec.training.jit_compile, "deterministic": spec.seed is not None,
+            "replicas": len(devices), "devices": [str(d) for d in devices],
+            "global_batch": spec.training.batch_size,
+            "replica_batch": spec.training.batch_size // len(devices)}
 
 
-def steps_per_execution(setting, steps_per_epoch: int, device_type: str) -> int:
+def _cpu_devices() -> int:
+    value = os.environ.get(CPU_DEVICES_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 1 else 1
+
+
+def replica_devices(backend: str, setting, batch_size: int, has_gpus: bool) -> list:
+    """The devices to train on (``training.devices``): every GPU the backend sees for
+    ``auto``, else the first N; without GPUs the CPU (as ``$CVTRAIN_CPU_DEVICES`` devices
+    when that is set: how data parallelism is tested on CPUs). Refuses more than there are,
+    and a batch that does not split evenly."""
+    kind = "GPU" if has_gpus else "CPU"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not has_gpus and _cpu_devices() > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            try:
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * _cpu_devices())
+            except RuntimeError:  # TensorFlow already started in this process: as it is
+                pass
+        available = [d.name for d in tf.config.list_logical_devices(kind)]
+    else:
+        import keras
+
+        available = keras.distribution.list_devices("gpu" if has_gpus else "cpu")
+    n = len(available) if setting == "auto" else int(setting)
+    if n > len(available):
+        raise UsageError(f"training.devices: {n}, but {backend} sees {len(available)} "
+                         f"{kind}{'s' if len(available) != 1 else ''}; expected auto or at "
+                         f"most {len(available)}")
+    if batch_size % n:
+        raise UsageError(f"training.batch_size: {batch_size} does not split evenly between "
+                         f"{n} devices; expected a multiple of {n} (or fewer devices)")
+    return available[:n]
+
+
+@contextlib.contextmanager
+def data_parallel(backend: str, devices: list):
+    """Build, compile, load and train inside this block: one device as usual; several in
+    data parallel with the engine's own means (TensorFlow's MirroredStrategy, Keras's
+    DataParallel distribution on JAX), gradients summed over the replicas of each global
+    batch."""
+    if len(devices) < 2:
+        yield
+        return
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy(devices=devices).scope():
+            yield
+        return
+    import keras
+
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+def steps_per_execution(setting, steps_per_epoch: int, device_type: str,
+                        mirrored: bool = False) -> int:
     """Training steps per compiled call. Epochs must stay whole (the stream spans all
     epochs, and an execution never stops mid-way), so the value divides the steps per
     epoch: ``auto`` takes the largest divisor up to :data:`SPE_TARGET`, a number that does
-    not divide is refused with the ones that do."""
+    not divide is refused with the ones that do. ``mirrored`` (TensorFlow's
+    MirroredStrategy over several devices): 1, since Keras 3 fails there with more
+    (keras-team/keras#19246, "You must feed a value for placeholder tensor")."""
+    if mirrored:
+        if setting not in ("auto", 1):
+            raise UsageError(f"training.steps_per_execution: {setting}: TensorFlow on several "
+                             "devices runs one step per execution (a Keras 3 limitation, "
+                             "keras-team/keras#19246); expected auto or 1, or the jax backend")
+        return 1
     divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
     if setting == "auto":
         return max(d for d in divisors if d <= SPE_TARGET.get(device_type, 16))

@@ -25,7 +25,7 @@ from cvtrain.spec.checks import is_uri
 from cvtrain.training import checkpoint
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
-from cvtrain.training.device import configure_device, steps_per_execution
+from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
 from cvtrain.training.interrupt import RunTerminated
 from cvtrain.training.metrics import run_metrics
 
@@ -230,43 +230,50 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     classes = list(data.class_names)
     runs.write_json(run.file(runs.CLASSES), classes)
     splits = dataset.streams(spec, data, input_kind(spec), seed, log, initial_epoch)
-    spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"])
+    spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"],
+                              mirrored=backend == "tensorflow" and device["replicas"] > 1)
     device["steps_per_execution"] = spe
     precision = f", {device['precision_policy']}" if device["mixed_precision"] else ""
     log.print(f"[bold]split[/]: {splits.train_size} train, {splits.validation_size} validation, "
               f"{splits.test_size} test images; {len(classes)} classes; "
               f"{backend} on {device['type']}{precision}, {spe} steps per execution")
+    if device["replicas"] > 1:
+        log.print(f"[bold]data parallel[/]: {device['replicas']} devices, "
+                  f"{device['replica_batch']} images each of every batch of "
+                  f"{device['global_batch']}")
 
-    # ---- model: as it was after the last completed epoch, or new; ``network`` is what
-    # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
-    if resume is not None:
-        model = resume.load_model()  # weights, optimizer, compile, random states
-        network = model.layers[-1] if splits.wrap else model
-    else:
-        network = build_model(spec.model, splits.input_shape, len(classes))
-        model = splits.wrap(network) if splits.wrap else network
-        jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
-        model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=jit, steps_per_execution=spe)
-    log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
+    # ---- on one device, or on several in data parallel (training.devices)
+    with data_parallel(backend, device["devices"]):
+        # ---- model: as it was after the last completed epoch, or new; ``network`` is what
+        # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
+        if resume is not None:
+            model = resume.load_model()  # weights, optimizer, compile, random states
+            network = model.layers[-1] if splits.wrap else model
+        else:
+            network = build_model(spec.model, splits.input_shape, len(classes))
+            model = splits.wrap(network) if splits.wrap else network
+            jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
+            model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
+                          metrics=["accuracy"], jit_compile=jit, steps_per_execution=spe)
+        log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
 
-    # ---- fit, then evaluate on the test split
-    elapsed_before = resume.elapsed_seconds if resume else 0.0
-    recorder, callbacks = make_callbacks(spec, run, log, splits, t.epochs, seed, resume,
-                                         elapsed_before, uploader, kept)
-    # a checkpoint whose training is over (killed while finishing) goes straight on: fit
-    # runs no epoch, only what ends training (early stopping's best weights)
-    last_epoch = resume.epoch if resume is not None and resume.finished else t.epochs
-    t_fit = time.perf_counter()
-    with dataset.errors(data):
-        model.fit(splits.train, validation_data=splits.validation, epochs=last_epoch,
-                  initial_epoch=initial_epoch, steps_per_epoch=splits.steps_per_epoch,
-                  callbacks=callbacks, verbose=0, shuffle=False)  # the stream shuffles itself
-        fit_seconds = time.perf_counter() - t_fit
-        stop.check()
-        # from here to the local manifest a stop waits (seconds): the run folder is whole
-        with stop.deferred():
-            test = model.evaluate(splits.test, verbose=0, return_dict=True)
+        # ---- fit, then evaluate on the test split
+        elapsed_before = resume.elapsed_seconds if resume else 0.0
+        recorder, callbacks = make_callbacks(spec, run, log, splits, t.epochs, seed, resume,
+                                             elapsed_before, uploader, kept)
+        # a checkpoint whose training is over (killed while finishing) goes straight on: fit
+        # runs no epoch, only what ends training (early stopping's best weights)
+        last_epoch = resume.epoch if resume is not None and resume.finished else t.epochs
+        t_fit = time.perf_counter()
+        with dataset.errors(data):
+            model.fit(splits.train, validation_data=splits.validation, epochs=last_epoch,
+                      initial_epoch=initial_epoch, steps_per_epoch=splits.steps_per_epoch,
+                      callbacks=callbacks, verbose=0, shuffle=False)  # the stream shuffles itself
+            fit_seconds = time.perf_counter() - t_fit
+            stop.check()
+            # from here to the local manifest a stop waits (seconds): the run folder is whole
+            with stop.deferred():
+                test = model.evaluate(splits.test, verbose=0, return_dict=True)
 
     # ---- save: model, curves, metrics, then the manifest (last: the run is complete)
     with stop.deferred():
