@@ -132,3 +132,44 @@ def test_run_with_results_uploads_complete_run(archive, s3, tmp_path):
     for name in ("spec.yaml", "metrics.json", "log.txt"):
         text = (tmp_path / "f" / "basenet" / "up1" / name).read_text()
         assert not any(f"={c}" in text or f": {c}\n" in text for c in creds)
+
+
+def test_report_puts_the_latest_complete_run_of_each_job_beside_the_report(local_root, s3,
+                                                                            tmp_path):
+    """`results report`: every job of the jobs folder is a row (those without a complete
+    run marked missing), each with the latest complete run and the report's numbers;
+    report.md, report.json and both plots written; the same from a bucket."""
+    from cvtrain.spec.catalog import job_files
+
+    out = tmp_path / "report"
+    done = run_cli("results", "report", local_root, "--out", out, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert json.loads((out / "report.json").read_text()) == report
+    rows = {r["job"]: r for r in report["rows"]}
+    assert len(rows) == len(job_files())  # every experiment, run or not
+    base = rows["basenet"]
+    metrics = json.loads((local_root / "basenet" / "r2" / "metrics.json").read_text())
+    assert base["status"] == "complete" and base["run_id"] == "r2"  # the latest
+    assert base["test_accuracy"] == metrics["test_accuracy"]
+    assert base["report_accuracy"] == metrics["report"]["test_accuracy"]
+    assert base["accuracy_difference"] == round(
+        metrics["test_accuracy"] - metrics["report"]["test_accuracy"], 6)
+    assert base["dataset_sha256"] == metrics["dataset"]["sha256"] and base["seed"] == 0
+    assert rows["dropout"]["status"] == "missing" and rows["dropout"]["report_accuracy"]
+    md = (out / "report.md").read_text()
+    assert "| basenet |" in md and "`r2`" in md and "| dropout |" in md and "missing" in md
+    assert "1 of" in md and "## Provenance" in md
+    for png in ("accuracy.png", "curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    table = run_cli("results", "report", local_root, "--out", tmp_path / "again")
+    assert table.returncode == 0 and "basenet" in table.stdout and "r2" in table.stdout
+
+    root = s3.uri("reported", "runs")
+    storage.push(local_root, root)
+    from_bucket = run_cli("results", "report", root, "--out", tmp_path / "b", "--json")
+    assert from_bucket.returncode == 0, from_bucket.stderr
+    assert {r["job"]: r["run_id"] for r in json.loads(from_bucket.stdout)["rows"]
+            if r["status"] == "complete"} == {"basenet": "r2"}
+    assert (tmp_path / "b" / "curves.png").is_file()

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="Runs in a results root (a local folder or s3://bucket/prefix): "
-                       "list, show, fetch, compare.", no_args_is_help=True)
+                       "list, show, fetch, compare, report.", no_args_is_help=True)
 
 ENDPOINT_HELP = ("S3-compatible endpoint \\[default: boto3's configuration, e.g. "
                  "$AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL].")
@@ -184,3 +184,42 @@ def compare(
     else:
         console.print("specs: identical")
     print(f"curves: {result.plot}")
+
+
+@app.command("report")
+def report(
+    root: str = typer.Argument(None, help="Local folder or s3://bucket/prefix "
+                                          "\\[default: ./runs or $CVTRAIN_RUNS]."),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for report.md, "
+                             "report.json, accuracy.png and curves.png."),
+    jobs: Path = typer.Option(None, "--jobs", help="Job files or folder whose experiments "
+                              "the table lists \\[default: the jobs folder]."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json instead of the "
+                                 "table."),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """The coursework's table with ours beside it: the latest complete run of every job."""
+    from cvtrain import coursework_report
+    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.results import default_root
+
+    built = coursework_report.build(root or default_root(), jobs, endpoint_url)
+    written = coursework_report.write(built, out, endpoint_url)
+    if as_json:
+        print(json.dumps(built, indent=2))
+        return
+    table = Table(title=f"cvtrain beside the report ({built['root']})", title_justify="left")
+    for col in ("experiment", "report acc", "ours", "difference", "epochs", "time", "run id"):
+        table.add_column(col, justify="left" if col in ("experiment", "run id") else "right",
+                         no_wrap=col in ("experiment", "run id"))
+    for r in built["rows"]:
+        if r["status"] == "missing":
+            table.add_row(r["job"], fmt_num(r["report_accuracy"]), "[yellow]missing[/]", "",
+                          "", "", "")
+            continue
+        table.add_row(r["job"], fmt_num(r["report_accuracy"]), fmt_num(r["test_accuracy"]),
+                      fmt_diff(r["test_accuracy"], r["report_accuracy"]),
+                      "-" if r["epochs_run"] is None else str(r["epochs_run"]),
+                      fmt_seconds(r["wall_seconds"]), r["run_id"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    print("wrote " + ", ".join(str(p) for p in written))
