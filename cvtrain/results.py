@@ -113,6 +113,7 @@ def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
         "epochs_run": m.get("epochs_run"),
         "best_epoch": m.get("best_epoch"),
         "wall_seconds": m.get("wall_seconds"),
+        "fingerprint": m.get("fingerprint"),
     }
 
 

@@ -173,3 +173,36 @@ def test_report_puts_the_latest_complete_run_of_each_job_beside_the_report(local
     assert {r["job"]: r["run_id"] for r in json.loads(from_bucket.stdout)["rows"]
             if r["status"] == "complete"} == {"basenet": "r2"}
     assert (tmp_path / "b" / "curves.png").is_file()
+
+
+def test_a_seeded_run_is_never_computed_twice(archive, tmp_path):
+    """The same job, data, seed and cvtrain version under one --out: the complete run is
+    reused (nothing trained, no new folder); --force trains; a changed --set trains; an
+    unseeded run always trains. The fingerprint is in metrics.json and results ls --json."""
+    out = tmp_path / "runs"
+
+    def folders():
+        return sorted(p.name for p in (out / "basenet").iterdir())
+
+    first = _train(archive, "--out", out)
+    assert first.returncode == 0, first.stderr
+    (run_id,) = folders()
+    fingerprint = json.loads((out / "basenet" / run_id / "metrics.json").read_text())[
+        "fingerprint"]
+    assert len(fingerprint) == 64
+
+    again = _train(archive, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert f"reused: basenet / {run_id} is a complete run with the same fingerprint" in \
+        " ".join(again.stdout.split())
+    assert folders() == [run_id]
+
+    forced = _train(archive, "--out", out, "--force")
+    assert forced.returncode == 0 and len(folders()) == 2
+    changed = _train(archive, "--out", out, "--set", "training.batch_size=16")
+    assert changed.returncode == 0 and len(folders()) == 3
+    unseeded = run_cli("run", "basenet", "--set", f"data.path={archive}", "--set",
+                       "data.num_classes=5", "--set", "training.epochs=1", "--out", out)
+    assert unseeded.returncode == 0 and len(folders()) == 4
+    rows = json.loads(run_cli("results", "ls", out, "--json").stdout)
+    assert sum(r["fingerprint"] == fingerprint for r in rows) == 2  # the first and --force

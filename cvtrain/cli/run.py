@@ -39,6 +39,9 @@ def run(
                                   "indices such as 0,2, or none \\[default: all]."),
     network: str = typer.Option(None, "--network",
                                 help="docker: the container's network \\[default: host]."),
+    force: bool = typer.Option(False, "--force", help="Train even when a complete seeded run "
+                               "with the same fingerprint is in --out (it is reused "
+                               "otherwise)."),
 ) -> None:
     """Train and evaluate JOB; write <out>/<job>/<run-id>/ with metrics, curves and model."""
     from cvtrain.errors import UsageError
@@ -52,6 +55,7 @@ def run(
     spec = load_spec(find_job(job), set_, seed=seed)
     runner = get_runner(backend.value, **({"image": image, "gpus": gpus, "network": network}
                                           if backend is Backend.docker else {}))
-    code = runner.run(spec, out=out, run_id=run_id, results=results, endpoint_url=endpoint_url)
+    code = runner.run(spec, out=out, run_id=run_id, results=results, endpoint_url=endpoint_url,
+                      **({"force": True} if force else {}))
     if code:
         raise typer.Exit(code)

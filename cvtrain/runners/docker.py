@@ -212,7 +212,7 @@ class DockerRunner(Runner):
 
     def plan(self, spec, *, out: Path | None = None, run_id: str | None = None,
              results: str | None = None, endpoint_url: str | None = None,
-             spec_file: Path | None = None) -> Plan:
+             spec_file: Path | None = None, force: bool = False) -> Plan:
         """Mounts, environment and argv for running ``spec``; touches nothing.
 
         ``spec_file`` is where the caller will write :attr:`Plan.spec_text` on the host.
@@ -262,6 +262,8 @@ class DockerRunner(Runner):
             args += ["--results", results]
         if endpoint_url:
             args += ["--endpoint-url", endpoint_url]
+        if force:
+            args += ["--force"]
 
         host_cache = cache_dir(self.environ).expanduser().resolve()
         create.append(host_cache)
@@ -381,14 +383,15 @@ class DockerRunner(Runner):
             proc.stderr.close()
 
     def run(self, spec, *, out: Path | None = None, run_id: str | None = None,
-            results: str | None = None, endpoint_url: str | None = None) -> int:
+            results: str | None = None, endpoint_url: str | None = None,
+            force: bool = False) -> int:
         """Run ``spec`` in a container; the container's exit code."""
         self.check_engine()
         self.check_image()
         with tempfile.TemporaryDirectory(prefix="cvtrain-docker-") as tmp:
             spec_file = Path(tmp) / "spec.yaml"
             plan = self.plan(spec, out=out, run_id=run_id, results=results,
-                             endpoint_url=endpoint_url, spec_file=spec_file)
+                             endpoint_url=endpoint_url, spec_file=spec_file, force=force)
             spec_file.write_text(plan.spec_text, encoding="utf-8")
             spec_file.chmod(0o644)  # readable by the container user, whoever it is
             Path(tmp).chmod(0o755)

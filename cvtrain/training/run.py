@@ -36,9 +36,44 @@ class RunResult:
     metrics: dict
 
 
+def fingerprint(spec: JobSpec, data_sha256: str) -> str:
+    """What determines a seeded run's result, hashed: the resolved spec without its words
+    (descriptions, the report's numbers) and without the dataset's path (its sha256 stands
+    for it), the dataset's sha256, the seed and cvtrain's version."""
+    import hashlib
+
+    from cvtrain import __version__
+
+    doc = spec.model_dump(mode="json")
+    doc.pop("description", None)
+    doc.pop("report", None)
+    doc.get("data", {}).pop("path", None)
+    payload = {"spec": doc, "data_sha256": data_sha256, "seed": spec.seed,
+               "cvtrain": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
+    """A complete run of this job under ``out`` whose metrics carry this fingerprint."""
+    folder = Path(out) / spec.name
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.iterdir(), reverse=True):  # the newest first
+        run = runs.RunDir(path)
+        if not run.is_complete():
+            continue
+        try:
+            metrics = json.loads(run.file(runs.METRICS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if metrics.get("fingerprint") == print_:
+            return run
+    return None
+
+
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
             log: RunLog | None = None, results: str | None = None,
-            endpoint_url: str | None = None) -> RunResult:
+            endpoint_url: str | None = None, force: bool = False) -> RunResult:
     """Train and evaluate ``spec``; leave a complete run folder; return its metrics.
 
     With ``results`` (a folder or ``s3://`` URI) the run folder is mirrored there as it is
@@ -47,6 +82,10 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     one is reused (its copy in ``results`` completed first, if an earlier attempt stopped
     during the upload). Local paths are checked and the dataset is loaded before a new run
     folder is made, so a missing or corrupt dataset leaves nothing behind.
+
+    A seeded run without a ``run_id`` is never computed twice: when a complete run of the
+    job under ``out`` has the same :func:`fingerprint`, it is reused (``force`` trains
+    anyway). Unseeded runs are not meant to repeat and always train.
 
     A stop request (SIGTERM, see :mod:`cvtrain.stop`) ends the run at the next safe point
     with :class:`RunTerminated`, whose message says what was kept.
@@ -84,11 +123,22 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
             kept.epoch(resume.epoch, remote=False)
         data = dataset.load(spec.data, _local(spec.data.path, log), progress=log.interactive)
         stop.check()
+        print_ = fingerprint(spec, data.sha256)
+        if run_id is None and resume is None and spec.seed is not None and not force:
+            same = _same_run(out or default_out_dir(), spec, print_)
+            if same is not None:
+                metrics = json.loads(same.file(runs.METRICS).read_text(encoding="utf-8"))
+                log.print(f"[bold]reused[/]: {spec.name} / {same.run_id} is a complete run "
+                          f"with the same fingerprint (spec, data sha256 {data.sha256[:12]}, "
+                          f"seed {spec.seed}, cvtrain version); nothing to train (--force "
+                          "trains anyway)")
+                log.print(summary_table(metrics, same.path))
+                return RunResult(same, metrics)
         if resume is None:
             run.prepare()
         log.attach_file(run.file(runs.LOG))
         return _train(spec, backend, dataset, data, run, log, started, t_start, resume,
-                      uploader, kept)
+                      uploader, kept, print_)
     except stop.StopRequested:
         message = f"stopped by {stop.signal_name()}: {kept.describe()}"
         log.print(f"[bold red]terminated[/]: {message}")
@@ -204,7 +254,7 @@ def build_optimizer(spec: JobSpec):
 
 
 def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: RunLog, started,
-           t_start, resume, uploader, kept: Kept) -> RunResult:
+           t_start, resume, uploader, kept: Kept, print_: str) -> RunResult:
     import keras
 
     from cvtrain.models import build_model
@@ -285,6 +335,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
                               started=started,
                               wall_seconds=elapsed_before + time.perf_counter() - t_start,
                               fit_seconds=fit_seconds)
+        metrics["fingerprint"] = print_
         runs.write_json(run.file(runs.METRICS), metrics)
         log.print(summary_table(metrics, run.path))
         keras.backend.clear_session()
