@@ -206,3 +206,40 @@ def test_a_seeded_run_is_never_computed_twice(archive, tmp_path):
     assert unseeded.returncode == 0 and len(folders()) == 4
     rows = json.loads(run_cli("results", "ls", out, "--json").stdout)
     assert sum(r["fingerprint"] == fingerprint for r in rows) == 2  # the first and --force
+
+
+def test_a_set_of_jobs_runs_in_order_and_a_failure_does_not_stop_it(archive, tmp_path):
+    """`cvtrain run JOB JOB FOLDER`: each job in turn with a line as it starts and ends, a
+    failing one reported while the rest go on, a table at the end, the first failure's exit
+    code; DATASET:KEY=VALUE applies to that dataset's jobs only, and one no job can take is
+    refused before anything trains."""
+    import shutil
+
+    from conftest import JOBS
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name in ("basenet.yaml", "normalize.yaml"):  # normalize extends basenet
+        shutil.copy(JOBS / "cifar" / name, folder / name)
+    (folder / "zz_broken.yaml").write_text(  # fails when it starts: no 4 devices here
+        "extends: basenet.yaml\ntraining:\n  devices: 4\n")
+    out = tmp_path / "runs"
+    done = run_cli("run", folder, "--set", f"data.path={archive}",
+                   "--set", "cifar100:data.num_classes=5", "--set", "training.epochs=1",
+                   "--seed", "0", "--out", out)
+    assert done.returncode == 2, done.stderr  # the broken job's exit code
+    text = " ".join(done.stdout.split())
+    assert "== [1/3] basenet" in text and "== [3/3] zz_broken" in text
+    assert "== zz_broken: failed: training.devices: 4, but" in text
+    assert "WARNING" not in done.stderr  # several models in one process: no retracing noise
+    assert "3 jobs in" in text and "1 of 3 jobs failed" in done.stderr
+    for job in ("basenet", "normalize"):
+        (run_dir,) = (out / job).iterdir()
+        assert verify(run_dir) == []
+        assert run_dir.name in done.stdout  # the run id in the final table
+
+    refused = run_cli("run", "basenet", "--set", "cub200:data.path=/x.tgz", "--out", out)
+    assert refused.returncode == 2
+    assert "no job of this run reads dataset cub200" in refused.stderr
+    many = run_cli("run", "basenet", "normalize", "--run-id", "x", "--out", out)
+    assert many.returncode == 2 and "one run id cannot name the runs of 2 jobs" in many.stderr

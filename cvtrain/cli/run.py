@@ -1,4 +1,5 @@
-"""``cvtrain run``: train one job here (or in a container) and leave a complete run folder."""
+"""``cvtrain run``: train one job, or a set of jobs one after another, here (or in a
+container), and leave a complete run folder for each."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ class Backend(StrEnum):
 
 
 def run(
-    job: str = typer.Argument(..., help="Job file, or a job name under the jobs folder."),
-    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+    jobs: list[str] = typer.Argument(..., metavar="JOB...",
+                                     help="Job files, job names under the jobs folder, or "
+                                          "folders of job files (a set: run one after "
+                                          "another)."),
+    set_: list[str] = typer.Option([], "--set", metavar="[DATASET:]KEY=VALUE",
                                    help="Override a spec value, e.g. training.epochs=2 "
-                                        "(repeatable; values are YAML)."),
+                                        "(repeatable; values are YAML); cub200:data.path=... "
+                                        "applies to the jobs of that dataset only."),
     out: Path = typer.Option(None, "--out", help="Results folder \\[default: ./runs or "
                                                  "$CVTRAIN_RUNS]."),
     run_id: str = typer.Option(None, "--run-id", help="Run id \\[default: UTC time + random]."),
@@ -43,19 +48,115 @@ def run(
                                "with the same fingerprint is in --out (it is reused "
                                "otherwise)."),
 ) -> None:
-    """Train and evaluate JOB; write <out>/<job>/<run-id>/ with metrics, curves and model."""
+    """Train and evaluate JOB (or each job of a set, in order); write
+    <out>/<job>/<run-id>/ with metrics, curves and model for each."""
     from cvtrain.errors import UsageError
     from cvtrain.runners import get_runner
-    from cvtrain.spec import load_spec
-    from cvtrain.spec.catalog import find_job
 
     docker_only = {"--image": image, "--gpus": gpus, "--network": network}
     if backend is Backend.local and (given := [k for k, v in docker_only.items() if v]):
         raise UsageError(f"{', '.join(given)}: only with --backend docker")
-    spec = load_spec(find_job(job), set_, seed=seed)
+    specs = load_set(jobs, set_, seed)  # every job checked before any trains
+    if len(specs) > 1 and run_id:
+        raise UsageError(f"--run-id {run_id}: one run id cannot name the runs of "
+                         f"{len(specs)} jobs; leave it out for a set")
     runner = get_runner(backend.value, **({"image": image, "gpus": gpus, "network": network}
                                           if backend is Backend.docker else {}))
-    code = runner.run(spec, out=out, run_id=run_id, results=results, endpoint_url=endpoint_url,
-                      **({"force": True} if force else {}))
+    options = dict(out=out, run_id=run_id, results=results, endpoint_url=endpoint_url,
+                   **({"force": True} if force else {}))
+    if len(specs) == 1:
+        code = runner.run(specs[0], **options)
+        if code:
+            raise typer.Exit(code)
+        return
+    code = run_set(runner, specs, options)
     if code:
         raise typer.Exit(code)
+
+
+def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
+    """The specs of every job named (a folder: each job file under it, in order), each
+    with the ``--set`` values that apply to it: plain ones to all, ``DATASET:KEY=VALUE``
+    to the jobs of that dataset. A qualified value no job can take is refused."""
+    from cvtrain.errors import UsageError
+    from cvtrain.spec import load_spec
+    from cvtrain.spec.catalog import find_job, job_files
+
+    files: list[Path] = []
+    for ref in refs:
+        found = job_files(Path(ref)) if Path(ref).is_dir() else [find_job(ref)]
+        files += [f for f in found if f not in files]
+    qualified: dict[str, list[str]] = {}
+    plain = []
+    for text in sets:
+        head, _, rest = text.partition("=")
+        dataset, colon, key = head.partition(":")
+        if colon and "." in key and "." not in dataset:
+            qualified.setdefault(dataset, []).append(f"{key}={rest}")
+        else:
+            plain.append(text)
+    specs = []
+    for path in files:
+        spec = load_spec(path, plain, seed=seed)
+        if qualified.get(spec.data.dataset):
+            spec = load_spec(path, plain + qualified[spec.data.dataset], seed=seed)
+        specs.append(spec)
+    unused = sorted(set(qualified) - {s.data.dataset for s in specs})
+    if unused:
+        raise UsageError(f"--set {unused[0]}:{qualified[unused[0]][0]}: no job of this run "
+                         f"reads dataset {unused[0]}; expected one of "
+                         f"{', '.join(sorted({s.data.dataset for s in specs}))}")
+    return specs
+
+
+def run_set(runner, specs: list, options: dict) -> int:
+    """Each job in turn: a line as it starts and as it ends; a failure is reported and the
+    rest go on (a stop request ends the set); a table at the end. The exit code of the
+    first failure, else 0."""
+    import logging
+    import sys
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cvtrain.errors import CvtrainError
+    from cvtrain.training import RunTerminated
+
+    # several models in one process: TensorFlow's python logger warns about retracing
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+    done: list[tuple[str, str, dict | None, str]] = []
+    first_code = 0
+    for i, spec in enumerate(specs, 1):
+        print(f"== [{i}/{len(specs)}] {spec.name} ({time.perf_counter() - t0:.0f} s into the "
+              "set)", flush=True)
+        metrics, status = None, "done"
+        try:
+            code = runner.run(spec, **options)
+            result = getattr(runner, "last", None)
+            metrics = result.metrics if result is not None else None
+            status = "done" if code == 0 else f"failed (exit {code})"
+            first_code = first_code or code
+        except RunTerminated:
+            raise
+        except CvtrainError as exc:
+            status = f"failed: {exc}"
+            first_code = first_code or exc.exit_code
+        print(f"== {spec.name}: {status}", flush=True)
+        done.append((spec.name, status, metrics, ""))
+    table = Table(title=f"{len(specs)} jobs in {time.perf_counter() - t0:.0f} s",
+                  title_justify="left")
+    for col in ("job", "status", "accuracy", "report", "run id"):
+        table.add_column(col, no_wrap=col in ("job", "run id"))
+    for name, status, m, _ in done:
+        m = m or {}
+        acc, rep = m.get("test_accuracy"), (m.get("report") or {}).get("test_accuracy")
+        table.add_row(name, status if status == "done" else f"[red]{status}[/]",
+                      "-" if acc is None else f"{acc:.4f}", "-" if rep is None else f"{rep:.4f}",
+                      m.get("run_id", "-"))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    failed = sum(status != "done" for _, status, _, _ in done)
+    if failed:
+        print(f"cvtrain: {failed} of {len(specs)} jobs failed", file=sys.stderr)
+    return first_code

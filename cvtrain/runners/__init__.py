@@ -43,10 +43,14 @@ class LocalRunner(Runner):
 
     name = "local"
 
+    #: the :class:`~cvtrain.training.RunResult` of the last run (metrics for a set's table)
+    last = None
+
     def run(self, spec, *, out=None, run_id=None, **options) -> int:
         from cvtrain.training import run_job
 
-        run_job(as_spec(spec), out=out, run_id=run_id, **options)
+        self.last = None
+        self.last = run_job(as_spec(spec), out=out, run_id=run_id, **options)
         return 0
 
 
