@@ -5,6 +5,9 @@ EXTRA ?= cpu
 JOB ?= jobs/cifar/basenet.yaml
 ARGS ?=
 DEMO_DIR ?= .cache/demo
+# make reproduce: where the runs and the report go
+RUNS ?= runs
+REPRO_DEMO_DIR ?= .cache/reproduce-demo
 export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # images (docker/Dockerfile): GPU from the official TensorFlow image, CPU from a local base
@@ -27,7 +30,7 @@ REGISTRY ?=
 # which image `make push` sends: gpu (the cloud's) or cpu
 PUSH_FLAVOR ?= gpu
 
-.PHONY: help install test test-quick lint run demo clean
+.PHONY: help install test test-quick lint run demo reproduce reproduce-demo clean
 .PHONY: base-image image image-cpu run-docker push test-docker lint-docker
 .PHONY: infra-lint infra-network infra-deploy push-ecr submit status results
 
@@ -37,6 +40,9 @@ help:
 	@echo "make test-quick         the edit-test loop: the suite without training runs (under a minute)"
 	@echo "make run JOB=...        install, then train JOB (default $(JOB)); ARGS='--set k=v ...'"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
+	@echo "make reproduce          every job under jobs/ (seed 0; runs already done are reused), then"
+	@echo "                        the report beside the coursework's in $(RUNS)/report; ARGS='--set cub200:data.path=...'"
+	@echo "make reproduce-demo     the same offline on small synthetic data, 1 epoch each (about a minute)"
 	@echo "make lint               ruff"
 	@echo "make image              GPU image $(IMAGE_NAME):latest ($(GPU_BASE)); EXTRA_CA=bundle.crt"
 	@echo "make base-image         local Debian base $(CPU_BASE) with debootstrap (no registry needed)"
@@ -73,8 +79,21 @@ demo:
 	$(PYTHON) -m cvtrain run jobs/cifar/basenet.yaml --set data.path=$(DEMO_DIR)/cifar-100-binary.tar.gz \
 	    --set training.epochs=3 --out $(DEMO_DIR)/runs --seed 0 $(ARGS)
 
+# the report is written even when a job failed; the exit status is the set's
+reproduce:
+	$(PYTHON) -m cvtrain run jobs --seed 0 --out $(RUNS) $(ARGS); status=$$?; \
+	    $(PYTHON) -m cvtrain results report $(RUNS) --out $(RUNS)/report; exit $$status
+
+reproduce-demo:
+	$(PYTHON) -m cvtrain data synth cifar100 $(REPRO_DEMO_DIR) --classes 5 --train-per-class 40 --test-per-class 8
+	$(PYTHON) -m cvtrain data synth cub200 $(REPRO_DEMO_DIR)/cub --classes 3 --per-class 6 --image-size 32
+	$(PYTHON) -m cvtrain run jobs --seed 0 --out $(REPRO_DEMO_DIR)/runs --set training.epochs=1 \
+	    --set cifar100:data.path=$(REPRO_DEMO_DIR)/cifar-100-binary.tar.gz --set cifar100:data.num_classes=5 \
+	    --set cub200:data.path=$(REPRO_DEMO_DIR)/cub --set cub200:model.weights=none $(ARGS); status=$$?; \
+	    $(PYTHON) -m cvtrain results report $(REPRO_DEMO_DIR)/runs --out $(REPRO_DEMO_DIR)/report; exit $$status
+
 clean:
-	rm -rf .cache/demo .pytest_cache build *.egg-info
+	rm -rf .cache/demo .cache/reproduce-demo .pytest_cache build *.egg-info
 
 # ---------------------------------------------------------------------------- images
 
