@@ -201,5 +201,12 @@ def test_data_parallel_over_two_devices_trains_the_same_model(backend, small_arc
     assert more.returncode == 2 and len(more.stderr.strip().splitlines()) == 1
     assert "training.devices: 3, but" in more.stderr and "expected auto or at most 2" in \
         more.stderr
-    odd = run_cli(*args, "--set", "training.batch_size=33", "--run-id", "odd", env=env)
+    odd = run_cli(*args, "--set", "training.batch_size=33", "--set", "training.devices=2",
+                  "--run-id", "odd", env=env)
     assert odd.returncode == 2 and "does not split evenly between 2 devices" in odd.stderr
+    # auto takes the most devices that split the batch: 3 CPU devices, a batch of 32 -> 2
+    env3 = {"KERAS_BACKEND": backend, "CVTRAIN_CPU_DEVICES": "3"}
+    three = run_cli(*args, "--run-id", "auto3", env=env3)
+    assert three.returncode == 0, three.stderr
+    metrics = json.loads((tmp_path / "basenet" / "auto3" / runs.METRICS).read_text())
+    assert metrics["device"]["replicas"] == 2

@@ -123,10 +123,11 @@ def _cpu_devices() -> int:
 
 
 def replica_devices(backend: str, setting, batch_size: int, has_gpus: bool) -> list:
-    """The devices to train on (``training.devices``): every GPU the backend sees for
-    ``auto``, else the first N; without GPUs the CPU (as ``$CVTRAIN_CPU_DEVICES`` devices
-    when that is set: how data parallelism is tested on CPUs). Refuses more than there are,
-    and a batch that does not split evenly."""
+    """The devices to train on (``training.devices``): for ``auto`` every GPU the backend
+    sees (or the most of them that split the batch evenly: 2 of 3 GPUs for a batch of 32),
+    else the first N; without GPUs the CPU (as ``$CVTRAIN_CPU_DEVICES`` devices when that
+    is set: how data parallelism is tested on CPUs). An N that is more than there are, or
+    that does not split the batch evenly, is refused."""
     kind = "GPU" if has_gpus else "CPU"
     if backend == "tensorflow":
         import tensorflow as tf
@@ -143,7 +144,10 @@ def replica_devices(backend: str, setting, batch_size: int, has_gpus: bool) -> l
         import keras
 
         available = keras.distribution.list_devices("gpu" if has_gpus else "cpu")
-    n = len(available) if setting == "auto" else int(setting)
+    if setting == "auto":  # as many as there are, or fewer so that the batch splits evenly
+        return available[:max(d for d in range(1, max(len(available), 1) + 1)
+                              if batch_size % d == 0)]
+    n = int(setting)
     if n > len(available):
         raise UsageError(f"training.devices: {n}, but {backend} sees {len(available)} "
                          f"{kind}{'s' if len(available) != 1 else ''}; expected auto or at "
