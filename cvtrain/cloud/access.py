@@ -11,7 +11,7 @@ bucket-prefix policy uses (``StringEquals``, ``StringLike`` and their ``Not`` an
 with any other condition makes the answer "unknown", which is never refused. Bucket
 policies, permission boundaries and SCPs are not seen (they can only take away): what
 passes here can still be denied there, what fails here fails on AWS. Pure: the policies
-come from :func:`cvtrain.cloud.aws.role_policy_documents`.
+come from :func:`cvtrain.cloud.preflight.role_policy_documents`.
 """
 
 from __future__ import annotations

@@ -10,12 +10,11 @@ boto3's own configuration (environment, profiles, instance roles, ``AWS_ENDPOINT
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from cvtrain.aws_errors import AUTH_CODES, describe_aws_error, error_code, is_aws_error
+from cvtrain.aws_errors import describe_aws_error, error_code, is_aws_error
 from cvtrain.cloud.definitions import same_definition
 from cvtrain.cloud.status import TERMINAL_STATES
 from cvtrain.errors import CloudError, StorageError, UsageError
@@ -113,24 +112,6 @@ def check_queue(queue: str) -> dict:
     return q
 
 
-def queue_instance_types(queue: Mapping) -> list[str] | None:
-    """The instance types of the queue's managed compute environments, or None when any of
-    them has none to say (unmanaged)."""
-    arns = [o["computeEnvironment"] for o in queue.get("computeEnvironmentOrder") or []]
-    if not arns:
-        return None
-    with errors(f"compute environments of {queue.get('jobQueueName')}"):
-        found = client("batch").describe_compute_environments(
-            computeEnvironments=arns)["computeEnvironments"]
-    types: list[str] = []
-    for ce in found:
-        listed = (ce.get("computeResources") or {}).get("instanceTypes")
-        if ce.get("type") != "MANAGED" or not listed:
-            return None
-        types += listed
-    return types
-
-
 def pinned_image(image: str, digest: str | None = None) -> str:
     """An ECR image by tag as ``<registry>/<repository>@<digest>`` (what the tag points to
     now: a job, its retries and its array children then run exactly that image, whatever is
@@ -185,61 +166,6 @@ def check_bucket(results: str) -> None:
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise StorageError(f"results {results}: no such bucket {uri.bucket}") from None
         raise StorageError(s3mod._describe(exc, f"results {results}")) from None
-
-
-def check_input(key: str, uri: str) -> tuple[str, int, int]:
-    """That an s3:// file or folder a job reads exists (with these credentials): (the key
-    of the file itself or of the folder's first object, object count, total bytes)."""
-    from cvtrain.storage import s3 as s3mod
-
-    u = s3mod.S3Uri.parse(uri)
-    try:
-        listing = s3mod.list_objects(u)
-    except StorageError as exc:
-        raise CloudError(f"{key}: {exc}") from None
-    exact = [o for o in listing if o.key == u.key]
-    inside = [o for o in listing if o.key.startswith(u.folder().key) and not o.key.endswith("/")]
-    found = exact or inside
-    if not found:
-        raise CloudError(f"{key}: {uri}: no such object or prefix (push it first: "
-                         "cvtrain data push)")
-    return found[0].key, len(found), sum(o.size for o in found)
-
-
-def role_policy_documents(role_arn: str) -> list[dict] | None:
-    """The identity policies of an IAM role (inline and attached, their default versions),
-    or None when these credentials may not read them (then nothing is checked)."""
-    name = role_arn.rsplit("/", 1)[-1]
-    iam = client("iam")
-    docs: list[dict] = []
-    try:
-        for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
-            for policy in page["PolicyNames"]:
-                docs.append(_document(iam.get_role_policy(RoleName=name, PolicyName=policy)[
-                    "PolicyDocument"]))
-        for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
-            for attached in page["AttachedPolicies"]:
-                arn = attached["PolicyArn"]
-                version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-                docs.append(_document(iam.get_policy_version(
-                    PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]))
-    except Exception as exc:
-        if not is_aws_error(exc):
-            raise
-        if error_code(exc) in AUTH_CODES:
-            return None
-        raise CloudError(describe(exc, f"job role {role_arn}")) from None
-    return docs
-
-
-def _document(doc) -> dict:
-    """A policy document as a dict (IAM answers URL-encoded JSON where boto3 does not
-    decode it)."""
-    if isinstance(doc, str):
-        from urllib.parse import unquote
-
-        doc = json.loads(unquote(doc))
-    return doc
 
 
 # ---------------------------------------------------------------------------- submission

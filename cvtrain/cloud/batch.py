@@ -25,13 +25,12 @@ from cvtrain.cloud.definitions import (
     BatchOptions,
     check_resources,
     job_definition,
-    max_gpus,
     run_id_for,
     submit_job_kwargs,
 )
 from cvtrain.cloud.entry import EntryPlan, entry_plan
 from cvtrain.cloud.status import TERMINAL_STATES, StatusRow, status_rows
-from cvtrain.errors import CloudError, UsageError
+from cvtrain.errors import UsageError
 from cvtrain.runs import run_location
 
 if TYPE_CHECKING:
@@ -285,60 +284,10 @@ class BatchBackend:
 
     @staticmethod
     def preflight(target: Target, specs: Sequence[JobSpec] = (), gpus: int = 1) -> list[str]:
-        """Credentials, queue, image, bucket, then every s3:// URI the job reads (data,
-        weights: in any of ``specs``, a sweep's variants) and, when the job role is known,
-        what its own policies let the job do there; lines saying what was checked (the
-        first failure is one-line error; the job role's refusals all in one)."""
-        done = [f"credentials: {aws.check_credentials()}"]
-        queue = aws.check_queue(target.queue)
-        done.append(f"queue: {target.queue} (ENABLED, VALID)")
-        if gpus > 1:
-            types = aws.queue_instance_types(queue)
-            most = max_gpus(types) if types else None
-            if most is not None and gpus > most:
-                raise CloudError(f"--gpus {gpus}: the instance types of queue {target.queue} "
-                                 f"({', '.join(types)}) have at most {most} GPUs; the job "
-                                 "would wait RUNNABLE for ever")
-        digest = aws.check_image(target.image)
-        done.append(f"image: {target.image}" + (f" ({digest[:19]})" if digest else
-                                                " (not ECR: not checked)"))
-        aws.check_bucket(target.results)
-        done.append(f"results: {target.results}")
-        reads = []
-        for key, uri in s3_inputs(specs):
-            first, count, size = aws.check_input(key, uri)
-            reads.append((key, uri, first))
-            done.append(f"{key}: {uri} ({count} object{'s' if count != 1 else ''}, "
-                        f"{_size(size)})")
-        done.append(BatchBackend._check_job_role(target, reads))
-        return done
+        """What is checked before submitting: :func:`cvtrain.cloud.preflight.preflight`."""
+        from cvtrain.cloud.preflight import preflight
 
-    @staticmethod
-    def _check_job_role(target: Target, reads) -> str:
-        """What the job role's policies say of the reads and of writing the results."""
-        from cvtrain.cloud import access
-        from cvtrain.storage.s3 import S3Uri
-
-        role = target.job_role_arn
-        if not role:
-            return "job role: not known (no --stack): its permissions are not checked"
-        docs = aws.role_policy_documents(role)
-        if docs is None:
-            return (f"job role: {role}: these credentials may not read its policies "
-                    "(iam:GetRolePolicy, iam:ListRolePolicies...): not checked")
-        partition = role.split(":")[1] if role.count(":") >= 5 else "aws"
-        needs = []
-        for key, uri, first in reads:
-            u = S3Uri.parse(uri)
-            needs += access.needs_to_read(f"{key} {uri}", partition, u.bucket, u.key, first)
-        r = S3Uri.parse(target.results)
-        needs += access.needs_to_write(f"results {target.results}", partition, r.bucket, r.key)
-        refused = access.refusals(docs, needs, role)
-        if refused:
-            more = f" (and {len(refused) - 1} more: {'; '.join(refused[1:])})" if len(
-                refused) > 1 else ""
-            raise CloudError(refused[0] + more)
-        return f"job role: {role} may read the inputs and write {target.results}"
+        return preflight(target, specs, gpus)
 
     def submit(self, plan: SubmitPlan, check: bool = True) -> Submission:
         """Pre-flight checks (unless ``check`` is false), the job definition (reused when an
@@ -422,26 +371,6 @@ class BatchBackend:
         plan = entry.plan
         return get_runner("local").run(entry.spec, out=Path(plan.out), run_id=plan.run_id,
                                        results=plan.results)
-
-
-def s3_inputs(specs: Sequence[JobSpec]) -> list[tuple[str, str]]:
-    """(key, URI) of every distinct s3:// file or folder the specs read (``data.path``,
-    ``model.weights``: the path fields datasets and models declare), in order."""
-    seen: dict[str, str] = {}
-    for spec in specs:
-        for section in ("data", "model"):
-            opts = getattr(spec, section)
-            for name in opts.path_fields:
-                value = getattr(opts, name)
-                if isinstance(value, str) and value.startswith("s3://"):
-                    seen.setdefault(value, f"{section}.{name}")
-    return [(key, uri) for uri, key in seen.items()]
-
-
-def _size(n: int) -> str:
-    from cvtrain.storage import human_bytes
-
-    return human_bytes(n)
 
 
 __all__ = ["BatchBackend", "BatchOptions", "Entry", "StatusReport", "SubmitPlan",

@@ -271,7 +271,9 @@ class DockerRunner(Runner):
 
         pass_env = [k for k in PASS_ENV if k in self.environ]
         if self.environ.get("AWS_PROFILE"):
-            mounts += self._aws_profile_mounts(set_env)
+            from cvtrain.runners.docker_aws import aws_profile_mounts
+
+            mounts += aws_profile_mounts(self.environ, set_env)
         ca = self.environ.get("AWS_CA_BUNDLE")
         if ca and Path(ca).is_file():
             mounts.append(Mount(Path(ca).resolve(), f"{C_AWS}/ca-bundle.pem", readonly=True))
@@ -283,29 +285,6 @@ class DockerRunner(Runner):
             user=f"{os.getuid()}:{os.getgid()}", gpus=self.gpus, network=self.network,
             name=name, labels={"io.cvtrain.job": spec.name}, docker=self.docker)
         return Plan(spec.to_yaml(), argv, create, shown)
-
-    def _aws_profile_mounts(self, set_env: dict[str, str]) -> list[Mount]:
-        """A profile's files, read-only: the whole host ``~/.aws`` as the container's
-        ``~/.aws`` (HOME is C_HOME), so SSO and assume-role caches (``sso/cache``,
-        ``cli/cache``) work as on the host, plus a config or credentials file that
-        ``AWS_CONFIG_FILE`` / ``AWS_SHARED_CREDENTIALS_FILE`` put elsewhere."""
-        mounts = []
-        aws = Path(self.environ.get("HOME") or Path.home()) / ".aws"
-        if aws.is_dir():
-            mounts.append(Mount(aws.resolve(), f"{C_HOME}/.aws", readonly=True))
-        for var, name in (("AWS_CONFIG_FILE", "config"),
-                          ("AWS_SHARED_CREDENTIALS_FILE", "credentials")):
-            custom = self.environ.get(var)
-            host = Path(custom).expanduser() if custom else aws / name
-            if not host.is_file():
-                continue
-            if custom and not host.resolve().is_relative_to(aws.resolve()):
-                target = f"{C_AWS}/{name}"
-                mounts.append(Mount(host.resolve(), target, readonly=True))
-            else:
-                target = f"{C_HOME}/.aws/{host.resolve().relative_to(aws.resolve())}"
-            set_env[var] = target
-        return mounts
 
     # ------------------------------------------------------------------ the engine
 
