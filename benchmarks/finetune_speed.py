@@ -26,6 +26,7 @@ def main() -> None:
     from cvtrain.models import build_model
     from cvtrain.models.resnet import FineTuneOptions
     from cvtrain.training.device import gpus, precision_policy, steps_per_execution
+    from cvtrain.training.loop import chosen_loop, scan_steps
 
     found = gpus(backend)
     policy = precision_policy(found, mixed=bool(found))
@@ -36,6 +37,8 @@ def main() -> None:
                         (224, 224, 3), 200)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=spe)
+    scanned = backend == "jax" and chosen_loop("gpu" if found else "cpu") == "scan"
+    scanned = scanned and scan_steps(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((steps * args.batch, 224, 224, 3), dtype=np.float32)
     y = np.eye(200, dtype=np.float32)[rng.integers(0, 200, len(x))]
@@ -52,7 +55,8 @@ def main() -> None:
               callbacks=[Timer()])
     rate = len(x) * (args.epochs - 1) / sum(seconds[1:])
     print(f"resnet50_finetune: {rate:,.0f} images/s ({backend}, {policy}, batch {args.batch}, "
-          f"steps per execution {spe}, {[g.name for g in found] or 'CPU'})")
+          f"steps per execution {spe}{' in one call' if scanned else ''}, "
+          f"{[g.name for g in found] or 'CPU'})")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ def parse_args():
     p.add_argument("--tf-augment-in", choices=("stream", "step"), default=None,
                    help="TensorFlow: augment in the tf.data threads or in the training step "
                         "[default: cvtrain's choice, pipeline.TF_AUGMENT_IN]")
+    p.add_argument("--jax-loop", choices=("scan", "steps"), default=None,
+                   help="JAX: each execution as one compiled call (scan) or one call per "
+                        "batch (steps, Keras's own), for both columns [default: cvtrain's "
+                        "choice, training.loop.LOOP]")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     return p.parse_args()
 
@@ -113,6 +117,7 @@ def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
     from cvtrain.models import build_model
     from cvtrain.spec import input_kind, load_spec
     from cvtrain.training.device import configure_device, steps_per_execution
+    from cvtrain.training.loop import chosen_loop, scan_steps
     from cvtrain.training.run import build_optimizer
 
     spec = load_spec(ROOT / "jobs" / "cifar" / f"{job}.yaml",
@@ -127,6 +132,8 @@ def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
         model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
                       metrics=["accuracy"], steps_per_execution=spe,
                       jit_compile={"auto": "auto", "on": True, "off": False}[jit])
+        if backend == "jax" and chosen_loop(device["type"]) == "scan":
+            scan_steps(model)
         return model
 
     ours = timed_fit(compiled(splits.wrap(build_model(spec.model, splits.input_shape, 25))),
@@ -208,8 +215,13 @@ def main() -> None:
         from cvtrain.data import pipeline
 
         pipeline.TF_AUGMENT_IN = args.tf_augment_in
+    from cvtrain.training.loop import LOOP_ENV
+
+    if args.jax_loop:
+        os.environ[LOOP_ENV] = args.jax_loop
     reference = args.reference if backend == "tensorflow" else Path("/nonexistent")
-    print(f"backend {backend}; {os.cpu_count()} CPUs; {args.epochs} epochs (first excluded), "
+    loop = f" ({os.environ.get(LOOP_ENV) or 'loop: cvtrain default'})" if backend == "jax" else ""
+    print(f"backend {backend}{loop}; {os.cpu_count()} CPUs; {args.epochs} epochs (first excluded), "
           f"median of {args.reps}; 11,250 training images, batch 32", flush=True)
     results = {}
     for job in jobs:

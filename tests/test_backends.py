@@ -20,6 +20,7 @@ from cvtrain.spec.catalog import job_files
 from cvtrain.training import checkpoint
 from cvtrain.training.backend import resolve_backend
 from cvtrain.training.device import steps_per_execution
+from cvtrain.training.loop import LOOP_ENV
 
 CIFAR_JOBS = [p.stem for p in job_files(JOBS / "cifar")]
 
@@ -87,15 +88,19 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
     """The improved model (dropout, batch norm) with augmentation: SIGTERM after an epoch,
     rerun, and the result equals an uninterrupted run's, in another process, to the bit
     (so seeded runs repeat, too)."""
-    archive = write_synthetic_cifar100(tmp_path / "data", classes=5, train_per_class=120,
+    archive = write_synthetic_cifar100(tmp_path / "data", classes=5, train_per_class=110,
                                        test_per_class=8, seed=3)
+    # 16 batches an epoch, the last short: at 8 per execution, one compiled call for the
+    # first half (training/loop.py), batch by batch for the second
     args = ["run", "dropout", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
             "--set", "data.augment.shift=0.1", "--set", "data.augment.horizontal_flip=true",
-            "--set", "training.epochs=2", "--seed", "5", "--out", str(tmp_path)]
-    whole = run_cli(*args, "--run-id", "whole", env=jax_only)
+            "--set", "training.epochs=2", "--set", "training.steps_per_execution=8",
+            "--seed", "5", "--out", str(tmp_path)]
+    env = {**jax_only, LOOP_ENV: "scan"}  # the GPU's loop, here on the CPU
+    whole = run_cli(*args, "--run-id", "whole", env=env)
     assert whole.returncode == 0, whole.stderr
 
-    proc = _start([*args, "--run-id", "cut"], jax_only)
+    proc = _start([*args, "--run-id", "cut"], env)
     state = tmp_path / "dropout" / "cut" / checkpoint.DIR / checkpoint.STATE
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -108,7 +113,7 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == checkpoint.EXIT_TERMINATED, err
-    resumed = run_cli(*args, "--run-id", "cut", env=jax_only)
+    resumed = run_cli(*args, "--run-id", "cut", env=env)
     assert resumed.returncode == 0, resumed.stderr
 
     def result(run_id):
@@ -118,8 +123,8 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
                 for r in runs.parse_history((folder / runs.HISTORY).read_text())]
         return m["test_accuracy"], m["test_loss"], rows
 
-    assert json.loads((tmp_path / "dropout" / "cut" / runs.METRICS).read_text())[
-        "resumed_from_epoch"] == 1
+    metrics = json.loads((tmp_path / "dropout" / "cut" / runs.METRICS).read_text())
+    assert metrics["resumed_from_epoch"] == 1 and metrics["device"]["scan_steps"] is True
     assert result("cut") == result("whole")
 
 

@@ -27,6 +27,7 @@ from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
 from cvtrain.training.interrupt import RunTerminated
+from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
 
 
@@ -306,6 +307,8 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
             model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
                           metrics=["accuracy"], jit_compile=jit, steps_per_execution=spe)
         log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
+        if backend == "jax" and chosen_loop(device["type"]) == "scan":
+            device["scan_steps"] = scan_steps(model)
 
         # ---- fit, then evaluate on the test split
         elapsed_before = resume.elapsed_seconds if resume else 0.0
