@@ -94,6 +94,12 @@ def test_jobs_list_json():
     assert earlystop["path"] == "jobs/cifar/earlystop.yaml"
 
 
+def test_the_coursework_report_lists_the_experiments_in_the_same_order():
+    from cvtrain.coursework_report import _expected_jobs
+
+    assert [j["job"] for j in _expected_jobs(JOBS)] == STEPS + BIRDS
+
+
 def test_jobs_list_outside_the_checkout_hints_at_cvtrain_jobs(tmp_path, monkeypatch):
     monkeypatch.delenv("CVTRAIN_JOBS", raising=False)
     done = run_cli("jobs", "list", cwd=tmp_path)  # the one line main() makes of the error
