@@ -44,6 +44,7 @@ help:
 	@echo "                        the report beside the coursework's in $(RUNS)/report; ARGS='--set cub200:data.path=...'"
 	@echo "make reproduce-demo     the same offline on small synthetic data, 1 epoch each (about a minute)"
 	@echo "make lint               ruff"
+	@echo "make clean              remove the demo data and runs (.cache/demo, .cache/reproduce-demo) and build files"
 	@echo "make image              GPU image $(IMAGE_NAME):latest ($(GPU_BASE)); EXTRA_CA=bundle.crt"
 	@echo "make base-image         local Debian base $(CPU_BASE) with debootstrap (no registry needed)"
 	@echo "make image-cpu          CPU image $(IMAGE_NAME):cpu from BASE_IMAGE=$(CPU_BASE)"

@@ -23,12 +23,13 @@ ACCURACY_PNG, CURVES_PNG = "accuracy.png", "curves.png"
 
 
 def _expected_jobs(jobs_root: Path | None) -> list[dict]:
-    """(name, the report's numbers and note) of every job file, in the catalog's order."""
+    """(name, the report's numbers and note) of every job file, in the order the
+    experiments build on each other (as ``jobs list`` shows them)."""
     from cvtrain.spec import load_spec
-    from cvtrain.spec.catalog import job_files
+    from cvtrain.spec.catalog import in_steps_order, job_files
 
     jobs = []
-    for path in job_files(jobs_root):
+    for path in in_steps_order(job_files(jobs_root)):
         spec = load_spec(path)
         report = spec.report
         jobs.append({"job": spec.name, "file": str(path),

@@ -7,8 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
+
+from cvtrain.output import emit
 
 
 def fmt_num(value, digits: int = 4) -> str:
@@ -82,10 +85,11 @@ class RunLog:
         self._file_console = None
 
     def print(self, *objects) -> None:
-        # soft_wrap: long lines (paths) stay whole rather than folded at the terminal width
-        self.console.print(*objects, soft_wrap=True)
+        # long lines (paths) stay whole rather than folded at the terminal width; tables
+        # keep their ids whole, and are plain text in log.txt and off a terminal
+        emit(self.console, *objects)
         if self._file_console is not None:
-            self._file_console.print(*objects, soft_wrap=True)
+            emit(self._file_console, *objects)
             self._file.flush()
 
     def epoch_line(self, row: dict, epochs: int) -> None:
@@ -135,12 +139,13 @@ class RunLog:
         return RichProgress()
 
 
-def summary_table(metrics: dict, run_path: Path) -> Table:
-    """Our accuracy and loss beside the report's, with the differences, epochs and time."""
+def summary_table(metrics: dict, run_path: Path) -> Group:
+    """Our accuracy and loss beside the report's, with the differences, epochs and time;
+    then the run folder on a line of its own (a path is never wrapped inside a table)."""
     report = metrics.get("report") or {}
     table = Table(title=f"{metrics['job']} / {metrics['run_id']}", title_justify="left")
     table.add_column("")
-    table.add_column("ours", justify="right", overflow="fold")
+    table.add_column("ours", justify="right")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
@@ -158,8 +163,7 @@ def summary_table(metrics: dict, run_path: Path) -> Table:
         table.add_row("features", f"{features['kind']}, {how}", "", "")
     ips = metrics.get("train_images_per_second")
     table.add_row("train images/s", "-" if ips is None else f"{ips:,.0f}", "", "")
-    table.add_row("run folder", str(run_path), "", "")
-    return table
+    return Group(table, Text(f"run folder: {run_path}"))
 
 
 def plot_curves(rows: list[dict], dest: Path, title: str = "") -> None:

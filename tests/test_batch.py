@@ -680,6 +680,21 @@ def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
     assert plan["submit_job"]["jobQueue"] == QUEUE
 
 
+def test_submit_json_prints_the_ids_alone(cloud, moto_url, write_job):
+    """`submit --json`: one JSON document on stdout (ids, runs, results) for scripts, no
+    prose around it; the ids are Batch's own."""
+    job = write_job("tiny.yaml", JOB_TEXT)
+    proc = run_cli(*submit_args(job, "--sweep", "training.epochs=1,2", "--no-check", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)  # the whole of stdout parses
+    parent = batch_client(moto_url).describe_jobs(jobs=[done["job_id"]])["jobs"][0]
+    assert parent["jobName"] == done["job_name"] and done["array"] is True
+    assert done["job_definition"] == parent["jobDefinition"]
+    assert [r["job_id"] for r in done["runs"]] == [f"{done['job_id']}:0", f"{done['job_id']}:1"]
+    assert done["runs"][1]["overrides"] == ["training.epochs=2"]
+    assert done["runs"][1]["results"] == f"s3://{BUCKET}/runs/tiny/{done['job_id']}-1/"
+
+
 def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write_job):
     """BatchBackend without the CLI: plan from the stack, submit, status, logs, cancel."""
     backend = BatchBackend(version="0.1.0")

@@ -104,19 +104,23 @@ def test_birds_spec_problems_are_refused_by_jobs_validate(tmp_path, overrides, k
     assert time.monotonic() - t0 < 10  # a process start: no data, no TensorFlow
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"{job}: {key}: " in lines[0] and words in lines[0], lines
+    # the --set that caused it is blamed, with the key it set (or the key it made wrong)
+    assert len(lines) == 1 and words in lines[0], lines
+    assert lines[0].startswith(f"cvtrain: error: --set {overrides[-1]}: ")
+    assert lines[0].endswith(f"(job: {job})") and (key in overrides[-1] or f"{key}: " in lines[0])
     assert not cache.exists()  # nothing downloaded, extracted or cached
 
 
 def test_a_cifar_job_refuses_birds_models_and_impossible_pooling():
     base = JOBS / "cifar" / "bonus.yaml"
-    with pytest.raises(SpecError, match="model.name: resnet50_finetune takes images, but "
+    with pytest.raises(SpecError, match="model.name=resnet50_finetune: resnet50_finetune takes "
+                                        "images, but "
                                         "dataset cifar100 provides tiny_images; expected one "
                                         "of: basenet, bonus"):
         load_spec(base, ["model.name=resnet50_finetune"])
-    with pytest.raises(SpecError, match=r"model.pooled_blocks: expected at most 4"):
+    with pytest.raises(SpecError, match=r"model.pooled_blocks=5: expected at most 4"):
         load_spec(base, ["model.pooled_blocks=5"])
-    with pytest.raises(SpecError, match=r"model.pooled_blocks: 6 max poolings shrink a 32-pixel"):
+    with pytest.raises(SpecError, match=r"model.pooled_blocks=6: 6 max poolings shrink a 32-pixel"):
         load_spec(base, ["model.filters=[8,8,8,8,8,8]", "model.pooled_blocks=6"])
 
 

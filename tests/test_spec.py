@@ -90,6 +90,11 @@ def test_bad_specs_give_one_precise_line(write_job, body, overrides, expected):
         load_spec(path, overrides)
     message = str(err.value)
     assert "\n" not in message
+    if overrides:  # a mistake of --set is blamed on it, with the key it set
+        key, problem = expected.split(": ", 1)
+        assert message.startswith(f"--set {overrides[0]}: {problem}")
+        assert overrides[0].startswith(f"{key}=") and message.endswith(f"(job: {path})")
+        return
     assert expected in message
     if "nowhere" not in expected:
         assert message.startswith(str(path))

@@ -15,14 +15,16 @@ from pathlib import Path
 import typer
 
 from cvtrain import __version__, stop
-from cvtrain.cli import cloud, data, jobs, results, run
+from cvtrain.cli import cloud, data, helpstyle, jobs, results, run
 from cvtrain.errors import EXIT_TERMINATED, CvtrainError
+
+helpstyle.install()  # --help as Typer and Click always printed it: no <bool>, no {job}
 
 app = typer.Typer(
     name="cvtrain",
     help="Run computer-vision training experiments from declarative job files.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )

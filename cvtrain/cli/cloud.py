@@ -5,13 +5,15 @@ what a Batch container runs. Parsing options and printing only: the work is
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
 
+from cvtrain.cli.jobs import complete_job
+
 
 def submit(
-    job: str = typer.Argument(None, help="Job file, or a job name under the jobs folder "
+    job: str = typer.Argument(None, autocompletion=complete_job,
+                              help="Job file, or a job name under the jobs folder "
                               "(not with --resume)."),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Override a spec value (repeatable; values are YAML)."),
@@ -49,6 +51,9 @@ def submit(
                                     "an array child) that timed out, failed or was cancelled, "
                                     "from its checkpoint in the bucket: same spec, results "
                                     "and run id; the other options apply to the new job."),
+    as_json: bool = typer.Option(False, "--json", help="Print the submission (job id, name, "
+                                 "definition, image, each run's id and results location) "
+                                 "as JSON (for scripts)."),
 ) -> None:
     """Submit JOB (or a sweep of it) to GPU instances on AWS Batch; print ids and results."""
     from cvtrain.cloud.batch import BatchBackend
@@ -73,6 +78,9 @@ def submit(
         print(json.dumps(plan.to_json(), indent=2))
         return
     done = backend.submit(plan, check=check)
+    if as_json:
+        print(json.dumps(submission_json(done, plan), indent=2))
+        return
     for line in done.checks:
         print(f"ok  {line}")
     print(f"{'registered' if done.registered else 'reusing'} job definition "
@@ -92,6 +100,17 @@ def submit(
           f"{':0' if done.array else ''} --follow")
 
 
+def submission_json(done, plan) -> dict:
+    """What ``submit --json`` prints: the ids a script needs, no prose to scrape."""
+    return {"job_id": done.job_id, "job_name": done.job_name, "array": done.array,
+            "job_definition": done.definition_arn, "registered": done.registered,
+            "image": done.image, "checks": list(done.checks), "resumes": plan.resumes,
+            "runs": [{"job_id": f"{done.job_id}:{run.index}" if done.array else done.job_id,
+                      "index": run.index, "overrides": list(run.overrides),
+                      "run_id": run.run_id, "results": f"{run.location}/"}
+                     for run in done.runs]}
+
+
 def status(
     job_ids: list[str] = typer.Argument(None, metavar="JOB_ID",
                                         help="Batch job ids \\[default: the jobs submitted "
@@ -106,6 +125,7 @@ def status(
 
     from cvtrain.cloud.batch import BatchBackend
     from cvtrain.cloud.status import short_image
+    from cvtrain.output import print_table
 
     report = BatchBackend().status(job_ids or [])
     if report.nothing_recorded:
@@ -114,22 +134,21 @@ def status(
     if as_json:
         print(json.dumps([asdict(r) for r in report.rows], indent=2))
         return
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(highlight=False)
     table = Table(box=None, header_style="bold")
     for col in ("job", "job id", "state", "attempts", "reason", "started (UTC)", "duration",
                 "image"):
-        # ids and images whole (they are copied and grepped); the reason folds instead
-        table.add_column(col, overflow="fold", no_wrap=col in ("job id", "image"),
-                         min_width=max((len(r.job_id) for r in report.rows), default=6)
-                         if col == "job id" else None)
+        # names, ids and images whole (they are copied and grepped); the reason wraps
+        table.add_column(col, no_wrap=col in ("job", "job id", "state", "started (UTC)",
+                                              "image"))
     colours = {"SUCCEEDED": "green", "FAILED": "red", "RUNNING": "cyan", "RUNNABLE": "yellow"}
     for r in report.rows:
         state = f"[{colours[r.state]}]{r.state}[/]" if r.state in colours else r.state
         table.add_row(r.job, r.job_id, state, str(r.attempts), r.reason, r.started, r.duration,
                       short_image(r.image))
-    console.print(table)
+    print_table(table, console)
     for hint in report.hints:
-        console.print(f"[yellow]hint[/]: {hint}", highlight=False)
+        console.print(f"[yellow]hint[/]: {hint}", soft_wrap=True)
 
 
 def logs(

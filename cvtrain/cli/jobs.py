@@ -5,47 +5,74 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="List, show and validate job files.", no_args_is_help=True)
 
 
+def complete_job(incomplete: str) -> list[str]:
+    """Shell completion of a JOB argument: job names under the jobs folder."""
+    from cvtrain.spec.catalog import complete_job
+
+    return complete_job(incomplete)
+
+
 @app.command("list")
 def list_jobs(
-    folder: Path = typer.Argument(None, help="Jobs folder [default: ./jobs or $CVTRAIN_JOBS]."),
+    folder: Path = typer.Argument(None, help="Jobs folder \\[default: ./jobs or "
+                                             "$CVTRAIN_JOBS]."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (for scripts)."),
 ) -> None:
-    """A table of the jobs: name, dataset, model, epochs, the report's accuracy."""
+    """A table of the jobs, in the order the experiments build on each other: name,
+    dataset, model, epochs, the report's accuracy and loss."""
+    import json
+    import sys
+
+    from cvtrain.output import print_table
     from cvtrain.paths import jobs_dir
     from cvtrain.report import fmt_num
     from cvtrain.spec import SpecError, load_spec
-    from cvtrain.spec.catalog import job_files
+    from cvtrain.spec.catalog import in_steps_order, job_files, jobs_hint
 
     root = folder or jobs_dir()
-    table = Table(title=f"jobs in {root}", title_justify="left")
-    for col in ("job", "dataset", "model", "epochs", "report acc", "report loss"):
-        table.add_column(col, justify="right" if col.startswith(("epochs", "report")) else "left")
-    bad = 0
-    for path in job_files(root):
+    rows = []
+    for path in in_steps_order(job_files(folder)):
         try:
             spec = load_spec(path)
         except SpecError as exc:
-            bad += 1
-            table.add_row(path.stem, f"[red]invalid: {exc}[/]", "", "", "", "")
+            print(f"cvtrain: error: {exc}", file=sys.stderr)
+            rows.append({"job": path.stem, "path": str(path), "error": str(exc)})
             continue
-        epochs = str(spec.training.epochs)
-        if spec.training.early_stopping:
-            epochs = f"≤{epochs}"
-        table.add_row(spec.name, spec.data.dataset, spec.model.name, epochs,
-                      fmt_num(spec.report.test_accuracy), fmt_num(spec.report.test_loss))
-    Console().print(table)
-    if bad:
+        rows.append({"job": spec.name, "path": str(path), "dataset": spec.data.dataset,
+                     "model": spec.model.name, "epochs": spec.training.epochs,
+                     "early_stopping": bool(spec.training.early_stopping),
+                     "report_accuracy": spec.report.test_accuracy,
+                     "report_loss": spec.report.test_loss, "description": spec.description})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        table = Table(title=f"jobs in {root}", title_justify="left")
+        for col in ("job", "dataset", "model", "epochs", "report acc", "report loss"):
+            table.add_column(col, justify="right" if col.startswith(("epochs", "report"))
+                             else "left", no_wrap=col in ("job", "dataset", "model"))
+        for r in rows:
+            if "error" in r:
+                table.add_row(r["job"], "[red]invalid[/]", "", "", "", "")
+                continue
+            epochs = f"≤{r['epochs']}" if r["early_stopping"] else str(r["epochs"])
+            table.add_row(r["job"], r["dataset"], r["model"], epochs,
+                          fmt_num(r["report_accuracy"]), fmt_num(r["report_loss"]))
+        print_table(table)
+    if not rows:
+        print(f"cvtrain: no job files in {root}"
+              + ("" if folder else f"; {jobs_hint()}"), file=sys.stderr)
+    if any("error" in r for r in rows):
         raise typer.Exit(2)
 
 
 @app.command("show")
 def show(
-    job: str = typer.Argument(..., help="Job file or name."),
+    job: str = typer.Argument(..., help="Job file or name.", autocompletion=complete_job),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a value."),
 ) -> None:
     """Print the fully resolved spec (extends and overrides applied) as YAML."""
@@ -57,7 +84,8 @@ def show(
 
 @app.command("validate")
 def validate(
-    paths: list[Path] = typer.Argument(None, help="Files or folders [default: the jobs folder]."),
+    paths: list[Path] = typer.Argument(None, help="Files or folders \\[default: the jobs "
+                                                  "folder]."),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Override a value in each file before checking it "
                                         "(repeatable)."),

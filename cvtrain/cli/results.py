@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from cvtrain.output import print_table
 
 app = typer.Typer(help="Runs in a results root (a local folder or s3://bucket/prefix): "
                        "list, show, fetch, compare, report.", no_args_is_help=True)
@@ -49,14 +50,15 @@ def ls(
     table = Table(title=f"runs in {root}", title_justify="left")
     for col in ("job", "run id", "when", "accuracy", "loss", "report acc", "difference",
                 "epochs", "wall time", "complete"):
-        table.add_column(col, justify="left" if col in ("job", "run id", "when") else "right")
+        table.add_column(col, justify="left" if col in ("job", "run id", "when") else "right",
+                         no_wrap=col in ("job", "run id", "when"))
     for r in rows:
         epochs = "-" if r["epochs_run"] is None else str(r["epochs_run"])
         table.add_row(r["job"], r["run_id"], _when(r["started"]), fmt_num(r["test_accuracy"]),
                       fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]),
                       fmt_diff(r["test_accuracy"], r["report_accuracy"]), epochs,
                       fmt_seconds(r["wall_seconds"]), _complete(r["complete"]))
-    Console().print(table)
+    print_table(table)
     if not rows:
         print("no runs", file=sys.stderr)
 
@@ -65,6 +67,8 @@ def ls(
 def show(
     run: str = typer.Argument(..., help=RUN_HELP),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the run (location, complete, "
+                                 "metrics.json, files) as JSON (for scripts)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """The run's metrics beside the report's, and its files with their sizes."""
@@ -74,9 +78,15 @@ def show(
 
     details = show_run(resolve_run(run, root), endpoint_url=endpoint_url)
     ref, m = details.ref, details.metrics or {}
-    console = Console()
+    if as_json:
+        print(json.dumps({"run": ref.label, "location": ref.location,
+                          "complete": details.complete, "metrics": details.metrics,
+                          "files": [{"path": rel, "size": size} for rel, size in details.files]},
+                         indent=2))
+        return
     report = m.get("report") or {}
-    table = Table(title=f"{ref.label}  ({details.ref.location})", title_justify="left")
+    print(f"{ref.label}  ({ref.location})")
+    table = Table()
     table.add_column("")
     table.add_column("ours", justify="right")
     table.add_column("report", justify="right")
@@ -91,13 +101,13 @@ def show(
     table.add_row("complete", _complete(details.complete), "", "")
     if not m:
         table.add_row("metrics.json", "[yellow]missing or unreadable[/]", "", "")
-    console.print(table)
+    print_table(table)
     files = Table(title="files", title_justify="left")
-    files.add_column("path")
+    files.add_column("path", no_wrap=True)
     files.add_column("size", justify="right")
     for rel, size in details.files:
         files.add_row(rel, human_bytes(size))
-    console.print(files)
+    print_table(files)
 
 
 @app.command("fetch")
@@ -142,6 +152,8 @@ def compare(
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
     plot: Path = typer.Option(Path("compare.png"), "--plot",
                               help="PNG with every run's loss and accuracy curves overlaid."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs' metrics, the spec "
+                                 "values that differ and the plot's path as JSON."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """Metrics side by side, the spec values that differ, and the curves in one plot."""
@@ -153,11 +165,18 @@ def compare(
         raise UsageError("compare: expected at least two runs")
     refs = [resolve_run(r, root) for r in runs_]
     result = compare_runs(refs, plot=plot, endpoint_url=endpoint_url)
-    console = Console()
+    if as_json:
+        print(json.dumps({"runs": [{"run": ref.label, "location": ref.location, "metrics": m}
+                                   for ref, m in zip(refs, result.metrics, strict=True)],
+                          "spec_diff": result.spec_diff,
+                          "plot": None if result.plot is None else str(result.plot)},
+                         indent=2, default=str))
+        return
+    # run labels head the columns: whole, never folded (a table too wide prints plain)
     table = Table(title="metrics", title_justify="left")
     table.add_column("")
     for ref in refs:
-        table.add_column(ref.label, justify="right", overflow="fold")
+        table.add_column(ref.label, justify="right", no_wrap=True)
     ms = [m or {} for m in result.metrics]
     rows = [
         ("test accuracy", [fmt_num(m.get("test_accuracy")) for m in ms]),
@@ -172,17 +191,17 @@ def compare(
     ]
     for label, values in rows:
         table.add_row(label, *values)
-    console.print(table)
+    print_table(table)
     if result.spec_diff:
         diff = Table(title="spec differences", title_justify="left")
-        diff.add_column("key")
+        diff.add_column("key", no_wrap=True)
         for ref in refs:
-            diff.add_column(ref.label, overflow="fold")
+            diff.add_column(ref.label, no_wrap=True)
         for key, values in result.spec_diff.items():
             diff.add_row(key, *(_fmt(v) for v in values))
-        console.print(diff)
+        print_table(diff)
     else:
-        console.print("specs: identical")
+        print("specs: identical")
     print(f"curves: {result.plot}")
 
 
@@ -221,5 +240,5 @@ def report(
                       fmt_diff(r["test_accuracy"], r["report_accuracy"]),
                       "-" if r["epochs_run"] is None else str(r["epochs_run"]),
                       fmt_seconds(r["wall_seconds"]), r["run_id"])
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    print_table(table)
     print("wrote " + ", ".join(str(p) for p in written))

@@ -3,10 +3,13 @@ container), and leave a complete run folder for each."""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 
 import typer
+
+from cvtrain.cli.jobs import complete_job
 
 
 class Backend(StrEnum):
@@ -15,7 +18,7 @@ class Backend(StrEnum):
 
 
 def run(
-    jobs: list[str] = typer.Argument(..., metavar="JOB...",
+    jobs: list[str] = typer.Argument(..., metavar="JOB...", autocompletion=complete_job,
                                      help="Job files, job names under the jobs folder, or "
                                           "folders of job files (a set: run one after "
                                           "another)."),
@@ -47,6 +50,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="Train even when a complete seeded run "
                                "with the same fingerprint is in --out (it is reused "
                                "otherwise)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics (metrics.json and "
+                                 "the run folder; a list for a set) as JSON on stdout at the "
+                                 "end; everything else goes to stderr."),
 ) -> None:
     """Train and evaluate JOB (or each job of a set, in order); write
     <out>/<job>/<run-id>/ with metrics, curves and model for each."""
@@ -56,6 +62,9 @@ def run(
     docker_only = {"--image": image, "--gpus": gpus, "--network": network}
     if backend is Backend.local and (given := [k for k, v in docker_only.items() if v]):
         raise UsageError(f"{', '.join(given)}: only with --backend docker")
+    if as_json and backend is not Backend.local:
+        raise UsageError("--json: only with --backend local (the container's run folder "
+                         "paths are not this machine's)")
     specs = load_set(jobs, set_, seed)  # every job checked before any trains
     if len(specs) > 1 and run_id:
         raise UsageError(f"--run-id {run_id}: one run id cannot name the runs of "
@@ -64,14 +73,27 @@ def run(
                                           if backend is Backend.docker else {}))
     options = dict(out=out, run_id=run_id, results=results, endpoint_url=endpoint_url,
                    **({"force": True} if force else {}))
+    if as_json:  # stdout is for the JSON alone: the run's own lines go to stderr
+        from rich.console import Console
+
+        from cvtrain.report import RunLog
+
+        options["log"] = RunLog(Console(stderr=True, highlight=False))
     if len(specs) == 1:
         code = runner.run(specs[0], **options)
         if code:
             raise typer.Exit(code)
+        if as_json:
+            print(json.dumps(run_json(runner.last), indent=2))
         return
-    code = run_set(runner, specs, options)
+    code = run_set(runner, specs, options, as_json=as_json)
     if code:
         raise typer.Exit(code)
+
+
+def run_json(result) -> dict:
+    """What ``--json`` prints for a run: its metrics.json and where the run folder is."""
+    return {**result.metrics, "run_folder": str(result.run.path)}
 
 
 def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
@@ -109,10 +131,11 @@ def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
     return specs
 
 
-def run_set(runner, specs: list, options: dict) -> int:
+def run_set(runner, specs: list, options: dict, as_json: bool = False) -> int:
     """Each job in turn: a line as it starts and as it ends; a failure is reported and the
     rest go on (a stop request ends the set); a table at the end. The exit code of the
-    first failure, else 0."""
+    first failure, else 0. With ``as_json`` the lines and the table go to stderr and a JSON
+    list (job, status, run: metrics or null) to stdout."""
     import logging
     import sys
     import time
@@ -121,21 +144,26 @@ def run_set(runner, specs: list, options: dict) -> int:
     from rich.table import Table
 
     from cvtrain.errors import CvtrainError
+    from cvtrain.output import print_table
     from cvtrain.training import RunTerminated
 
     # several models in one process: TensorFlow's python logger warns about retracing
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    say = sys.stderr if as_json else sys.stdout
     t0 = time.perf_counter()
     done: list[tuple[str, str, dict | None, str]] = []
+    results: list[dict] = []
     first_code = 0
     for i, spec in enumerate(specs, 1):
         print(f"== [{i}/{len(specs)}] {spec.name} ({time.perf_counter() - t0:.0f} s into the "
-              "set)", flush=True)
+              "set)", file=say, flush=True)
         metrics, status = None, "done"
         try:
             code = runner.run(spec, **options)
             result = getattr(runner, "last", None)
             metrics = result.metrics if result is not None else None
+            if as_json and code == 0 and result is not None:
+                metrics = run_json(result)
             status = "done" if code == 0 else f"failed (exit {code})"
             first_code = first_code or code
         except RunTerminated:
@@ -143,8 +171,9 @@ def run_set(runner, specs: list, options: dict) -> int:
         except CvtrainError as exc:
             status = f"failed: {exc}"
             first_code = first_code or exc.exit_code
-        print(f"== {spec.name}: {status}", flush=True)
+        print(f"== {spec.name}: {status}", file=say, flush=True)
         done.append((spec.name, status, metrics, ""))
+        results.append({"job": spec.name, "status": status, "run": metrics})
     table = Table(title=f"{len(specs)} jobs in {time.perf_counter() - t0:.0f} s",
                   title_justify="left")
     for col in ("job", "status", "accuracy", "report", "run id"):
@@ -155,7 +184,9 @@ def run_set(runner, specs: list, options: dict) -> int:
         table.add_row(name, status if status == "done" else f"[red]{status}[/]",
                       "-" if acc is None else f"{acc:.4f}", "-" if rep is None else f"{rep:.4f}",
                       m.get("run_id", "-"))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    print_table(table, Console(stderr=as_json, highlight=False))
+    if as_json:
+        print(json.dumps(results, indent=2))
     failed = sum(status != "done" for _, status, _, _ in done)
     if failed:
         print(f"cvtrain: {failed} of {len(specs)} jobs failed", file=sys.stderr)

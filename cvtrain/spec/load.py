@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from cvtrain.spec.checks import check_fit
-from cvtrain.spec.messages import one_line
+from cvtrain.spec.messages import error_parts
 from cvtrain.spec.schema import JobSpec, SpecError
 
 
@@ -145,23 +145,36 @@ def apply_overrides(doc: dict, overrides: list[str]) -> dict:
 
 
 
-def validate(doc: dict, source: str) -> JobSpec:
-    """``doc`` as a :class:`JobSpec`, every section checked on its own and together."""
+def validate(doc: dict, source: str, overrides: Sequence[str] = ()) -> JobSpec:
+    """``doc`` as a :class:`JobSpec`, every section checked on its own and together. A
+    problem at a key one of ``overrides`` set is blamed on that ``--set``, not on
+    ``source``."""
     try:
         spec = JobSpec.model_validate(doc)
     except ValidationError as exc:
-        raise SpecError(f"{source}: {one_line(exc, doc)}") from None
+        raise SpecError(_blame(source, *error_parts(exc, doc), overrides)) from None
     if problem := check_fit(spec):
-        key, message = problem
-        raise SpecError(f"{source}: {key}: {message}")
+        raise SpecError(_blame(source, *problem, overrides))
     return spec
+
+
+def _blame(source: str, path: str, problem: str, overrides: Sequence[str]) -> str:
+    """``source: path: problem``, or ``--set KEY=VALUE: problem (job: source)`` when the
+    problem is at (or under, or above) a key that ``--set`` gave, the last one first."""
+    for text in reversed(list(overrides)):
+        key = text.partition("=")[0].strip()
+        if key == path or path.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{path}."):
+            where = "" if key == path else f"{path}: "
+            return f"--set {text}: {where}{problem} (job: {source})"
+    return f"{source}: {path}: {problem}"
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] | None = None,
               seed: int | None = None) -> JobSpec:
-    """Load, merge, override and validate a job file into a :class:`JobSpec`."""
+    """Load, merge, override and validate a job file into a :class:`JobSpec`. A problem
+    at a key that ``overrides`` (``--set``) gave is blamed on that ``--set``."""
     path = Path(path)
-    return _finish(load_raw(path), overrides, seed, str(path))
+    return _finish(load_raw(path), overrides, seed, str(path), blame=True)
 
 
 def spec_from_text(text: str, source: str, overrides: Sequence[str] | None = None,
@@ -173,11 +186,24 @@ def spec_from_text(text: str, source: str, overrides: Sequence[str] | None = Non
 
 
 def _finish(doc: dict, overrides: Sequence[str] | None, seed: int | None,
-            source: str) -> JobSpec:
-    doc = apply_overrides(doc, list(overrides or []))
+            source: str, blame: bool = False) -> JobSpec:
+    overrides = list(overrides or [])
+    seeded = doc if seed is None else {**doc, "seed": seed}
+    full = apply_overrides(doc, overrides)
     if seed is not None:
-        doc["seed"] = seed
-    return validate(doc, source)
+        full["seed"] = seed  # --seed over --set seed=...
+    try:
+        return validate(full, source, overrides if blame else ())
+    except SpecError as exc:
+        if not (blame and overrides) or str(exc).startswith("--set "):
+            raise
+        try:  # a problem at a key no --set gave: whose is it, the file's or the --set's?
+            validate(seeded, source)
+        except SpecError:
+            raise exc from None
+        given = " ".join(f"--set {text}" for text in overrides)
+        raise SpecError(f"{given}: {str(exc).removeprefix(f'{source}: ')} "
+                        f"(job: {source})") from None
 
 
 def json_schema() -> str:

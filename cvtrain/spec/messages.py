@@ -101,12 +101,19 @@ def _describe(err: dict, doc: dict) -> str:
 
 
 
-def one_line(exc: ValidationError, doc: dict) -> str:
-    """``key.path: what was expected`` for the first problem, and how many more there are."""
+def error_parts(exc: ValidationError, doc: dict) -> tuple[str, str]:
+    """(key path, what was expected there) for the first problem, and how many more
+    there are."""
     err = exc.errors()[0]
     path = _location(err["loc"], doc)
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         path = f"{path}.{err.get('ctx', {}).get('discriminator', 'name').strip(chr(39))}"
     more = len(exc.errors()) - 1
     extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{path}: {_describe(err, doc)}{extra}"
+    return path, f"{_describe(err, doc)}{extra}"
+
+
+def one_line(exc: ValidationError, doc: dict) -> str:
+    """``key.path: what was expected`` for the first problem, and how many more there are."""
+    path, problem = error_parts(exc, doc)
+    return f"{path}: {problem}"
