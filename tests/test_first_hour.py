@@ -1,0 +1,48 @@
+"""What a new user meets in the first hour, without training: a refused resume that says
+what differs and what to type, runs on synthetic data never presented as beating the
+report, `results compare` that compares data by content and writes a plot only when
+asked, one exit code for "not found", plain numbers in metrics.json and a resolved spec
+whose description says which --set values changed it."""
+
+import json
+
+from conftest import ROOT
+
+from cvtrain import runs
+from cvtrain.spec import load_spec
+from cvtrain.training.metrics import f32
+
+BASENET = ROOT / "jobs" / "cifar" / "basenet.yaml"
+
+
+def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path="data.tgz",
+             batch=32, complete=True, sets=()):
+    """A run folder as `cvtrain run` leaves it, without training: spec, metrics, history."""
+    spec = load_spec(BASENET, [f"data.path={path}", f"training.batch_size={batch}", *sets])
+    run = runs.RunDir(root / spec.name / run_id).prepare()
+    run.file(runs.SPEC).write_text(spec.to_yaml())
+    run.file(runs.HISTORY).write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds,"
+                                      "learning_rate\n1,2.0,0.3,2.1,0.25,1.0,0.01\n")
+    runs.write_json(run.file(runs.METRICS), {
+        "job": spec.name, "run_id": run_id, "test_accuracy": accuracy, "test_loss": 1.5,
+        "best_epoch": 1, "epochs_run": 1, "wall_seconds": 3.0, "seed": 0,
+        "started": f"2026-01-01T00:00:0{len(run_id) % 10}+00:00",
+        "finished": f"2026-01-01T00:01:0{len(run_id) % 10}+00:00",
+        "report": {"test_accuracy": 0.3872, "test_loss": 2.5894},
+        "dataset": {"name": "cifar100", "source": path, "sha256": sha,
+                    "synthetic": synthetic}})
+    if complete:
+        run.finalize()
+    return run
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def test_float32_numbers_are_written_as_their_shortest_decimal():
+    import numpy as np
+
+    assert f32(0.47600001096725464) == 0.476
+    assert f32(np.float32(0.01)) == 0.01 and f32(None) is None
+    assert np.float32(f32(np.float32(2.5894))) == np.float32(2.5894)  # nothing lost
+    assert json.dumps(f32(np.float32(1 / 3))) == "0.33333334"
