@@ -6,10 +6,11 @@ whose description says which --set values changed it."""
 
 import json
 
+import yaml
 from conftest import ROOT
 
 from cvtrain import runs
-from cvtrain.spec import load_spec
+from cvtrain.spec import load_spec, spec_from_text
 from cvtrain.training.metrics import f32
 
 BASENET = ROOT / "jobs" / "cifar" / "basenet.yaml"
@@ -46,3 +47,25 @@ def test_float32_numbers_are_written_as_their_shortest_decimal():
     assert f32(np.float32(0.01)) == 0.01 and f32(None) is None
     assert np.float32(f32(np.float32(2.5894))) == np.float32(2.5894)  # nothing lost
     assert json.dumps(f32(np.float32(1 / 3))) == "0.33333334"
+
+
+# ------------------------------------------------------------------ words
+
+
+def test_the_resolved_spec_says_which_set_values_changed_it():
+    plain = load_spec(BASENET)
+    assert plain.description == "Part 1: BaseNet baseline, 30 epochs"
+    spec = load_spec(BASENET, ["training.epochs=3"])
+    assert spec.description == ("Part 1: BaseNet baseline, 30 epochs; changed by --set "
+                                "training.epochs=3")
+    same = load_spec(BASENET, ["training.epochs=30"])  # the file's own value: no note
+    assert same.description == plain.description
+    # resolved again with the same values (a resumed Batch job): unchanged
+    assert spec_from_text(spec.to_yaml(), "x", ["training.epochs=3"]) == spec
+    again = spec_from_text(spec.to_yaml(), "x", ["model.name=basenet", "training.epochs=3"])
+    assert again.description == spec.description  # nothing new changed
+    more = spec_from_text(spec.to_yaml(), "x", ["training.batch_size=16"])  # a sweep's variant
+    assert more.description.endswith("--set training.epochs=3 --set training.batch_size=16")
+    own = load_spec(BASENET, ["training.epochs=3", "description=three epochs"])
+    assert own.description == "three epochs"
+    assert yaml.safe_load(spec.to_yaml())["description"] == spec.description
