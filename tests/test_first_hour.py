@@ -6,10 +6,12 @@ whose description says which --set values changed it."""
 
 import json
 
+import pytest
 import yaml
 from conftest import ROOT
 
 from cvtrain import runs
+from cvtrain.errors import UsageError
 from cvtrain.spec import load_spec, spec_from_text
 from cvtrain.training.metrics import f32
 
@@ -35,6 +37,30 @@ def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path=
     if complete:
         run.finalize()
     return run
+
+
+# ------------------------------------------------------------------ resume refused
+
+
+def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
+    from cvtrain.training.run import _refuse_other_spec
+
+    run = runs.RunDir(tmp_path / "basenet" / "r").prepare()
+    started = load_spec(BASENET, ["training.epochs=2"], seed=0)
+    run.file(runs.SPEC).write_text(started.to_yaml())
+    _refuse_other_spec(run, started, "was started with")  # the same spec: resumes
+    now = load_spec(BASENET, ["training.epochs=2"])  # --seed 0 left out
+    with pytest.raises(UsageError) as err:
+        _refuse_other_spec(run, now, "was started with")
+    text = str(err.value)
+    assert "this run id was started with a different spec (seed: 0 then, none now)" in text
+    assert "to resume, repeat the options it was started with (--seed 0)" in text
+    assert text.endswith("to start afresh, choose another --run-id")
+    other = load_spec(BASENET, ["training.epochs=3"], seed=0)
+    with pytest.raises(UsageError) as err:
+        _refuse_other_spec(run, other, "was started with")
+    assert "(training.epochs: 2 then, 3 now)" in str(err.value)  # not the description
+    assert "(--set training.epochs=2)" in str(err.value)
 
 
 # ------------------------------------------------------------------ numbers

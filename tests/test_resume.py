@@ -148,4 +148,6 @@ def test_resuming_with_another_spec_is_refused(archive, tmp_path):
     result = run_cli(*other)
     assert result.returncode == 2
     assert "started with a different spec" in result.stderr
-    assert "(different: training.optimizer.learning_rate)" in result.stderr
+    assert "(training.optimizer.learning_rate: 0.01 then, 0.1 now)" in result.stderr, \
+        result.stderr
+    assert "--set training.optimizer.learning_rate=0.01" in result.stderr

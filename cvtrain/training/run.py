@@ -198,27 +198,59 @@ def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -
 
 
 def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
-    """UsageError naming the keys that differ, when this run id was started with another
-    spec than ``spec``."""
+    """UsageError naming the keys that differ (their values then and now) and how to go
+    on, when this run id was started with another spec than ``spec``."""
     earlier = run.file(runs.SPEC)
     if not earlier.is_file():
         return
     text = earlier.read_text(encoding="utf-8")
     if text == spec.to_yaml():
         return
+    then, now = spec_values(text), spec_values(spec.to_yaml())
     keys = spec_differences(text, spec.to_yaml())
-    differ = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-    raise UsageError(f"{run.path}: this run id {what} a different spec (different: {differ}); "
-                     "run it with the same settings, or choose another --run-id")
+    if len(keys) > 1:  # the description notes the --set values: the keys say it better
+        keys = [k for k in keys if k != "description"]
+    shown = "; ".join(f"{k}: {_shown(then.get(k))} then, {_shown(now.get(k))} now"
+                      for k in keys[:4])
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    options = " ".join(_option(k, then.get(k)) for k in keys if k != "description")
+    again = (f"to resume, repeat the options it was started with ({options})"
+             if options and len(options) <= 300 else
+             "to resume, repeat the options it was started with")
+    raise UsageError(f"{run.path}: this run id {what} a different spec ({shown}{more}); "
+                     f"{again}; to start afresh, choose another --run-id")
 
 
-def spec_differences(a: str, b: str) -> list[str]:
-    """Dotted keys whose values differ between two spec YAML texts."""
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _option(key: str, value) -> str:
+    """The option that sets ``key`` to ``value``, as typed."""
+    import shlex
+
+    if key == "seed":
+        return "without --seed" if value is None else f"--seed {value}"
+    text = "null" if value is None else value if isinstance(value, str) else json.dumps(value)
+    return shlex.join(["--set", f"{key}={text}"])
+
+
+def spec_values(text: str) -> dict:
+    """A spec YAML text's values by dotted key."""
     import yaml
 
     from cvtrain.results import flatten
 
-    fa, fb = flatten(yaml.safe_load(a) or {}), flatten(yaml.safe_load(b) or {})
+    return flatten(yaml.safe_load(text) or {})
+
+
+def spec_differences(a: str, b: str) -> list[str]:
+    """Dotted keys whose values differ between two spec YAML texts."""
+    fa, fb = spec_values(a), spec_values(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)) or ["the text"]
 
 
