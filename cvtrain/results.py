@@ -249,6 +249,8 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
     """Metrics side by side, the spec keys whose values differ, curves overlaid in ``plot``."""
     import yaml
 
+    from cvtrain.spec.load import OVERRIDE_NOTE
+
     def load(ref: RunRef):
         texts = [read_text(join(ref.location, name), endpoint_url)
                  for name in (runs.METRICS, runs.SPEC, runs.HISTORY)]
@@ -266,7 +268,10 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
             spec = yaml.safe_load(s_text) if s_text else {}
         except yaml.YAMLError:
             raise StorageError(f"{join(ref.location, runs.SPEC)}: not valid YAML") from None
-        specs.append(flatten(spec if isinstance(spec, dict) else {}))
+        flat = flatten(spec if isinstance(spec, dict) else {})
+        if isinstance(flat.get("description"), str):  # the words, not the --set note
+            flat["description"] = flat["description"].split(OVERRIDE_NOTE, 1)[0]
+        specs.append(flat)
         histories.append(runs.parse_history(h_text))
     keys = sorted(set().union(*specs)) if specs else []
     missing = object()
@@ -275,9 +280,23 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
         values = [s.get(key, missing) for s in specs]
         if any(v != values[0] for v in values[1:]):
             diff[key] = [None if v is missing else v for v in values]
+    _data_by_content(diff, metrics)
     if plot is not None:
         plot_overlay(refs, histories, plot)
     return Comparison(refs, metrics, diff, histories, plot)
+
+
+def _data_by_content(diff: dict[str, list], metrics: list[dict | None]) -> None:
+    """The dataset compared by content where every run recorded its sha256: the same
+    file under two paths (relative, absolute, another machine) is no difference, and
+    the same path holding other data is one (``data.sha256``)."""
+    digests = [((m or {}).get("dataset") or {}).get("sha256") for m in metrics]
+    if not all(digests):
+        return
+    if len(set(digests)) == 1:
+        diff.pop("data.path", None)
+    else:
+        diff["data.sha256"] = [d[:12] for d in digests]
 
 
 def plot_overlay(refs: list[RunRef], histories: list[list[dict]], dest: Path) -> None:

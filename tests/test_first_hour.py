@@ -8,10 +8,11 @@ import json
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 from cvtrain import runs
 from cvtrain.errors import UsageError
+from cvtrain.results import compare_runs, resolve_run
 from cvtrain.spec import load_spec, spec_from_text
 from cvtrain.training.metrics import f32
 
@@ -61,6 +62,36 @@ def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
         _refuse_other_spec(run, other, "was started with")
     assert "(training.epochs: 2 then, 3 now)" in str(err.value)  # not the description
     assert "(--set training.epochs=2)" in str(err.value)
+
+
+# ------------------------------------------------------------------ results compare
+
+
+def test_compare_takes_the_data_by_content_and_plots_only_when_asked(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    fake_run(root, "20260101-000000-aaaa", path="data/cifar.tgz", batch=32)
+    fake_run(root, "20260101-000001-bbbb", path="/abs/data/cifar.tgz", batch=16)
+    refs = [resolve_run(f"basenet/{r}", str(root))
+            for r in ("20260101-000000-aaaa", "20260101-000001-bbbb")]
+    result = compare_runs(refs)
+    assert "data.path" not in result.spec_diff and "description" not in result.spec_diff
+    assert "training.batch_size" in result.spec_diff and "data.sha256" not in result.spec_diff
+
+    fake_run(root, "20260101-000002-cccc", path="data/cifar.tgz", sha="b" * 64)
+    other = compare_runs([refs[0], resolve_run("basenet/20260101-000002-cccc", str(root))])
+    assert other.spec_diff == {"data.sha256": ["a" * 12, "b" * 12]}  # same path, other data
+
+    monkeypatch.chdir(tmp_path)
+    shown = run_cli("results", "compare", *(f"basenet/{r.run_id}" for r in refs), "--root",
+                    root, cwd=tmp_path, env={"COLUMNS": "70"})
+    assert shown.returncode == 0, shown.stderr
+    assert not (tmp_path / "compare.png").exists() and "curves:" not in shown.stdout
+    # run ids whole in the headers, on a narrow terminal too
+    assert "20260101-000000-aaaa" in shown.stdout and "20260101-000001-bbbb" in shown.stdout
+    assert "training.batch_size" in shown.stdout
+    plotted = run_cli("results", "compare", *(f"basenet/{r.run_id}" for r in refs), "--root",
+                      root, "--plot", tmp_path / "c.png", cwd=tmp_path)
+    assert plotted.returncode == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------------ numbers

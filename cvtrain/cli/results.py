@@ -140,8 +140,9 @@ def _fmt(value) -> str:
 def compare(
     runs_: list[str] = typer.Argument(..., metavar="RUN RUN...", help=RUN_HELP),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
-    plot: Path = typer.Option(Path("compare.png"), "--plot",
-                              help="PNG with every run's loss and accuracy curves overlaid."),
+    plot: Path = typer.Option(None, "--plot",
+                              help="Also write a PNG with every run's loss and accuracy "
+                                   "curves overlaid \\[default: no plot]."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """Metrics side by side, the spec values that differ, and the curves in one plot."""
@@ -154,10 +155,15 @@ def compare(
     refs = [resolve_run(r, root) for r in runs_]
     result = compare_runs(refs, plot=plot, endpoint_url=endpoint_url)
     console = Console()
-    table = Table(title="metrics", title_justify="left")
-    table.add_column("")
-    for ref in refs:
-        table.add_column(ref.label, justify="right", overflow="fold")
+    # run ids are names: never broken inside a header (the job goes to the title when
+    # every run is of one job, which keeps the headers short)
+    one_job = len({ref.job for ref in refs}) == 1
+    headers = [ref.run_id if one_job else ref.label for ref in refs]
+    of = f" of {refs[0].job}" if one_job else ""
+    table = Table(title=f"metrics{of}", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold", no_wrap=True)
     ms = [m or {} for m in result.metrics]
     rows = [
         ("test accuracy", [fmt_num(m.get("test_accuracy")) for m in ms]),
@@ -174,16 +180,17 @@ def compare(
         table.add_row(label, *values)
     console.print(table)
     if result.spec_diff:
-        diff = Table(title="spec differences", title_justify="left")
-        diff.add_column("key")
-        for ref in refs:
-            diff.add_column(ref.label, overflow="fold")
+        diff = Table(title=f"spec differences{of}", title_justify="left")
+        diff.add_column("key", no_wrap=True)
+        for header in headers:
+            diff.add_column(header, overflow="fold", no_wrap=True)
         for key, values in result.spec_diff.items():
             diff.add_row(key, *(_fmt(v) for v in values))
         console.print(diff)
     else:
         console.print("specs: identical")
-    print(f"curves: {result.plot}")
+    if result.plot is not None:
+        print(f"curves: {result.plot}")
 
 
 @app.command("report")
