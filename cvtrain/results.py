@@ -63,8 +63,13 @@ def resolve_run(run: str, root: str | None = None) -> RunRef:
     if path.is_dir():
         path = path.resolve()
         return RunRef(str(path.parent.parent), path.parent.name, path.name)
-    raise UsageError(f"{run}: expected a run folder, s3://bucket/prefix/<job>/<run-id>, "
-                     "or <job>/<run-id> under --root")
+    if path.exists():
+        raise UsageError(f"{run}: not a folder; expected a run folder, "
+                         "s3://bucket/prefix/<job>/<run-id>, or <job>/<run-id> under --root")
+    # not found: the same exit code as a run missing under a root or in a bucket
+    raise StorageError(f"{run}: no such run folder; expected a run folder, "
+                       "s3://bucket/prefix/<job>/<run-id>, or <job>/<run-id> under --root "
+                       "(cvtrain results ls lists them)")
 
 
 def read_text(location: str, endpoint_url: str | None = None) -> str | None:
@@ -139,7 +144,12 @@ def list_runs(root: str | None = None, job: str | None = None,
     else:
         path = Path(root)
         if not path.is_dir():
-            raise UsageError(f"{root}: no such results folder")
+            if path.exists():
+                raise UsageError(f"{root}: not a folder; expected a results folder of "
+                                 "<job>/<run-id> run folders")
+            # not found: the same exit code as a missing run, or a prefix in a bucket
+            raise StorageError(f"{root}: no such results folder (cvtrain run writes to "
+                               "./runs, --out DIR or $CVTRAIN_RUNS)")
         for job_dir in sorted(p for p in path.iterdir() if p.is_dir()):
             if job and job_dir.name != job:
                 continue
@@ -175,7 +185,8 @@ def run_files(ref: RunRef, endpoint_url: str | None = None) -> list[tuple[str, i
 
         files = [(rel, st.st_size) for rel, st in scan_local(Path(ref.location)).items()]
     if not files:
-        raise StorageError(f"{ref.location}: no such run (no files there)")
+        raise StorageError(f"{ref.location}: no such run (no files there; cvtrain results ls "
+                           "lists the runs)")
     return sorted(files)
 
 

@@ -11,8 +11,8 @@ import yaml
 from conftest import ROOT, run_cli
 
 from cvtrain import runs
-from cvtrain.errors import UsageError
-from cvtrain.results import compare_runs, resolve_run
+from cvtrain.errors import StorageError, UsageError
+from cvtrain.results import compare_runs, list_runs, resolve_run
 from cvtrain.spec import load_spec, spec_from_text
 from cvtrain.training.metrics import f32
 
@@ -92,6 +92,27 @@ def test_compare_takes_the_data_by_content_and_plots_only_when_asked(tmp_path, m
     plotted = run_cli("results", "compare", *(f"basenet/{r.run_id}" for r in refs), "--root",
                       root, "--plot", tmp_path / "c.png", cwd=tmp_path)
     assert plotted.returncode == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ not found
+
+
+def test_not_found_is_one_exit_code(tmp_path):
+    with pytest.raises(StorageError):
+        resolve_run(str(tmp_path / "basenet" / "nope"))
+    with pytest.raises(StorageError):
+        list_runs(str(tmp_path / "nothing"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError):  # there, but not a folder: bad input
+        list_runs(str(tmp_path / "file"))
+    fake_run(tmp_path / "runs", "r1")
+    for args in (("results", "ls", tmp_path / "nothing"),
+                 ("results", "show", tmp_path / "runs" / "basenet" / "nope"),
+                 ("results", "show", "basenet/nope", "--root", tmp_path / "runs"),
+                 ("results", "report", tmp_path / "nothing", "--out", tmp_path / "rep")):
+        done = run_cli(*args)
+        assert done.returncode == 4, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
 # ------------------------------------------------------------------ numbers
