@@ -137,15 +137,20 @@ class RunLog:
 
 def summary_table(metrics: dict, run_path: Path) -> Table:
     """Our accuracy and loss beside the report's, with the differences, epochs and time."""
+    from cvtrain.runs import SYNTHETIC_NOTE, is_synthetic
+
     report = metrics.get("report") or {}
-    table = Table(title=f"{metrics['job']} / {metrics['run_id']}", title_justify="left")
+    synthetic = is_synthetic(metrics)
+    title = f"{metrics['job']} / {metrics['run_id']}" + (" (synthetic data)" if synthetic else "")
+    table = Table(title=title, title_justify="left",
+                  caption=SYNTHETIC_NOTE if synthetic else None, caption_justify="left")
     table.add_column("")
     table.add_column("ours", justify="right", overflow="fold")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         table.add_row(label, fmt_num(metrics[key]), fmt_num(report.get(key)),
-                      fmt_diff(metrics[key], report.get(key)))
+                      "n/a" if synthetic else fmt_diff(metrics[key], report.get(key)))
     epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
     if metrics.get("resumed_from_epoch"):
         epochs += f", resumed after epoch {metrics['resumed_from_epoch']}"

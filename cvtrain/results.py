@@ -101,6 +101,9 @@ def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
     report = m.get("report") or {}
     acc, rep_acc = m.get("test_accuracy"), report.get("test_accuracy")
     loss, rep_loss = m.get("test_loss"), report.get("test_loss")
+    synthetic = runs.is_synthetic(m)
+    if synthetic:  # no difference from the report: it was not measured on the same data
+        acc = loss = None
     return {
         "job": ref.job,
         "run_id": ref.run_id,
@@ -108,8 +111,9 @@ def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
         "complete": complete,
         "started": m.get("started"),
         "finished": m.get("finished"),
-        "test_accuracy": acc,
-        "test_loss": loss,
+        "test_accuracy": m.get("test_accuracy"),
+        "test_loss": m.get("test_loss"),
+        "synthetic": synthetic,
         "report_accuracy": rep_acc,
         "report_loss": rep_loss,
         "accuracy_difference": (None if acc is None or rep_acc is None

@@ -148,6 +148,17 @@ class RunDir:
         return manifest
 
 
+#: what a run on synthetic data says where a difference from the report would be
+SYNTHETIC_NOTE = ("synthetic data: the report's numbers are for the real dataset; this run "
+                  "tests the pipeline, its difference from them means nothing")
+
+
+def is_synthetic(metrics: dict | None) -> bool:
+    """Whether a run's ``metrics.json`` says it trained on synthetic data (the dataset's
+    marker was found, see :data:`cvtrain.data.synthetic.MARKER`)."""
+    return bool(((metrics or {}).get("dataset") or {}).get("synthetic"))
+
+
 def verify(run_path: Path) -> list[str]:
     """Problems with a run folder against its manifest (empty list: complete and intact)."""
     run_path = Path(run_path)

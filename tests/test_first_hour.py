@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from cvtrain import runs
+from cvtrain import coursework_report, runs
 from cvtrain.errors import StorageError, UsageError
 from cvtrain.results import compare_runs, list_runs, resolve_run
 from cvtrain.spec import load_spec, spec_from_text
@@ -62,6 +62,55 @@ def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
         _refuse_other_spec(run, other, "was started with")
     assert "(training.epochs: 2 then, 3 now)" in str(err.value)  # not the description
     assert "(--set training.epochs=2)" in str(err.value)
+
+
+# ------------------------------------------------------------------ synthetic data
+
+
+def test_runs_on_synthetic_data_are_marked_and_never_compared_with_the_report(tmp_path):
+    fake_run(tmp_path, "real1", accuracy=0.41)
+    fake_run(tmp_path, "synth2", accuracy=0.987, synthetic=True)
+    rows = {r["run_id"]: r for r in list_runs(str(tmp_path))}
+    assert rows["real1"]["synthetic"] is False
+    assert rows["real1"]["accuracy_difference"] == pytest.approx(0.41 - 0.3872)
+    assert rows["synth2"]["synthetic"] is True and rows["synth2"]["accuracy_difference"] is None
+    assert rows["synth2"]["test_accuracy"] == 0.987  # the number itself is kept
+
+    table = run_cli("results", "ls", tmp_path, env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    synth_line = next(line for line in table.stdout.splitlines() if "synth2" in line)
+    assert "synthetic" in synth_line and "+0.5998" not in table.stdout
+    assert "+0.0228" in table.stdout  # the real run's difference stands
+    shown = run_cli("results", "show", tmp_path / "basenet" / "synth2", env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert "(synthetic data)" in shown.stdout and "+0.5998" not in shown.stdout
+
+    report = coursework_report.build(str(tmp_path), ROOT / "jobs")
+    base = next(r for r in report["rows"] if r["job"] == "basenet")
+    assert base["run_id"] == "synth2" and base["synthetic"] is True  # the latest
+    assert base["accuracy_difference"] is None and base["loss_difference"] is None
+    md = coursework_report.markdown(report)
+    assert "**Synthetic data**" in md and "| basenet | 0.3872 | 0.9870 | *synthetic* |" in md
+    assert "+0.5998" not in md
+
+
+def test_the_run_summary_marks_synthetic_data():
+    from rich.console import Console
+
+    from cvtrain.report import summary_table
+
+    metrics = {"job": "basenet", "run_id": "x", "test_accuracy": 0.987, "test_loss": 0.1,
+               "epochs_run": 3, "best_epoch": 3, "wall_seconds": 5.0,
+               "report": {"test_accuracy": 0.7536, "test_loss": 0.8629},
+               "dataset": {"synthetic": True}}
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(summary_table(metrics, ROOT))
+    text = " ".join(console.export_text().split())
+    assert "(synthetic data)" in text and "0.2334" not in text and "n/a" in text
+    assert "its difference from them means nothing" in text
+    metrics["dataset"]["synthetic"] = False
+    console.print(summary_table(metrics, ROOT))
+    assert "+0.2334" in console.export_text()
 
 
 # ------------------------------------------------------------------ results compare

@@ -40,6 +40,7 @@ def ls(
     """A table of the runs: accuracy and loss beside the report's, epochs, time, complete."""
     from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import default_root, list_runs
+    from cvtrain.runs import SYNTHETIC_NOTE
 
     root = root or default_root()
     rows = list_runs(root, job=job, endpoint_url=endpoint_url)
@@ -52,11 +53,14 @@ def ls(
         table.add_column(col, justify="left" if col in ("job", "run id", "when") else "right")
     for r in rows:
         epochs = "-" if r["epochs_run"] is None else str(r["epochs_run"])
+        diff = ("[yellow]synthetic[/]" if r["synthetic"] else
+                fmt_diff(r["test_accuracy"], r["report_accuracy"]))
         table.add_row(r["job"], r["run_id"], _when(r["started"]), fmt_num(r["test_accuracy"]),
-                      fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]),
-                      fmt_diff(r["test_accuracy"], r["report_accuracy"]), epochs,
+                      fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]), diff, epochs,
                       fmt_seconds(r["wall_seconds"]), _complete(r["complete"]))
     Console().print(table)
+    if any(r["synthetic"] for r in rows):
+        print(f"runs marked synthetic: {SYNTHETIC_NOTE}")
     if not rows:
         print("no runs", file=sys.stderr)
 
@@ -70,20 +74,24 @@ def show(
     """The run's metrics beside the report's, and its files with their sizes."""
     from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import resolve_run, show_run
+    from cvtrain.runs import SYNTHETIC_NOTE, is_synthetic
     from cvtrain.storage import human_bytes
 
     details = show_run(resolve_run(run, root), endpoint_url=endpoint_url)
     ref, m = details.ref, details.metrics or {}
     console = Console()
     report = m.get("report") or {}
-    table = Table(title=f"{ref.label}  ({details.ref.location})", title_justify="left")
+    synthetic = is_synthetic(m)
+    table = Table(title=f"{ref.label}  ({details.ref.location})"
+                  + (" (synthetic data)" if synthetic else ""), title_justify="left",
+                  caption=SYNTHETIC_NOTE if synthetic else None, caption_justify="left")
     table.add_column("")
     table.add_column("ours", justify="right")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         table.add_row(label, fmt_num(m.get(key)), fmt_num(report.get(key)),
-                      fmt_diff(m.get(key), report.get(key)))
+                      "n/a" if synthetic else fmt_diff(m.get(key), report.get(key)))
     if m.get("epochs_run") is not None:
         table.add_row("epochs", f"{m['epochs_run']} (best {m.get('best_epoch')})", "", "")
     table.add_row("wall time", fmt_seconds(m.get("wall_seconds")), "", "")
@@ -225,8 +233,13 @@ def report(
                           "", "", "")
             continue
         table.add_row(r["job"], fmt_num(r["report_accuracy"]), fmt_num(r["test_accuracy"]),
+                      "[yellow]synthetic[/]" if r.get("synthetic") else
                       fmt_diff(r["test_accuracy"], r["report_accuracy"]),
                       "-" if r["epochs_run"] is None else str(r["epochs_run"]),
                       fmt_seconds(r["wall_seconds"]), r["run_id"])
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if any(r.get("synthetic") for r in built["rows"]):
+        from cvtrain.runs import SYNTHETIC_NOTE
+
+        print(f"runs marked synthetic: {SYNTHETIC_NOTE}")
     print("wrote " + ", ".join(str(p) for p in written))

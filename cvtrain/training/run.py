@@ -300,7 +300,10 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
     if resume is not None:
         log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
-    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
+    synthetic = (", [yellow]synthetic[/]: not comparable with the report"
+                 if data.synthetic else "")
+    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})"
+              f"{synthetic}")
     if uploader is not None:
         uploader.sync()  # fail now, not after an epoch, if the results location is unusable
         log.print(f"[bold]results[/]: mirrored to {uploader.remote}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain.data.registry import LoadedData
+from cvtrain.data.synthetic import marked
 from cvtrain.errors import DataError, UsageError
 from cvtrain.paths import cache_dir
 from cvtrain.runs import sha256_file
@@ -184,7 +185,7 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
     return BirdsData(root=root, train_files=[str(images / r) for r in train],
                      train_labels=labels(train), test_files=[str(images / r) for r in test],
                      test_labels=labels(test), class_names=classes, source=source,
-                     sha256=sha or digest.hexdigest())
+                     sha256=sha or digest.hexdigest(), synthetic=marked(root))
 
 
 def check_image_bytes(content: bytes, path: Path) -> None:
