@@ -180,7 +180,7 @@ def test_missing_weights_file_is_a_clear_error(birds, tmp_path):
 @pytest.mark.slow
 def test_no_data_path_is_a_clear_error(tmp_path):
     result = run_cli("run", "resnet50_features_dense", "--out", tmp_path)
-    assert result.returncode == 3 and "set data.path" in result.stderr
+    assert result.returncode == 3 and "`--set data.path=FOLDER`" in result.stderr
 
 
 def test_synth_cub200_cli(tmp_path):

@@ -605,7 +605,17 @@ def test_download_http_error_and_unreachable(tmp_path, monkeypatch, server):
         load_cifar100(None, progress=False)
     text = one_line(err)
     assert text.startswith(f"no CIFAR-100 archive in {tmp_path / 'cache'} and downloading {url}")
-    assert text.endswith("set data.path to a local copy")
+    # the fix, as something to type: the option, through make, or the offline demo
+    assert "set data.path to a local copy with `--set data.path=FILE`" in text
+    assert text.endswith("or `make demo` trains on synthetic data offline")
+    monkeypatch.setenv("CVTRAIN_MAKE", "run")
+    with pytest.raises(DataError) as err:
+        load_cifar100(None, progress=False)
+    assert "with `make run ARGS='--set data.path=FILE'`" in one_line(err)
+    monkeypatch.setenv("CVTRAIN_MAKE", "reproduce")
+    with pytest.raises(DataError) as err:
+        load_cifar100(None, progress=False)
+    assert "with `make reproduce ARGS='--set cifar100:data.path=FILE'`" in one_line(err)
     assert time.monotonic() - start < 10
     assert not any(p.suffix == ".part" for p in (tmp_path / "cache").iterdir())
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from cvtrain.data.registry import LoadedData
 from cvtrain.data.synthetic import marked
-from cvtrain.errors import DataError, UsageError
+from cvtrain.errors import DataError, UsageError, typed_set
 from cvtrain.paths import cache_dir
 from cvtrain.runs import sha256_file
 
@@ -139,13 +139,15 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
     """Read a birds dataset's file lists; every listed image must exist."""
     if layout not in ("2010", "2011"):
         raise UsageError(f"data.layout: expected 2010 or 2011, got {layout!r}")
+    fix = (f"give its folder or .tgz with {typed_set('data.path=FOLDER', 'cub200')}, or try "
+           f"synthetic birds: `cvtrain data synth cub200 DEST`, then "
+           f"{typed_set('data.path=DEST', 'cub200')}")
     if path is None:
-        raise DataError("data.path: the birds dataset is not downloaded automatically; set "
-                        "data.path to its folder or .tgz")
+        raise DataError(f"data.path: the birds dataset is not downloaded automatically; {fix}")
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder (expected the birds dataset: "
-                        f"{_expected(layout)}, or a .tgz of them)")
+                        f"{_expected(layout)}, or a .tgz of them); {fix}")
     if source.is_file():
         sha = sha256_file(source)
         folder = _extract_tgz(source, sha)

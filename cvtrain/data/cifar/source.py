@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cvtrain.data.cifar.download import _from_cache
+from cvtrain.data.cifar.download import LOCAL_COPY, _from_cache
 from cvtrain.data.cifar.format import ARCHIVE_NAMES, DATA_FILES, EDITIONS, FOLDER_NAMES
 from cvtrain.data.cifar.labels import NUM_FINE
 from cvtrain.data.cifar.records import ImageData, _build, _Files
@@ -263,6 +263,7 @@ def _locate(
         else:
             raise _error(
                 f"{given} does not exist; expected a CIFAR-100 archive ({ARCHIVE_NAMES['binary']} "
-                f"or {ARCHIVE_NAMES['python']}), an extracted folder, or a folder holding one"
+                f"or {ARCHIVE_NAMES['python']}), an extracted folder, or a folder holding one: "
+                f"{LOCAL_COPY}"
             )
     return source.absolute(), kind, edition
