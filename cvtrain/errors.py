@@ -3,6 +3,8 @@
 # Exit code of a command stopped on request (SIGTERM) at a safe point, after keeping what
 # it could (EX_TEMPFAIL: "try again"): rerunning it continues; AWS Batch retries on it.
 EXIT_TERMINATED = 75
+# Exit code of a command interrupted by Ctrl-C (SIGINT), as shells report it (128 + 2)
+EXIT_INTERRUPTED = 130
 
 
 class CvtrainError(Exception):

@@ -65,6 +65,14 @@ class RunLog:
         self.console = console or Console(stderr=False, highlight=False)
         self._file = None
         self._file_console: Console | None = None
+        self._live = None  # the progress display while one is drawn
+
+    def end_live(self) -> None:
+        """Stop a progress display left running (Keras does not end callbacks when Ctrl-C
+        cuts an epoch), so the terminal gets its cursor back."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
 
     @property
     def interactive(self) -> bool:
@@ -102,6 +110,7 @@ class RunLog:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         console = self.console
+        run_log = self
 
         class RichProgress(keras.callbacks.Callback):
             async_safe = True  # rich is thread-safe: let Keras dispatch batch hooks async
@@ -111,6 +120,7 @@ class RunLog:
                                          MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                                          console=console, transient=True)
                 self.progress.start()
+                run_log._live = self.progress
                 self.task = None
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -130,6 +140,7 @@ class RunLog:
                 self.task = None
 
             def on_train_end(self, logs=None):
+                run_log._live = None
                 self.progress.stop()
 
         return RichProgress()

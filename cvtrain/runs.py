@@ -120,6 +120,15 @@ class RunDir:
         self.path.mkdir(parents=True)
         return self
 
+    def discard(self) -> None:
+        """Remove a run that never got anywhere (no checkpoint, no manifest), and its job
+        folder if that is left empty."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # other runs of the job, or gone already
+            pass
+
     @property
     def run_id(self) -> str:
         return self.path.name
