@@ -72,23 +72,24 @@ test-quick:
 lint:
 	$(PYTHON) -m ruff check cvtrain tests
 
+# CVTRAIN_MAKE: the target, so that an error names its fix as ARGS='...' for it
 run: install
-	$(PYTHON) -m cvtrain run $(JOB) $(ARGS)
+	CVTRAIN_MAKE=run $(PYTHON) -m cvtrain run $(JOB) $(ARGS)
 
 demo:
 	$(PYTHON) -m cvtrain data synth cifar100 $(DEMO_DIR) --classes 25 --train-per-class 200 --test-per-class 40
-	$(PYTHON) -m cvtrain run jobs/cifar/basenet.yaml --set data.path=$(DEMO_DIR)/cifar-100-binary.tar.gz \
+	CVTRAIN_MAKE=demo $(PYTHON) -m cvtrain run jobs/cifar/basenet.yaml --set data.path=$(DEMO_DIR)/cifar-100-binary.tar.gz \
 	    --set training.epochs=3 --out $(DEMO_DIR)/runs --seed 0 $(ARGS)
 
 # the report is written even when a job failed; the exit status is the set's
 reproduce:
-	$(PYTHON) -m cvtrain run jobs --seed 0 --out $(RUNS) $(ARGS); status=$$?; \
+	CVTRAIN_MAKE=reproduce $(PYTHON) -m cvtrain run jobs --seed 0 --out $(RUNS) $(ARGS); status=$$?; \
 	    $(PYTHON) -m cvtrain results report $(RUNS) --out $(RUNS)/report; exit $$status
 
 reproduce-demo:
 	$(PYTHON) -m cvtrain data synth cifar100 $(REPRO_DEMO_DIR) --classes 5 --train-per-class 40 --test-per-class 8
 	$(PYTHON) -m cvtrain data synth cub200 $(REPRO_DEMO_DIR)/cub --classes 3 --per-class 6 --image-size 32
-	$(PYTHON) -m cvtrain run jobs --seed 0 --out $(REPRO_DEMO_DIR)/runs --set training.epochs=1 \
+	CVTRAIN_MAKE=reproduce-demo $(PYTHON) -m cvtrain run jobs --seed 0 --out $(REPRO_DEMO_DIR)/runs --set training.epochs=1 \
 	    --set cifar100:data.path=$(REPRO_DEMO_DIR)/cifar-100-binary.tar.gz --set cifar100:data.num_classes=5 \
 	    --set cub200:data.path=$(REPRO_DEMO_DIR)/cub --set cub200:model.weights=none $(ARGS); status=$$?; \
 	    $(PYTHON) -m cvtrain results report $(REPRO_DEMO_DIR)/runs --out $(REPRO_DEMO_DIR)/report; exit $$status
@@ -119,7 +120,7 @@ image-cpu:
 image-cpu: BASE_IMAGE ?= $(CPU_BASE)
 
 run-docker:
-	$(PYTHON) -m cvtrain run $(JOB) --backend docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
+	CVTRAIN_MAKE=run-docker $(PYTHON) -m cvtrain run $(JOB) --backend docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
 
 push:
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. REGISTRY=registry.example.com/team"; exit 2; }

@@ -66,9 +66,12 @@ def build(root: str, jobs_root: Path | None = None, endpoint_url: str | None = N
             acc, loss = m.get("test_accuracy"), m.get("test_loss")
             rep_acc = job["report_accuracy"]
             rep_loss = job["report_loss"]
+            synthetic = runs.is_synthetic(m)
+            if synthetic:  # not measured on the report's data: no difference to give
+                rep_acc = rep_loss = None
             entry.update({
                 "run_id": run["run_id"], "location": run["location"],
-                "test_accuracy": acc, "test_loss": loss,
+                "test_accuracy": acc, "test_loss": loss, "synthetic": synthetic,
                 "accuracy_difference": None if acc is None or rep_acc is None
                 else round(acc - rep_acc, 6),
                 "loss_difference": None if loss is None or rep_loss is None
@@ -105,21 +108,29 @@ def _secs(value) -> str:
 def markdown(report: dict) -> str:
     rows = report["rows"]
     done = sum(r["status"] == "complete" for r in rows)
+    synthetic = [r["job"] for r in rows if r.get("synthetic")]
     lines = ["# cvtrain beside the coursework report", "",
              f"Results root: `{report['root']}`; {done} of {len(rows)} experiments have a "
-             "complete run (the latest one of each is shown).", "",
-             "| experiment | report accuracy | ours | difference | report loss | ours | "
-             "difference | epochs | time | device | run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "complete run (the latest one of each is shown).", ""]
+    if synthetic:
+        lines += [f"**Synthetic data**: {len(synthetic)} of these runs (marked *synthetic*) "
+                  "trained on synthetic stand-in data (`cvtrain data synth`, `make demo`). "
+                  "Their numbers test the pipeline; they are not results, and no difference "
+                  "from the report is given for them.", ""]
+    lines += ["| experiment | report accuracy | ours | difference | report loss | ours | "
+              "difference | epochs | time | device | run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "missing":
             lines.append(f"| {r['job']} | {_num(r['report_accuracy'])} | missing | | "
                          f"{_num(r['report_loss'])} | | | | | | |")
             continue
+        fake = r.get("synthetic")
         lines.append(
             f"| {r['job']} | {_num(r['report_accuracy'])} | {_num(r['test_accuracy'])} | "
-            f"{_diff(r['accuracy_difference'])} | {_num(r['report_loss'])} | "
-            f"{_num(r['test_loss'])} | {_diff(r['loss_difference'])} | "
+            f"{'*synthetic*' if fake else _diff(r['accuracy_difference'])} | "
+            f"{_num(r['report_loss'])} | {_num(r['test_loss'])} | "
+            f"{'*synthetic*' if fake else _diff(r['loss_difference'])} | "
             f"{r['epochs_run'] if r['epochs_run'] is not None else '-'} | "
             f"{_secs(r['wall_seconds'])} | {r['device']} | `{r['run_id']}` |")
     notes = [r for r in rows if r.get("note")]
@@ -157,7 +168,8 @@ def plot_accuracy(report: dict, dest: Path) -> None:
     for y, r in zip(ys, rows, strict=True):
         if r["status"] == "missing":
             ax.text(0.01, y - 0.2, "missing", va="center", fontsize=8, color="#b00000")
-    ax.set_yticks(ys, [r["job"] for r in rows])
+    ax.set_yticks(ys, [r["job"] + (" (synthetic data)" if r.get("synthetic") else "")
+                       for r in rows])
     ax.set_xlim(0, 1)
     ax.set_xlabel("test accuracy")
     ax.legend(loc="lower right")

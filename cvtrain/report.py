@@ -68,6 +68,14 @@ class RunLog:
         self.console = console or Console(stderr=False, highlight=False)
         self._file = None
         self._file_console: Console | None = None
+        self._live = None  # the progress display while one is drawn
+
+    def end_live(self) -> None:
+        """Stop a progress display left running (Keras does not end callbacks when Ctrl-C
+        cuts an epoch), so the terminal gets its cursor back."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
 
     @property
     def interactive(self) -> bool:
@@ -106,6 +114,7 @@ class RunLog:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         console = self.console
+        run_log = self
 
         class RichProgress(keras.callbacks.Callback):
             async_safe = True  # rich is thread-safe: let Keras dispatch batch hooks async
@@ -115,6 +124,7 @@ class RunLog:
                                          MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                                          console=console, transient=True)
                 self.progress.start()
+                run_log._live = self.progress
                 self.task = None
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -134,6 +144,7 @@ class RunLog:
                 self.task = None
 
             def on_train_end(self, logs=None):
+                run_log._live = None
                 self.progress.stop()
 
         return RichProgress()
@@ -142,15 +153,20 @@ class RunLog:
 def summary_table(metrics: dict, run_path: Path) -> Group:
     """Our accuracy and loss beside the report's, with the differences, epochs and time;
     then the run folder on a line of its own (a path is never wrapped inside a table)."""
+    from cvtrain.runs import SYNTHETIC_NOTE, is_synthetic
+
     report = metrics.get("report") or {}
-    table = Table(title=f"{metrics['job']} / {metrics['run_id']}", title_justify="left")
+    synthetic = is_synthetic(metrics)
+    title = f"{metrics['job']} / {metrics['run_id']}" + (" (synthetic data)" if synthetic else "")
+    table = Table(title=title, title_justify="left",
+                  caption=SYNTHETIC_NOTE if synthetic else None, caption_justify="left")
     table.add_column("")
     table.add_column("ours", justify="right")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         table.add_row(label, fmt_num(metrics[key]), fmt_num(report.get(key)),
-                      fmt_diff(metrics[key], report.get(key)))
+                      "n/a" if synthetic else fmt_diff(metrics[key], report.get(key)))
     epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
     if metrics.get("resumed_from_epoch"):
         epochs += f", resumed after epoch {metrics['resumed_from_epoch']}"

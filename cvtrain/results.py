@@ -63,8 +63,13 @@ def resolve_run(run: str, root: str | None = None) -> RunRef:
     if path.is_dir():
         path = path.resolve()
         return RunRef(str(path.parent.parent), path.parent.name, path.name)
-    raise UsageError(f"{run}: expected a run folder, s3://bucket/prefix/<job>/<run-id>, "
-                     "or <job>/<run-id> under --root")
+    if path.exists():
+        raise UsageError(f"{run}: not a folder; expected a run folder, "
+                         "s3://bucket/prefix/<job>/<run-id>, or <job>/<run-id> under --root")
+    # not found: the same exit code as a run missing under a root or in a bucket
+    raise StorageError(f"{run}: no such run folder; expected a run folder, "
+                       "s3://bucket/prefix/<job>/<run-id>, or <job>/<run-id> under --root "
+                       "(cvtrain results ls lists them)")
 
 
 def read_text(location: str, endpoint_url: str | None = None) -> str | None:
@@ -96,6 +101,9 @@ def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
     report = m.get("report") or {}
     acc, rep_acc = m.get("test_accuracy"), report.get("test_accuracy")
     loss, rep_loss = m.get("test_loss"), report.get("test_loss")
+    synthetic = runs.is_synthetic(m)
+    if synthetic:  # no difference from the report: it was not measured on the same data
+        acc = loss = None
     return {
         "job": ref.job,
         "run_id": ref.run_id,
@@ -103,8 +111,9 @@ def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
         "complete": complete,
         "started": m.get("started"),
         "finished": m.get("finished"),
-        "test_accuracy": acc,
-        "test_loss": loss,
+        "test_accuracy": m.get("test_accuracy"),
+        "test_loss": m.get("test_loss"),
+        "synthetic": synthetic,
         "report_accuracy": rep_acc,
         "report_loss": rep_loss,
         "accuracy_difference": (None if acc is None or rep_acc is None
@@ -139,7 +148,12 @@ def list_runs(root: str | None = None, job: str | None = None,
     else:
         path = Path(root)
         if not path.is_dir():
-            raise UsageError(f"{root}: no such results folder")
+            if path.exists():
+                raise UsageError(f"{root}: not a folder; expected a results folder of "
+                                 "<job>/<run-id> run folders")
+            # not found: the same exit code as a missing run, or a prefix in a bucket
+            raise StorageError(f"{root}: no such results folder (cvtrain run writes to "
+                               "./runs, --out DIR or $CVTRAIN_RUNS)")
         for job_dir in sorted(p for p in path.iterdir() if p.is_dir()):
             if job and job_dir.name != job:
                 continue
@@ -175,7 +189,8 @@ def run_files(ref: RunRef, endpoint_url: str | None = None) -> list[tuple[str, i
 
         files = [(rel, st.st_size) for rel, st in scan_local(Path(ref.location)).items()]
     if not files:
-        raise StorageError(f"{ref.location}: no such run (no files there)")
+        raise StorageError(f"{ref.location}: no such run (no files there; cvtrain results ls "
+                           "lists the runs)")
     return sorted(files)
 
 
@@ -249,6 +264,8 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
     """Metrics side by side, the spec keys whose values differ, curves overlaid in ``plot``."""
     import yaml
 
+    from cvtrain.spec.load import OVERRIDE_NOTE
+
     def load(ref: RunRef):
         texts = [read_text(join(ref.location, name), endpoint_url)
                  for name in (runs.METRICS, runs.SPEC, runs.HISTORY)]
@@ -266,7 +283,10 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
             spec = yaml.safe_load(s_text) if s_text else {}
         except yaml.YAMLError:
             raise StorageError(f"{join(ref.location, runs.SPEC)}: not valid YAML") from None
-        specs.append(flatten(spec if isinstance(spec, dict) else {}))
+        flat = flatten(spec if isinstance(spec, dict) else {})
+        if isinstance(flat.get("description"), str):  # the words, not the --set note
+            flat["description"] = flat["description"].split(OVERRIDE_NOTE, 1)[0]
+        specs.append(flat)
         histories.append(runs.parse_history(h_text))
     keys = sorted(set().union(*specs)) if specs else []
     missing = object()
@@ -275,9 +295,23 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
         values = [s.get(key, missing) for s in specs]
         if any(v != values[0] for v in values[1:]):
             diff[key] = [None if v is missing else v for v in values]
+    _data_by_content(diff, metrics)
     if plot is not None:
         plot_overlay(refs, histories, plot)
     return Comparison(refs, metrics, diff, histories, plot)
+
+
+def _data_by_content(diff: dict[str, list], metrics: list[dict | None]) -> None:
+    """The dataset compared by content where every run recorded its sha256: the same
+    file under two paths (relative, absolute, another machine) is no difference, and
+    the same path holding other data is one (``data.sha256``)."""
+    digests = [((m or {}).get("dataset") or {}).get("sha256") for m in metrics]
+    if not all(digests):
+        return
+    if len(set(digests)) == 1:
+        diff.pop("data.path", None)
+    else:
+        diff["data.sha256"] = [d[:12] for d in digests]
 
 
 def plot_overlay(refs: list[RunRef], histories: list[list[dict]], dest: Path) -> None:

@@ -120,6 +120,15 @@ class RunDir:
         self.path.mkdir(parents=True)
         return self
 
+    def discard(self) -> None:
+        """Remove a run that never got anywhere (no checkpoint, no manifest), and its job
+        folder if that is left empty."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # other runs of the job, or gone already
+            pass
+
     @property
     def run_id(self) -> str:
         return self.path.name
@@ -146,6 +155,17 @@ class RunDir:
                     "files": files}
         write_json(self.path / MANIFEST, manifest)
         return manifest
+
+
+#: what a run on synthetic data says where a difference from the report would be
+SYNTHETIC_NOTE = ("synthetic data: the report's numbers are for the real dataset; this run "
+                  "tests the pipeline, its difference from them means nothing")
+
+
+def is_synthetic(metrics: dict | None) -> bool:
+    """Whether a run's ``metrics.json`` says it trained on synthetic data (the dataset's
+    marker was found, see :data:`cvtrain.data.synthetic.MARKER`)."""
+    return bool(((metrics or {}).get("dataset") or {}).get("synthetic"))
 
 
 def verify(run_path: Path) -> list[str]:

@@ -3,12 +3,14 @@ both layouts, and one-line errors for corrupt or missing images."""
 
 import io
 import json
+import os
 import shutil
 import tarfile
+import textwrap
 
 import numpy as np
 import pytest
-from conftest import JOBS, run_cli
+from conftest import JOBS, ROOT, run_cli
 from rich.console import Console
 
 from cvtrain import runs
@@ -177,10 +179,47 @@ def test_missing_weights_file_is_a_clear_error(birds, tmp_path):
     assert not (tmp_path / "resnet50_features_dense").exists()  # refused before a run folder
 
 
+#: a sitecustomize that takes the network away the way Python code sees it offline
+NO_NETWORK = textwrap.dedent('''
+    import socket
+    import urllib.error
+    import urllib.request
+
+    def _offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    urllib.request.urlopen = urllib.request.urlretrieve = _offline
+''')
+
+
+@pytest.mark.slow
+def test_imagenet_weights_offline_is_one_line_that_says_what_to_type(birds, tmp_path):
+    """No network for the ImageNet weights: one line naming the fix, exit 3 (a data
+    problem, not an internal error), and no run folder left behind."""
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "sitecustomize.py").write_text(NO_NETWORK)
+    env = {"PYTHONPATH": f"{offline}{os.pathsep}{ROOT}", "KERAS_HOME": str(tmp_path / "keras")}
+    result = run_cli("run", "resnet50_features_dense", "--set", f"data.path={birds}",
+                     "--set", "data.image_size=32", "--set", "training.epochs=1",
+                     "--out", tmp_path / "runs", env=env)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cvtrain: error: model.weights: imagenet: downloading the "
+                               "ImageNet weights from https://"), lines[0]
+    assert "Temporary failure in name resolution" in lines[0]
+    assert "`--set model.weights=FILE`" in lines[0] and "`--set model.weights=none`" in lines[0]
+    assert "internal error" not in lines[0]
+    assert not (tmp_path / "runs" / "resnet50_features_dense").exists()  # nothing half-made
+    listed = run_cli("results", "ls", tmp_path / "runs", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
 @pytest.mark.slow
 def test_no_data_path_is_a_clear_error(tmp_path):
     result = run_cli("run", "resnet50_features_dense", "--out", tmp_path)
-    assert result.returncode == 3 and "set data.path" in result.stderr
+    assert result.returncode == 3 and "`--set data.path=FOLDER`" in result.stderr
 
 
 def test_synth_cub200_cli(tmp_path):

@@ -149,19 +149,22 @@ def test_load_archive_extracted_folder_and_parent(tmp_path, fmt):
     with tarfile.open(archive) as tar:
         names = sorted(tar.getnames())
     expected = {
-        "binary": ["coarse_label_names.txt", "fine_label_names.txt", "test.bin", "train.bin"],
-        "python": ["meta", "test", "train"],
+        "binary": ["SYNTHETIC", "coarse_label_names.txt", "fine_label_names.txt", "test.bin",
+                   "train.bin"],
+        "python": ["SYNTHETIC", "meta", "test", "train"],
     }[fmt]
     assert names == [FOLDER[fmt]] + [f"{FOLDER[fmt]}/{n}" for n in expected]
 
     from_archive = load_cifar100(archive, num_classes=25, progress=False)
     check_data(from_archive, 25, 8, 3)
+    assert from_archive.synthetic  # the marker, whatever the file is called
     assert from_archive.source == archive
     assert from_archive.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
 
     extracted = extract(archive, tmp_path / "x") / FOLDER[fmt]
     from_folder = load_cifar100(extracted, num_classes=25, edition=fmt)
     check_data(from_folder, 25, 8, 3)
+    assert from_folder.synthetic
     assert from_folder.source == extracted
     assert from_folder.sha256 != from_archive.sha256
     assert from_folder.sha256 == load_cifar100(extracted).sha256  # stable
@@ -602,7 +605,17 @@ def test_download_http_error_and_unreachable(tmp_path, monkeypatch, server):
         load_cifar100(None, progress=False)
     text = one_line(err)
     assert text.startswith(f"no CIFAR-100 archive in {tmp_path / 'cache'} and downloading {url}")
-    assert text.endswith("set data.path to a local copy")
+    # the fix, as something to type: the option, through make, or the offline demo
+    assert "set data.path to a local copy with `--set data.path=FILE`" in text
+    assert text.endswith("or `make demo` trains on synthetic data offline")
+    monkeypatch.setenv("CVTRAIN_MAKE", "run")
+    with pytest.raises(DataError) as err:
+        load_cifar100(None, progress=False)
+    assert "with `make run ARGS='--set data.path=FILE'`" in one_line(err)
+    monkeypatch.setenv("CVTRAIN_MAKE", "reproduce")
+    with pytest.raises(DataError) as err:
+        load_cifar100(None, progress=False)
+    assert "with `make reproduce ARGS='--set cifar100:data.path=FILE'`" in one_line(err)
     assert time.monotonic() - start < 10
     assert not any(p.suffix == ".part" for p in (tmp_path / "cache").iterdir())
 
@@ -614,6 +627,23 @@ def test_no_download_when_disabled(tmp_path):
 
 
 # --------------------------------------------------------------------------- synthetic data
+
+
+def test_only_the_synthetic_marker_makes_data_synthetic(tmp_path):
+    """Real archives have no SYNTHETIC member: an archive or folder without it (or with a
+    file of that name that is not cvtrain's marker) is real data, whatever its name."""
+    archive = synth(tmp_path / "src", "binary")
+    real = tmp_path / "real" / "cifar-100-binary.tar.gz"
+    real.parent.mkdir()
+    with tarfile.open(archive) as tin, tarfile.open(real, "w:gz") as tout:
+        for member in tin.getmembers():
+            if not member.name.endswith("/SYNTHETIC"):
+                tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+    assert not load_cifar100(real, num_classes=25).synthetic
+    folder = extract(real, tmp_path / "x") / FOLDER["binary"]
+    assert not load_cifar100(folder, num_classes=25).synthetic
+    (folder / "SYNTHETIC").write_text("a note of the user's own\n")
+    assert not load_cifar100(folder, num_classes=25).synthetic
 
 
 def test_synthetic_archives_are_deterministic(tmp_path):

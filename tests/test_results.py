@@ -49,17 +49,20 @@ def _check_ls(root, *extra):
     for r in rows:
         assert 0 <= r["test_accuracy"] <= 1 and r["epochs_run"] == 1
         assert r["report_accuracy"] == 0.3872
-        assert r["accuracy_difference"] == pytest.approx(r["test_accuracy"] - 0.3872, abs=1e-5)
+        # synthetic data (the archive's marker): no difference from the report is given
+        assert r["synthetic"] is True and r["accuracy_difference"] is None
     table = run_cli("results", "ls", root, env=WIDE)
     assert table.returncode == 0, table.stderr
     assert "r1" in table.stdout and "0.3872" in table.stdout and "complete" in table.stdout
+    assert "synthetic" in table.stdout and "+0." not in table.stdout and "-0." not in table.stdout
     return rows
 
 
 def _check_show_fetch_compare(run1, run2, tmp_path, *extra):
     show = run_cli("results", "show", run1, *extra, env=WIDE)
     assert show.returncode == 0, show.stderr
-    for text in ("test accuracy", "0.3872", "metrics.json", "model.keras", MANIFEST):
+    for text in ("test accuracy", "0.3872", "metrics.json", "model.keras", MANIFEST,
+                 "(synthetic data)"):
         assert text in show.stdout
 
     fetched = run_cli("results", "fetch", run1, tmp_path / "fetched", *extra)
@@ -153,13 +156,13 @@ def test_report_puts_the_latest_complete_run_of_each_job_beside_the_report(local
     assert base["status"] == "complete" and base["run_id"] == "r2"  # the latest
     assert base["test_accuracy"] == metrics["test_accuracy"]
     assert base["report_accuracy"] == metrics["report"]["test_accuracy"]
-    assert base["accuracy_difference"] == round(
-        metrics["test_accuracy"] - metrics["report"]["test_accuracy"], 6)
+    assert base["synthetic"] is True and base["accuracy_difference"] is None  # no result
     assert base["dataset_sha256"] == metrics["dataset"]["sha256"] and base["seed"] == 0
     assert rows["dropout"]["status"] == "missing" and rows["dropout"]["report_accuracy"]
     md = (out / "report.md").read_text()
     assert "| basenet |" in md and "`r2`" in md and "| dropout |" in md and "missing" in md
     assert "1 of" in md and "## Provenance" in md
+    assert "**Synthetic data**" in md and "*synthetic*" in md
     for png in ("accuracy.png", "curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

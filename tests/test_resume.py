@@ -148,4 +148,71 @@ def test_resuming_with_another_spec_is_refused(archive, tmp_path):
     result = run_cli(*other)
     assert result.returncode == 2
     assert "started with a different spec" in result.stderr
-    assert "(different: training.optimizer.learning_rate)" in result.stderr
+    assert "(training.optimizer.learning_rate: 0.01 then, 0.1 now)" in result.stderr, \
+        result.stderr
+    assert "--set training.optimizer.learning_rate=0.01" in result.stderr
+
+
+def test_ctrl_c_says_what_was_kept_restores_the_terminal_and_resumes(tmp_path):
+    """SIGINT (Ctrl-C) after the first checkpoint, with the output on a terminal (so the
+    progress bar is drawn): exit 130, one line on stderr naming the epoch kept and the
+    command that resumes, the same line in log.txt, the cursor shown again; that command
+    resumes the run."""
+    import pty
+    import re
+    import shlex
+    import threading
+
+    data = write_synthetic_cifar100(tmp_path / "data", classes=3, train_per_class=20,
+                                    test_per_class=4, seed=5)
+    out = tmp_path / "runs"
+    # many short epochs: the interrupt always lands before the run ends
+    args = ["run", "basenet", "--set", f"data.path={data}", "--set", "data.num_classes=3",
+            "--set", "training.epochs=30", "--seed", "0", "--out", str(out), "--run-id", "c"]
+    run_path = out / "basenet" / "c"
+    master, terminal = pty.openpty()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "cvtrain", *args], cwd=ROOT, env=env,
+                            stdout=terminal, stderr=subprocess.PIPE, text=True)
+    os.close(terminal)
+    shown = []
+
+    def read_terminal():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    wait_for_epoch(run_path, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, err[-3000:]
+    reader.join(timeout=10)
+    os.close(master)
+
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    line = lines[0]
+    kept = checkpoint.read(run_path)
+    assert kept is not None and not (run_path / runs.MANIFEST).exists()
+    assert line.startswith(f"cvtrain: interrupted; checkpoint kept at epoch {kept.epoch} "
+                           f"in {run_path}; rerun with `cvtrain run basenet "), line
+    assert line.endswith(" --run-id c` to resume"), line
+    assert line.removeprefix("cvtrain: ") in (run_path / runs.LOG).read_text().splitlines()
+    screen = b"".join(shown)
+    hidden = b"\x1b[?25l"  # the progress bar hides the cursor...
+    assert hidden in screen and b"\x1b[?25h" in screen[screen.rindex(hidden):]  # ...and back
+
+    command = shlex.split(re.search(r"`(cvtrain run [^`]*)`", line).group(1))
+    assert command[-2:] == ["--run-id", "c"] and "--seed" in command
+    again = run_cli(*command[1:], env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from the checkpoint of epoch {kept.epoch}" in again.stdout
+    assert runs.verify(run_path) == []
+    assert metrics_of(run_path)["resumed_from_epoch"] == kept.epoch

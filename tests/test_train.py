@@ -90,7 +90,9 @@ def test_a_complete_run_id_is_reused_never_overwritten(tiny_archive, tmp_path):
     assert "is already complete" in again.stdout and "epoch 1/1" not in again.stdout
     assert (tmp_path / "basenet" / "same" / runs.MANIFEST).read_bytes() == manifest
     other = run_cli(*args[:-2], "--run-id", "same", "--set", "training.epochs=2")
-    assert other.returncode == 2 and "(different: training.epochs)" in other.stderr, other.stderr
+    assert other.returncode == 2, other.stderr
+    assert "(training.epochs: 1 then, 2 now)" in other.stderr, other.stderr
+    assert "repeat the options it was started with (--set training.epochs=1)" in other.stderr
     assert (tmp_path / "basenet" / "same" / runs.MANIFEST).read_bytes() == manifest
 
 

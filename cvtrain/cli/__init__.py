@@ -16,7 +16,7 @@ import typer
 
 from cvtrain import __version__, stop
 from cvtrain.cli import cloud, data, helpstyle, jobs, results, run
-from cvtrain.errors import EXIT_TERMINATED, CvtrainError
+from cvtrain.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CvtrainError
 
 helpstyle.install()  # --help as Typer and Click always printed it: no <bool>, no {job}
 
@@ -66,6 +66,16 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes of ``exc``."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and an exit code."""
     stop.install()  # a SIGTERM from now on is acted on at the next safe point, never lost
@@ -74,9 +84,16 @@ def main() -> None:
     try:
         app(prog_name="cvtrain")
     except CvtrainError as exc:
-        kind = "" if exc.exit_code == EXIT_TERMINATED else "error: "  # a stop is no error
+        # a stop or an interrupt is no error
+        kind = "" if exc.exit_code in (EXIT_TERMINATED, EXIT_INTERRUPTED) else "error: "
         print(f"cvtrain: {kind}{exc}", file=sys.stderr)
         _exit(exc.exit_code)
+    except SystemExit as exc:
+        # Typer turns Ctrl-C outside a run (a download, a transfer) into a silent exit 130
+        if exc.code == EXIT_INTERRUPTED and _from_ctrl_c(exc):
+            print("cvtrain: interrupted", file=sys.stderr)
+            _exit(EXIT_INTERRUPTED)
+        raise
     except stop.StopRequested as exc:  # outside a run (a transfer...): nothing half-done
         where = f" {exc.where}" if exc.where and exc.where != "stop requested" else ""
         print(f"cvtrain: stopped by {stop.signal_name()}{where}; what was copied is kept, "
@@ -84,7 +101,7 @@ def main() -> None:
         _exit(EXIT_TERMINATED)
     except KeyboardInterrupt:
         print("cvtrain: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug or an environment problem: one line, traceback on demand
         if os.environ.get("CVTRAIN_DEBUG"):
             raise

@@ -41,6 +41,7 @@ def ls(
     """A table of the runs: accuracy and loss beside the report's, epochs, time, complete."""
     from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import default_root, list_runs
+    from cvtrain.runs import SYNTHETIC_NOTE
 
     root = root or default_root()
     rows = list_runs(root, job=job, endpoint_url=endpoint_url)
@@ -54,11 +55,14 @@ def ls(
                          no_wrap=col in ("job", "run id", "when"))
     for r in rows:
         epochs = "-" if r["epochs_run"] is None else str(r["epochs_run"])
+        diff = ("[yellow]synthetic[/]" if r["synthetic"] else
+                fmt_diff(r["test_accuracy"], r["report_accuracy"]))
         table.add_row(r["job"], r["run_id"], _when(r["started"]), fmt_num(r["test_accuracy"]),
-                      fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]),
-                      fmt_diff(r["test_accuracy"], r["report_accuracy"]), epochs,
+                      fmt_num(r["test_loss"]), fmt_num(r["report_accuracy"]), diff, epochs,
                       fmt_seconds(r["wall_seconds"]), _complete(r["complete"]))
     print_table(table)
+    if any(r["synthetic"] for r in rows):
+        print(f"runs marked synthetic: {SYNTHETIC_NOTE}")
     if not rows:
         print("no runs", file=sys.stderr)
 
@@ -74,6 +78,7 @@ def show(
     """The run's metrics beside the report's, and its files with their sizes."""
     from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import resolve_run, show_run
+    from cvtrain.runs import SYNTHETIC_NOTE, is_synthetic
     from cvtrain.storage import human_bytes
 
     details = show_run(resolve_run(run, root), endpoint_url=endpoint_url)
@@ -85,15 +90,16 @@ def show(
                          indent=2))
         return
     report = m.get("report") or {}
-    print(f"{ref.label}  ({ref.location})")
-    table = Table()
+    synthetic = is_synthetic(m)
+    print(f"{ref.label}  ({ref.location})" + (" (synthetic data)" if synthetic else ""))
+    table = Table(caption=SYNTHETIC_NOTE if synthetic else None, caption_justify="left")
     table.add_column("")
     table.add_column("ours", justify="right")
     table.add_column("report", justify="right")
     table.add_column("difference", justify="right")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         table.add_row(label, fmt_num(m.get(key)), fmt_num(report.get(key)),
-                      fmt_diff(m.get(key), report.get(key)))
+                      "n/a" if synthetic else fmt_diff(m.get(key), report.get(key)))
     if m.get("epochs_run") is not None:
         table.add_row("epochs", f"{m['epochs_run']} (best {m.get('best_epoch')})", "", "")
     table.add_row("wall time", fmt_seconds(m.get("wall_seconds")), "", "")
@@ -150,8 +156,9 @@ def _fmt(value) -> str:
 def compare(
     runs_: list[str] = typer.Argument(..., metavar="RUN RUN...", help=RUN_HELP),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
-    plot: Path = typer.Option(Path("compare.png"), "--plot",
-                              help="PNG with every run's loss and accuracy curves overlaid."),
+    plot: Path = typer.Option(None, "--plot",
+                              help="Also write a PNG with every run's loss and accuracy "
+                                   "curves overlaid \\[default: no plot]."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs' metrics, the spec "
                                  "values that differ and the plot's path as JSON."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
@@ -172,11 +179,15 @@ def compare(
                           "plot": None if result.plot is None else str(result.plot)},
                          indent=2, default=str))
         return
-    # run labels head the columns: whole, never folded (a table too wide prints plain)
-    table = Table(title="metrics", title_justify="left")
-    table.add_column("")
-    for ref in refs:
-        table.add_column(ref.label, justify="right", no_wrap=True)
+    # run ids are names: never broken inside a header (the job goes to the title when
+    # every run is of one job, which keeps the headers short; a table too wide prints plain)
+    one_job = len({ref.job for ref in refs}) == 1
+    headers = [ref.run_id if one_job else ref.label for ref in refs]
+    of = f" of {refs[0].job}" if one_job else ""
+    table = Table(title=f"metrics{of}", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for header in headers:
+        table.add_column(header, justify="right", no_wrap=True)
     ms = [m or {} for m in result.metrics]
     rows = [
         ("test accuracy", [fmt_num(m.get("test_accuracy")) for m in ms]),
@@ -193,16 +204,17 @@ def compare(
         table.add_row(label, *values)
     print_table(table)
     if result.spec_diff:
-        diff = Table(title="spec differences", title_justify="left")
+        diff = Table(title=f"spec differences{of}", title_justify="left")
         diff.add_column("key", no_wrap=True)
-        for ref in refs:
-            diff.add_column(ref.label, no_wrap=True)
+        for header in headers:
+            diff.add_column(header, no_wrap=True)
         for key, values in result.spec_diff.items():
             diff.add_row(key, *(_fmt(v) for v in values))
         print_table(diff)
     else:
         print("specs: identical")
-    print(f"curves: {result.plot}")
+    if result.plot is not None:
+        print(f"curves: {result.plot}")
 
 
 @app.command("report")
@@ -237,8 +249,13 @@ def report(
                           "", "", "")
             continue
         table.add_row(r["job"], fmt_num(r["report_accuracy"]), fmt_num(r["test_accuracy"]),
+                      "[yellow]synthetic[/]" if r.get("synthetic") else
                       fmt_diff(r["test_accuracy"], r["report_accuracy"]),
                       "-" if r["epochs_run"] is None else str(r["epochs_run"]),
                       fmt_seconds(r["wall_seconds"]), r["run_id"])
     print_table(table)
+    if any(r.get("synthetic") for r in built["rows"]):
+        from cvtrain.runs import SYNTHETIC_NOTE
+
+        print(f"runs marked synthetic: {SYNTHETIC_NOTE}")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -65,7 +65,7 @@ def run(
     if as_json and backend is not Backend.local:
         raise UsageError("--json: only with --backend local (the container's run folder "
                          "paths are not this machine's)")
-    specs = load_set(jobs, set_, seed)  # every job checked before any trains
+    files, specs = _load_set(jobs, set_, seed)  # every job checked before any trains
     if len(specs) > 1 and run_id:
         raise UsageError(f"--run-id {run_id}: one run id cannot name the runs of "
                          f"{len(specs)} jobs; leave it out for a set")
@@ -79,14 +79,20 @@ def run(
         from cvtrain.report import RunLog
 
         options["log"] = RunLog(Console(stderr=True, highlight=False))
+    # what resumes an interrupted run, said when it is interrupted (here, not in docker)
+    again = dict(seed=seed, out=out, results=results, endpoint_url=endpoint_url)
+    reruns = ([rerun_command(jobs[0] if len(specs) == 1 else str(path),
+                             _sets_for(set_, spec.data.dataset), **again)
+               for path, spec in zip(files, specs, strict=True)]
+              if backend is Backend.local else None)
     if len(specs) == 1:
-        code = runner.run(specs[0], **options)
+        code = runner.run(specs[0], **options, **({"rerun": reruns[0]} if reruns else {}))
         if code:
             raise typer.Exit(code)
         if as_json:
             print(json.dumps(run_json(runner.last), indent=2))
         return
-    code = run_set(runner, specs, options, as_json=as_json)
+    code = run_set(runner, specs, options, reruns, as_json=as_json)
     if code:
         raise typer.Exit(code)
 
@@ -96,10 +102,41 @@ def run_json(result) -> dict:
     return {**result.metrics, "run_folder": str(result.run.path)}
 
 
+def rerun_command(ref: str, sets: list[str], seed: int | None, out: Path | None,
+                  results: str | None, endpoint_url: str | None) -> str:
+    """``cvtrain run REF`` with the options that make its spec and place (not the run id,
+    which the caller adds), quoted for a shell."""
+    import shlex
+
+    args = ["cvtrain", "run", ref]
+    for text in sets:
+        args += ["--set", text]
+    for option, value in (("--seed", seed), ("--out", out), ("--results", results),
+                          ("--endpoint-url", endpoint_url)):
+        if value is not None:
+            args += [option, str(value)]
+    return shlex.join(args)
+
+
+def _sets_for(sets: list[str], dataset: str) -> list[str]:
+    """The ``--set`` texts that apply to a job of ``dataset``, as given."""
+    kept = []
+    for text in sets:
+        name, colon, key = text.partition("=")[0].partition(":")
+        if not (colon and "." in key and "." not in name) or name == dataset:
+            kept.append(text)
+    return kept
+
+
 def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
     """The specs of every job named (a folder: each job file under it, in order), each
     with the ``--set`` values that apply to it: plain ones to all, ``DATASET:KEY=VALUE``
     to the jobs of that dataset. A qualified value no job can take is refused."""
+    return _load_set(refs, sets, seed)[1]
+
+
+def _load_set(refs: list[str], sets: list[str], seed: int | None) -> tuple[list[Path], list]:
+    """:func:`load_set`, with the job file of each spec."""
     from cvtrain.errors import UsageError
     from cvtrain.spec import load_spec
     from cvtrain.spec.catalog import find_job, job_files
@@ -128,14 +165,16 @@ def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
         raise UsageError(f"--set {unused[0]}:{qualified[unused[0]][0]}: no job of this run "
                          f"reads dataset {unused[0]}; expected one of "
                          f"{', '.join(sorted({s.data.dataset for s in specs}))}")
-    return specs
+    return files, specs
 
 
-def run_set(runner, specs: list, options: dict, as_json: bool = False) -> int:
+def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
+            as_json: bool = False) -> int:
     """Each job in turn: a line as it starts and as it ends; a failure is reported and the
-    rest go on (a stop request ends the set); a table at the end. The exit code of the
-    first failure, else 0. With ``as_json`` the lines and the table go to stderr and a JSON
-    list (job, status, run: metrics or null) to stdout."""
+    rest go on (a stop request or Ctrl-C ends the set); a table at the end. The exit code
+    of the first failure, else 0. ``reruns``: each job's command, for the line of an
+    interrupted run. With ``as_json`` the lines and the table go to stderr and a JSON list
+    (job, status, run: metrics or null) to stdout."""
     import logging
     import sys
     import time
@@ -145,7 +184,7 @@ def run_set(runner, specs: list, options: dict, as_json: bool = False) -> int:
 
     from cvtrain.errors import CvtrainError
     from cvtrain.output import print_table
-    from cvtrain.training import RunTerminated
+    from cvtrain.training import RunInterrupted, RunTerminated
 
     # several models in one process: TensorFlow's python logger warns about retracing
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -159,14 +198,15 @@ def run_set(runner, specs: list, options: dict, as_json: bool = False) -> int:
               "set)", file=say, flush=True)
         metrics, status = None, "done"
         try:
-            code = runner.run(spec, **options)
+            code = runner.run(spec, **options,
+                              **({"rerun": reruns[i - 1]} if reruns else {}))
             result = getattr(runner, "last", None)
             metrics = result.metrics if result is not None else None
             if as_json and code == 0 and result is not None:
                 metrics = run_json(result)
             status = "done" if code == 0 else f"failed (exit {code})"
             first_code = first_code or code
-        except RunTerminated:
+        except (RunTerminated, RunInterrupted):
             raise
         except CvtrainError as exc:
             status = f"failed: {exc}"

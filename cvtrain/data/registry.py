@@ -22,7 +22,7 @@ Importing a dataset module must not import TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -42,11 +42,14 @@ MODULES = ("cvtrain.data.cifar.dataset", "cvtrain.data.birds.dataset")
 @dataclass
 class LoadedData:
     """What every dataset's ``load`` returns at least: class names in label order, where
-    the data came from, and the sha256 that identifies its content."""
+    the data came from, the sha256 that identifies its content, and whether it is
+    synthetic (:data:`cvtrain.data.synthetic.MARKER`)."""
 
     class_names: list[str]
     source: Path
     sha256: str
+    #: made by cvtrain's synthetic writers (their marker was found): not the real dataset
+    synthetic: bool = field(default=False, kw_only=True)
 
     @property
     def num_classes(self) -> int:

@@ -13,6 +13,28 @@ import numpy as np
 
 IMAGE_SIZE = 32  # CIFAR-100's size; other datasets resize
 
+#: The file every synthetic dataset carries beside its data (an archive member, a file in
+#: the dataset's folder), so a loader knows, whatever the path is called, that what it
+#: read is synthetic: a run says so and is never compared with the report as a result.
+MARKER = "SYNTHETIC"
+MARKER_TEXT = ("cvtrain synthetic data: learnable patterns standing in for the real dataset "
+               "(cvtrain data synth); results on it test the pipeline, not the model\n")
+
+
+def is_marker(data: bytes) -> bool:
+    """Whether ``data`` (a :data:`MARKER` file's content) is cvtrain's synthetic marker."""
+    return data.startswith(MARKER_TEXT.split(":", 1)[0].encode())
+
+
+def marked(folder) -> bool:
+    """Whether a dataset folder holds the synthetic marker."""
+    from pathlib import Path
+
+    try:
+        return is_marker((Path(folder) / MARKER).read_bytes()[:100])
+    except OSError:
+        return False
+
 # Foreground colour families (RGB, 0..255). The first five make the 25 default classes.
 _COLOURS = np.array(
     [

@@ -160,8 +160,14 @@ def build_backbone(opts: ResNetOptions, image_size: int, pooling: str | None):
         return keras.applications.ResNet50(include_top=False, weights=weights,
                                            input_shape=(image_size, image_size, 3),
                                            pooling=pooling)
-    except (OSError, ValueError) as exc:
-        if weights in (None, "imagenet"):
+    except Exception as exc:  # Keras fails a download with a bare Exception
+        if weights == "imagenet":
+            from cvtrain.models.weights import imagenet_failure
+
+            failure = imagenet_failure(exc)
+            if failure is not None:
+                raise failure from None
+        if weights in (None, "imagenet") or not isinstance(exc, OSError | ValueError):
             raise
         from cvtrain.errors import DataError
 

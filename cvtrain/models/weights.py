@@ -23,8 +23,36 @@ def resolve_weights(weights: str) -> str | None:
         path = Path(weights).expanduser()
     if not path.is_file():
         raise DataError(f"model.weights: no weights file at {weights}; expected imagenet, none, "
-                        "or the path/URI of a no-top ResNet50 weights file (.weights.h5/.h5)")
+                        "or the path/URI of a no-top ResNet50 weights file (.weights.h5/.h5): "
+                        f"{weights_fix()}")
     return str(path)
+
+
+def weights_fix() -> str:
+    """The fix for weights that cannot be had, as something to type."""
+    from cvtrain.errors import typed_set
+
+    return (f"give a local copy with {typed_set('model.weights=FILE', 'cub200')} (a file or "
+            f"an s3:// URI), or train from random weights with "
+            f"{typed_set('model.weights=none', 'cub200')}")
+
+
+def imagenet_failure(exc: BaseException) -> DataError | None:
+    """Keras's failure to fetch or check the ImageNet weights (offline: ``Exception: URL
+    fetch failure on ...``; a damaged download: ``ValueError: Incomplete or corrupted
+    file``) as one line that says what to type; None for anything else."""
+    text = " ".join(str(exc).split())
+    if text.startswith("URL fetch failure"):
+        # "URL fetch failure on ORIGIN: CODE -- REASON"
+        head, _, reason = text.partition(" -- ")
+        origin = head.removeprefix("URL fetch failure on ").rsplit(": ", 1)[0]
+        reason = reason or text
+        what = f"downloading the ImageNet weights from {origin} failed ({reason[:160]})"
+    elif "corrupted file" in text or "file hash does not match" in text:
+        what = f"the downloaded ImageNet weights are damaged ({text[:160]})"
+    else:
+        return None
+    return DataError(f"model.weights: imagenet: {what}; {weights_fix()}")
 
 
 def weights_identity(weights: str, seed: int) -> str:

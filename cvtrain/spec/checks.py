@@ -95,11 +95,13 @@ def check_local_paths(spec: JobSpec) -> None:
     option expects (its schema description)."""
     from pathlib import Path
 
-    from cvtrain.errors import DataError
+    from cvtrain.errors import DataError, typed_set
 
     for lp in local_paths(spec):
         if not Path(lp.value).expanduser().exists():
             section, name = lp.key.split(".", 1)
             field = type(getattr(spec, section)).model_fields.get(name)
             expected = f"; expected {field.description}" if field and field.description else ""
-            raise DataError(f"{lp.key}: {lp.value}: no such file or folder{expected}")
+            fix = typed_set(f"{lp.key}=PATH", spec.data.dataset)
+            raise DataError(f"{lp.key}: {lp.value}: no such file or folder{expected}; "
+                            f"give the right one with {fix}")

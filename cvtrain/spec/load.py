@@ -193,7 +193,7 @@ def _finish(doc: dict, overrides: Sequence[str] | None, seed: int | None,
     if seed is not None:
         full["seed"] = seed  # --seed over --set seed=...
     try:
-        return validate(full, source, overrides if blame else ())
+        spec = validate(full, source, overrides if blame else ())
     except SpecError as exc:
         if not (blame and overrides) or str(exc).startswith("--set "):
             raise
@@ -204,6 +204,53 @@ def _finish(doc: dict, overrides: Sequence[str] | None, seed: int | None,
         given = " ".join(f"--set {text}" for text in overrides)
         raise SpecError(f"{given}: {str(exc).removeprefix(f'{source}: ')} "
                         f"(job: {source})") from None
+    changed = _changed_by(doc, spec, overrides, seed, source)
+    if changed:
+        spec = spec.model_copy(update={"description": note_overrides(spec.description,
+                                                                     changed)})
+    return spec
+
+
+#: how a resolved spec's description says which ``--set`` values changed the job file's
+#: values: descriptions are prose ("30 epochs") that an override can make stale
+OVERRIDE_NOTE = "; changed by"
+
+
+def note_overrides(description: str, overrides: Sequence[str]) -> str:
+    """``description`` with a note naming ``overrides`` (``--set`` texts), added to the
+    note it may have already (a spec resolved twice: a container applying a sweep's
+    variant to a resolved spec)."""
+    added = " ".join(f"--set {text}" for text in overrides)
+    if OVERRIDE_NOTE in description:
+        return f"{description} {added}"
+    return f"{description}{OVERRIDE_NOTE} {added}" if description else f"changed by {added}"
+
+
+def _changed_by(doc: dict, spec: JobSpec, overrides: list[str], seed: int | None,
+                source: str) -> list[str]:
+    """The ``--set`` texts that changed a value of the job (``description`` itself set:
+    none, the words are the user's own)."""
+    if not overrides:
+        return []
+    if any(parse_override(text)[0] == ["description"] for text in overrides):
+        return []
+    if seed is not None:
+        doc = {**doc, "seed": seed}
+    try:
+        plain = validate(doc, source).model_dump(mode="json")
+    except SpecError:  # the file alone is not valid: every override counts
+        return list(overrides)
+    resolved = spec.model_dump(mode="json")
+    changed = []
+    for text in overrides:
+        parts = parse_override(text)[0]
+        a, b = plain, resolved
+        for part in parts:
+            a = a.get(part) if isinstance(a, dict) else None
+            b = b.get(part) if isinstance(b, dict) else None
+        if a != b:
+            changed.append(text)
+    return changed
 
 
 def json_schema() -> str:

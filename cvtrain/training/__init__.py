@@ -2,7 +2,7 @@
 callbacks, device set-up, checkpoints, SIGTERM handling and ``metrics.json`` each in a
 module of its own."""
 
-from cvtrain.training.interrupt import RunTerminated
+from cvtrain.training.interrupt import RunInterrupted, RunTerminated
 from cvtrain.training.run import RunResult, run_job
 
-__all__ = ["RunResult", "RunTerminated", "run_job"]
+__all__ = ["RunInterrupted", "RunResult", "RunTerminated", "run_job"]

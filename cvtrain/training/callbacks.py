@@ -22,6 +22,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
     import keras
 
     from cvtrain.training import checkpoint
+    from cvtrain.training.metrics import f32
 
     class EpochRecorder(keras.callbacks.Callback):
         """Times the training part of each epoch (validation excluded), appends history.csv
@@ -47,10 +48,10 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
             logs = logs or {}
             seconds = time.perf_counter() - self._t0
             lr = self.model.optimizer.learning_rate
-            row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-                   "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+            row = {"epoch": epoch + 1, **{k: f32(logs.get(k)) for k in (
+                       "loss", "accuracy", "val_loss", "val_accuracy")},
                    "seconds": round(seconds, 3),
-                   "learning_rate": float(keras.ops.convert_to_numpy(lr))}
+                   "learning_rate": f32(keras.ops.convert_to_numpy(lr))}
             row["train_seconds"] = self._train_s if self._train_s is not None else seconds
             self.rows.append(row)
             with open(run.file(runs.HISTORY), "a", newline="") as fh:

@@ -8,6 +8,17 @@ from datetime import UTC, datetime
 from cvtrain.training.provenance import git_revision, package_versions
 
 
+def f32(value):
+    """A number the model computed in float32 (a loss, an accuracy, a learning rate) as the
+    shortest decimal that is that float32: 0.476, not 0.47600001096725464. No information
+    is lost; None stays None."""
+    if value is None:
+        return None
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
 def best_epoch(rows: list[dict], monitor: str) -> int:
     """The epoch whose ``monitor`` value was best (the last one when none was recorded)."""
     values = [(r[monitor], r["epoch"]) for r in rows if r.get(monitor) is not None]
@@ -36,8 +47,8 @@ def run_metrics(*, spec, run, data, splits, model, test: dict, rows: list[dict],
     return {
         "job": spec.name,
         "run_id": run.run_id,
-        "test_accuracy": float(test["accuracy"]),
-        "test_loss": float(test["loss"]),
+        "test_accuracy": f32(test["accuracy"]),
+        "test_loss": f32(test["loss"]),
         "best_epoch": best_epoch(rows, monitor),
         "best_epoch_monitor": monitor,
         "weights_restored": bool(es and es.restore_best_weights),
@@ -52,6 +63,7 @@ def run_metrics(*, spec, run, data, splits, model, test: dict, rows: list[dict],
         "dataset": {"name": spec.data.dataset, "source": str(data.source), "sha256": data.sha256,
                     "train": splits.train_size, "validation": splits.validation_size,
                     "test": splits.test_size, "classes": len(data.class_names),
+                    "synthetic": bool(getattr(data, "synthetic", False)),
                     **splits.details},
         "parameters": int(model.count_params()),
         "versions": package_versions(device["backend"]),

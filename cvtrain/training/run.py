@@ -26,7 +26,7 @@ from cvtrain.training import checkpoint
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
-from cvtrain.training.interrupt import RunTerminated
+from cvtrain.training.interrupt import RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
 
@@ -74,7 +74,8 @@ def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
             log: RunLog | None = None, results: str | None = None,
-            endpoint_url: str | None = None, force: bool = False) -> RunResult:
+            endpoint_url: str | None = None, force: bool = False,
+            rerun: str | None = None) -> RunResult:
     """Train and evaluate ``spec``; leave a complete run folder; return its metrics.
 
     With ``results`` (a folder or ``s3://`` URI) the run folder is mirrored there as it is
@@ -89,7 +90,14 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     anyway). Unseeded runs are not meant to repeat and always train.
 
     A stop request (SIGTERM, see :mod:`cvtrain.stop`) ends the run at the next safe point
-    with :class:`RunTerminated`, whose message says what was kept.
+    with :class:`RunTerminated`, whose message says what was kept. Ctrl-C ends it at once
+    with :class:`RunInterrupted`: the progress display is stopped, and one line, also in
+    ``log.txt``, says which checkpoint was kept and the command that resumes (``rerun``:
+    the command line that ran this job, without ``--run-id``, when the caller knows it).
+
+    A new run that fails (or is interrupted) before its first checkpoint leaves no run
+    folder behind: nothing in it could be resumed or trusted. Any other failure is written
+    at the end of its ``log.txt``.
     """
     from cvtrain.data.registry import get_dataset
 
@@ -100,7 +108,8 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     dataset = get_dataset(spec.data.dataset)
     backend = select_backend(spec.training.backend, deterministic=spec.seed is not None)
     run = runs.RunDir.claim(out or default_out_dir(), spec.name, run_id)
-    kept = Kept(run)
+    kept = Kept(run, rerun)
+    attempt = {"fresh": False, "logged": False}  # a new folder made; log.txt attached
     try:
         stop.check()
         uploader = None
@@ -137,22 +146,63 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
                 return RunResult(same, metrics)
         if resume is None:
             run.prepare()
+            attempt["fresh"] = True
         log.attach_file(run.file(runs.LOG))
+        attempt["logged"] = True
         return _train(spec, backend, dataset, data, run, log, started, t_start, resume,
                       uploader, kept, print_)
     except stop.StopRequested:
         message = f"stopped by {stop.signal_name()}: {kept.describe()}"
         log.print(f"[bold red]terminated[/]: {message}")
         raise RunTerminated(f"{run.path}: {message}") from None
+    except KeyboardInterrupt:
+        log.end_live()  # the terminal gets its cursor back before anything is said
+        log.detach_file()
+        message = kept.interrupted(attempt["fresh"])
+        if attempt["logged"] and run.path.is_dir() and not run.is_complete():
+            _append_log(run, message)
+        raise RunInterrupted(message) from None
+    except Exception as exc:
+        log.detach_file()
+        _failed(run, exc, **attempt)
+        raise
     finally:
         log.detach_file()
+
+
+def _append_log(run: runs.RunDir, line: str) -> None:
+    try:
+        with open(run.file(runs.LOG), "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError:  # the folder went away: the line is on stderr anyway
+        pass
+
+
+def _failed(run: runs.RunDir, exc: Exception, fresh: bool, logged: bool) -> None:
+    """After a failure: a new run folder with no checkpoint goes (nothing in it can be
+    resumed, and a half-made run must not be listed); any other that this attempt wrote
+    to gets the error as the last line of its log.txt (never a complete run's)."""
+    if not logged or not run.path.is_dir() or run.is_complete():
+        return
+    checkpoint.recover(run.path)
+    if fresh and checkpoint.read(run.path) is None:
+        run.discard()
+        return
+    from cvtrain.errors import CvtrainError
+
+    if isinstance(exc, CvtrainError):
+        _append_log(run, f"failed: {exc}")
+    else:
+        first = (str(exc).splitlines() or [""])[0]
+        _append_log(run, f"failed: internal error: {type(exc).__name__}: {first}")
 
 
 class Kept:
     """What a run stopped now would leave behind, said in one line."""
 
-    def __init__(self, run: runs.RunDir):
+    def __init__(self, run: runs.RunDir, rerun: str | None = None):
         self.run = run
+        self.rerun = rerun
         self.remote: str | None = None
         self.state = "nothing"
         self.checkpoint_epoch = 0
@@ -173,6 +223,39 @@ class Kept:
         if self.run.path.exists():
             return f"no epoch had completed, nothing to keep; {rerun} to start it again"
         return "before the run started, nothing to keep"
+
+    def command(self) -> str:
+        """The command that continues this run, to be typed."""
+        again = f"--run-id {self.run.run_id}"
+        if self.rerun:
+            return f"rerun with `{self.rerun} {again}`"
+        return f"rerun the same command with `{again}`"
+
+    def interrupted(self, fresh: bool) -> str:
+        """The line of a run interrupted by Ctrl-C, from what is on disk now (an interrupt
+        can come between a checkpoint and this object hearing of it). A new run with no
+        checkpoint yet is removed: nothing in it could be resumed."""
+        path = self.run.path
+        if not path.is_dir():
+            return "interrupted before the run started; nothing to keep"
+        if self.run.is_complete():
+            if self.state == "complete" and self.remote:
+                return (f"interrupted; the run is complete in {path}, its copy in "
+                        f"{self.remote} is not; {self.command()} to finish the upload")
+            return f"interrupted; the run is complete in {path}"
+        checkpoint.recover(path)
+        saved = checkpoint.read(path)
+        if saved is None:
+            if fresh:
+                self.run.discard()
+                return ("interrupted before the first epoch completed; nothing kept (the run "
+                        "folder is removed)")
+            return f"interrupted; no checkpoint in {path}; {self.command()} to start it again"
+        where = (f" (also in {self.remote})" if self.checkpoint_remote
+                 and self.checkpoint_epoch == saved.epoch else "")
+        done = " (training done)" if saved.finished else ""
+        return (f"interrupted; checkpoint kept at epoch {saved.epoch}{done} in {path}{where}; "
+                f"{self.command()} to {'finish' if saved.finished else 'resume'}")
 
 
 def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -> RunResult:
@@ -199,27 +282,59 @@ def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -
 
 
 def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
-    """UsageError naming the keys that differ, when this run id was started with another
-    spec than ``spec``."""
+    """UsageError naming the keys that differ (their values then and now) and how to go
+    on, when this run id was started with another spec than ``spec``."""
     earlier = run.file(runs.SPEC)
     if not earlier.is_file():
         return
     text = earlier.read_text(encoding="utf-8")
     if text == spec.to_yaml():
         return
+    then, now = spec_values(text), spec_values(spec.to_yaml())
     keys = spec_differences(text, spec.to_yaml())
-    differ = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-    raise UsageError(f"{run.path}: this run id {what} a different spec (different: {differ}); "
-                     "run it with the same settings, or choose another --run-id")
+    if len(keys) > 1:  # the description notes the --set values: the keys say it better
+        keys = [k for k in keys if k != "description"]
+    shown = "; ".join(f"{k}: {_shown(then.get(k))} then, {_shown(now.get(k))} now"
+                      for k in keys[:4])
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    options = " ".join(_option(k, then.get(k)) for k in keys if k != "description")
+    again = (f"to resume, repeat the options it was started with ({options})"
+             if options and len(options) <= 300 else
+             "to resume, repeat the options it was started with")
+    raise UsageError(f"{run.path}: this run id {what} a different spec ({shown}{more}); "
+                     f"{again}; to start afresh, choose another --run-id")
 
 
-def spec_differences(a: str, b: str) -> list[str]:
-    """Dotted keys whose values differ between two spec YAML texts."""
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _option(key: str, value) -> str:
+    """The option that sets ``key`` to ``value``, as typed."""
+    import shlex
+
+    if key == "seed":
+        return "without --seed" if value is None else f"--seed {value}"
+    text = "null" if value is None else value if isinstance(value, str) else json.dumps(value)
+    return shlex.join(["--set", f"{key}={text}"])
+
+
+def spec_values(text: str) -> dict:
+    """A spec YAML text's values by dotted key."""
     import yaml
 
     from cvtrain.results import flatten
 
-    fa, fb = flatten(yaml.safe_load(a) or {}), flatten(yaml.safe_load(b) or {})
+    return flatten(yaml.safe_load(text) or {})
+
+
+def spec_differences(a: str, b: str) -> list[str]:
+    """Dotted keys whose values differ between two spec YAML texts."""
+    fa, fb = spec_values(a), spec_values(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)) or ["the text"]
 
 
@@ -269,7 +384,10 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
     if resume is not None:
         log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
-    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})")
+    synthetic = (", [yellow]synthetic[/]: not comparable with the report"
+                 if data.synthetic else "")
+    log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})"
+              f"{synthetic}")
     if uploader is not None:
         uploader.sync()  # fail now, not after an epoch, if the results location is unusable
         log.print(f"[bold]results[/]: mirrored to {uploader.remote}")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain.data.registry import LoadedData
-from cvtrain.errors import DataError, UsageError
+from cvtrain.data.synthetic import marked
+from cvtrain.errors import DataError, UsageError, typed_set
 from cvtrain.paths import cache_dir
 from cvtrain.runs import sha256_file
 
@@ -138,13 +139,15 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
     """Read a birds dataset's file lists; every listed image must exist."""
     if layout not in ("2010", "2011"):
         raise UsageError(f"data.layout: expected 2010 or 2011, got {layout!r}")
+    fix = (f"give its folder or .tgz with {typed_set('data.path=FOLDER', 'cub200')}, or try "
+           f"synthetic birds: `cvtrain data synth cub200 DEST`, then "
+           f"{typed_set('data.path=DEST', 'cub200')}")
     if path is None:
-        raise DataError("data.path: the birds dataset is not downloaded automatically; set "
-                        "data.path to its folder or .tgz")
+        raise DataError(f"data.path: the birds dataset is not downloaded automatically; {fix}")
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder (expected the birds dataset: "
-                        f"{_expected(layout)}, or a .tgz of them)")
+                        f"{_expected(layout)}, or a .tgz of them); {fix}")
     if source.is_file():
         sha = sha256_file(source)
         folder = _extract_tgz(source, sha)
@@ -184,7 +187,7 @@ def load_cub200(path: str | Path | None, layout: str = "2010") -> BirdsData:
     return BirdsData(root=root, train_files=[str(images / r) for r in train],
                      train_labels=labels(train), test_files=[str(images / r) for r in test],
                      test_labels=labels(test), class_names=classes, source=source,
-                     sha256=sha or digest.hexdigest())
+                     sha256=sha or digest.hexdigest(), synthetic=marked(root))
 
 
 def check_image_bytes(content: bytes, path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvtrain.data.synthetic import synthesize_images
+from cvtrain.data.synthetic import MARKER, MARKER_TEXT, synthesize_images
 from cvtrain.errors import UsageError
 
 
@@ -19,7 +19,9 @@ def write_synthetic_cub200(dest: str | Path, classes: int = 5, per_class: int = 
 
     2010: ``dest/images/<NNN.Synthetic_bird_K>/...jpg`` and ``dest/lists/{train,test,files,
     classes}.txt``; 2011: the same images under ``dest/CUB_200_2011/`` with its text files.
-    Half of each class (rounded down, at least one) is listed for testing.
+    Half of each class (rounded down, at least one) is listed for testing. A ``SYNTHETIC``
+    file beside the lists (:data:`cvtrain.data.synthetic.MARKER`) tells the loader what it
+    is.
     """
     from PIL import Image
 
@@ -45,6 +47,7 @@ def write_synthetic_cub200(dest: str | Path, classes: int = 5, per_class: int = 
             image.save(root / "images" / rel, format="JPEG", quality=90)
             rels.append(rel)
             train_flags.append(j >= n_test)
+    (root / MARKER).write_text(MARKER_TEXT)  # the loader knows it is synthetic
     class_names = sorted({r.split("/")[0] for r in rels})
     if layout == "2010":
         lists = root / "lists"

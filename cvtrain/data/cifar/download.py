@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from cvtrain.data.cifar.format import ARCHIVE_NAMES, EDITIONS
 from cvtrain.data.errors import _error, _one_line, _reason
-from cvtrain.errors import DataError
+from cvtrain.errors import DEMO_HINT, DataError, typed_set
 from cvtrain.paths import cache_dir
 from cvtrain.report import byte_progress
 
@@ -36,6 +36,19 @@ DOWNLOADS: dict[str, dict[str, str]] = {
     },
 }
 DOWNLOAD_TIMEOUT = 60.0  # seconds, per socket operation
+
+
+class _LocalCopy:
+    """The fix for CIFAR-100 that cannot be had here, as something to type (read when the
+    message is made: the make target is the process's)."""
+
+    def __str__(self) -> str:
+        return (f"set data.path to a local copy with "
+                f"{typed_set('data.path=FILE', 'cifar100')} (an archive such as "
+                f"{ARCHIVE_NAMES['binary']}, or its folder), or {DEMO_HINT}")
+
+
+LOCAL_COPY = _LocalCopy()
 
 
 def _fetch(url: str, out: BinaryIO, progress: bool, label: str) -> tuple[str, int]:
@@ -65,7 +78,7 @@ def _download(edition: str, cache: Path, progress: bool) -> Path:
     def failed(reason: str) -> DataError:
         return _error(
             f"no CIFAR-100 archive in {cache} and downloading {url} failed: {reason}; "
-            "set data.path to a local copy"
+            f"{LOCAL_COPY}"
         )
 
     part: Path | None = None
@@ -108,6 +121,6 @@ def _from_cache(edition: str, download: bool, progress: bool) -> Path:
         names = " or ".join(ARCHIVE_NAMES[ed] for ed in order)
         raise _error(
             f"no CIFAR-100 archive in {cache} (expected {names}) and downloading is off; "
-            "set data.path to a local copy"
+            f"{LOCAL_COPY}"
         )
     return _download(order[0], cache, progress)

@@ -16,11 +16,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cvtrain.data.cifar.download import _from_cache
+from cvtrain.data.cifar.download import LOCAL_COPY, _from_cache
 from cvtrain.data.cifar.format import ARCHIVE_NAMES, DATA_FILES, EDITIONS, FOLDER_NAMES
 from cvtrain.data.cifar.labels import NUM_FINE
 from cvtrain.data.cifar.records import ImageData, _build, _Files
 from cvtrain.data.errors import _error, _reason
+from cvtrain.data.synthetic import MARKER, is_marker, marked
 from cvtrain.errors import DataError, UsageError
 
 _ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError)
@@ -66,9 +67,10 @@ def _expected_members() -> str:
     return " or ".join(f"{FOLDER_NAMES[ed]}/{{{','.join(DATA_FILES[ed])}}}" for ed in EDITIONS)
 
 
-def _read_archive(archive: Path, edition: str) -> tuple[str, _Files, str]:
-    """Stream the archive once: returns (edition found, files, sha256 of the archive)."""
-    wanted = {name for names in DATA_FILES.values() for name in names}
+def _read_archive(archive: Path, edition: str) -> tuple[str, _Files, str, bool]:
+    """Stream the archive once: returns (edition found, files, sha256 of the archive,
+    whether it carries the synthetic marker)."""
+    wanted = {name for names in DATA_FILES.values() for name in names} | {MARKER}
     groups: dict[str, _Files] = {}
     seen: list[str] = []
     try:
@@ -100,6 +102,8 @@ def _read_archive(archive: Path, edition: str) -> tuple[str, _Files, str]:
             f"or {ARCHIVE_NAMES['python']}, a tar.gz): {_reason(exc)}"
         ) from exc
 
+    synthetic = any(is_marker(files[MARKER][1]) for files in groups.values()
+                    if MARKER in files)
     complete = {
         ed: files
         for ed in EDITIONS
@@ -110,7 +114,7 @@ def _read_archive(archive: Path, edition: str) -> tuple[str, _Files, str]:
     for ed in order:
         if ed in complete:
             files = {name: complete[ed][name] for name in DATA_FILES[ed]}
-            return ed, files, reader.hash.hexdigest()
+            return ed, files, reader.hash.hexdigest(), synthetic
     if complete:
         other = next(iter(complete))
         raise _error(
@@ -125,7 +129,7 @@ def _read_archive(archive: Path, edition: str) -> tuple[str, _Files, str]:
     )
 
 
-def _read_folder(folder: Path, edition: str) -> tuple[str, _Files, str]:
+def _read_folder(folder: Path, edition: str) -> tuple[str, _Files, str, bool]:
     files: _Files = {}
     lines = []
     for name in sorted(DATA_FILES[edition]):
@@ -140,7 +144,7 @@ def _read_folder(folder: Path, edition: str) -> tuple[str, _Files, str]:
         files[name] = (str(path), data)
         lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
     digest = hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
-    return edition, files, digest
+    return edition, files, digest, marked(folder)
 
 
 def _folder_editions(folder: Path) -> list[str]:
@@ -232,10 +236,12 @@ def load_cifar100(
     except OSError as exc:  # e.g. a folder we may not list
         raise _error(f"cannot look for CIFAR-100 in {path}: {_reason(exc)}") from exc
     if kind == "archive":
-        found, files, digest = _read_archive(source, edition)
+        found, files, digest, synthetic = _read_archive(source, edition)
     else:
-        found, files, digest = _read_folder(source, edition)
-    return _build(files, found, num_classes, source, digest)
+        found, files, digest, synthetic = _read_folder(source, edition)
+    data = _build(files, found, num_classes, source, digest)
+    data.synthetic = synthetic
+    return data
 
 
 def _locate(
@@ -257,6 +263,7 @@ def _locate(
         else:
             raise _error(
                 f"{given} does not exist; expected a CIFAR-100 archive ({ARCHIVE_NAMES['binary']} "
-                f"or {ARCHIVE_NAMES['python']}), an extracted folder, or a folder holding one"
+                f"or {ARCHIVE_NAMES['python']}), an extracted folder, or a folder holding one: "
+                f"{LOCAL_COPY}"
             )
     return source.absolute(), kind, edition

@@ -35,7 +35,7 @@ from cvtrain.data.cifar.labels import (
 )
 from cvtrain.data.cifar.unpickle import _numpy_reconstruct
 from cvtrain.data.errors import _error, _reason
-from cvtrain.data.synthetic import _synthetic_split
+from cvtrain.data.synthetic import MARKER, MARKER_TEXT, _synthetic_split
 from cvtrain.errors import UsageError
 
 
@@ -126,7 +126,8 @@ def write_synthetic_cifar100(
     (``fmt="python"``). Fine labels ``0..classes-1``, each a colour family combined with
     a spatial pattern (stripes, checkerboard, rings, disc, ...) under random position,
     phase, frequency, brightness and noise. The same seed gives the same images in both
-    formats and the same archive bytes.
+    formats and the same archive bytes. A ``SYNTHETIC`` member beside the data files
+    (:data:`cvtrain.data.synthetic.MARKER`) tells the loader what it is.
     """
     for label, value, low in (
         ("classes", classes, 1),
@@ -197,5 +198,6 @@ def write_synthetic_cifar100(
             ("test", batch(x_test, y_test, "testing batch 1 of 1")),
             ("train", batch(x_train, y_train, "training batch 1 of 1")),
         ]
+    members.append((MARKER, MARKER_TEXT.encode()))  # the loader knows it is synthetic
     _write_targz(target, folder, members)
     return target
