@@ -1,8 +1,17 @@
 # cvtrain: common tasks. `make help` lists them.
-PYTHON ?= python3
+# Python: by default a virtual environment of our own (.venv; stock Debian and Ubuntu refuse
+# pip installs into the system's Python), set up on first use and again only when
+# pyproject.toml changes. PYTHON=python3 (CI, images) uses that Python as it is.
+VENV ?= .venv
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(VENV)/bin/python
+RUNTIME = $(VENV)/.cvtrain-runtime-$(EXTRA)
+TESTING = $(VENV)/.cvtrain-test-$(EXTRA)
+endif
 # cpu: tensorflow-cpu; gpu: tensorflow[and-cuda]. Never both (same module).
 EXTRA ?= cpu
-JOB ?= jobs/cifar/basenet.yaml
+DEFAULT_JOB := jobs/cifar/basenet.yaml
+JOB ?= $(DEFAULT_JOB)
 ARGS ?=
 DEMO_DIR ?= .cache/demo
 # make reproduce: where the runs and the report go
@@ -30,21 +39,24 @@ REGISTRY ?=
 # which image `make push` sends: gpu (the cloud's) or cpu
 PUSH_FLAVOR ?= gpu
 
-.PHONY: help install test test-quick lint run demo reproduce reproduce-demo clean
+.PHONY: help install test test-quick lint run demo reproduce reproduce-demo clean distclean
 .PHONY: base-image image image-cpu run-docker push test-docker lint-docker
 .PHONY: infra-lint infra-network infra-deploy push-ecr submit status results
 
 help:
 	@echo "make install            install cvtrain[$(EXTRA),test] into $(PYTHON) (EXTRA=gpu for GPUs)"
-	@echo "make test               run the test suite"
+	@echo "                        (by default make sets up its own $(VENV) on first use; PYTHON=python3 to use that one)"
+	@echo "make test               set up $(VENV) with the test extras, run the test suite"
 	@echo "make test-quick         the edit-test loop: the suite without training runs (under a minute)"
-	@echo "make run JOB=...        install, then train JOB (default $(JOB)); ARGS='--set k=v ...'"
+	@echo "make run JOB=...        set up $(VENV) (runtime only), train JOB (default $(JOB)); ARGS='--set k=v ...'"
+	@echo "                        (the default job offline: on synthetic data, as make demo, saying so)"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
 	@echo "make reproduce          every job under jobs/ (seed 0; runs already done are reused), then"
 	@echo "                        the report beside the coursework's in $(RUNS)/report; ARGS='--set cub200:data.path=...'"
 	@echo "make reproduce-demo     the same offline on small synthetic data, 1 epoch each (about a minute)"
 	@echo "make lint               ruff"
 	@echo "make clean              remove the demo data and runs (.cache/demo, .cache/reproduce-demo) and build files"
+	@echo "make distclean          clean, and remove $(VENV)"
 	@echo "make image              GPU image $(IMAGE_NAME):latest ($(GPU_BASE)); EXTRA_CA=bundle.crt"
 	@echo "make base-image         local Debian base $(CPU_BASE) with debootstrap (no registry needed)"
 	@echo "make image-cpu          CPU image $(IMAGE_NAME):cpu from BASE_IMAGE=$(CPU_BASE)"
@@ -63,30 +75,50 @@ help:
 install:
 	$(PYTHON) -m pip install -e ".[$(EXTRA),test]"
 
-test:
+# the virtual environment's set-up: runtime dependencies for the jobs, test ones for tests
+$(VENV)/bin/python:
+	@python3 -m venv $(VENV) || { echo "make: python3 -m venv failed; on Debian or Ubuntu: \
+	sudo apt install python3-venv (or give PYTHON=/path/to/python3)"; rm -rf $(VENV); exit 1; }
+
+$(VENV)/.cvtrain-runtime-$(EXTRA): pyproject.toml | $(VENV)/bin/python
+	$(PYTHON) -m pip install -q -e ".[$(EXTRA)]"
+	@touch $@
+
+$(VENV)/.cvtrain-test-$(EXTRA): pyproject.toml | $(VENV)/bin/python
+	$(PYTHON) -m pip install -q -e ".[$(EXTRA),test]"
+	@touch $@ $(VENV)/.cvtrain-runtime-$(EXTRA)
+
+test: $(TESTING)
 	$(PYTHON) -m pytest -q -m "not docker"
 
-test-quick:
+test-quick: $(TESTING)
 	$(PYTHON) -m pytest -q -m "not docker and not slow"
 
-lint:
+lint: $(TESTING)
 	$(PYTHON) -m ruff check cvtrain tests
 
-# CVTRAIN_MAKE: the target, so that an error names its fix as ARGS='...' for it
-run: install
-	CVTRAIN_MAKE=run $(PYTHON) -m cvtrain run $(JOB) $(ARGS)
+# CVTRAIN_MAKE: the target, so that an error names its fix as ARGS='...' for it. The
+# default job with nothing else given: on CIFAR-100 when it can be downloaded, else
+# (exit 3: the dataset is not reachable) on the demo's synthetic data, saying so
+run: $(RUNTIME)
+	@CVTRAIN_MAKE=run $(PYTHON) -m cvtrain run $(JOB) $(ARGS); status=$$?; \
+	if [ $$status -eq 3 ] && [ "$(JOB)" = "$(DEFAULT_JOB)" ] && [ -z "$(ARGS)" ]; then \
+	    echo "make run: CIFAR-100 could not be downloaded (above); training BaseNet on"\
+	         "synthetic data instead, as make demo does (runs say synthetic)"; \
+	    $(MAKE) --no-print-directory demo; \
+	else exit $$status; fi
 
-demo:
+demo: $(RUNTIME)
 	$(PYTHON) -m cvtrain data synth cifar100 $(DEMO_DIR) --classes 25 --train-per-class 200 --test-per-class 40
 	CVTRAIN_MAKE=demo $(PYTHON) -m cvtrain run jobs/cifar/basenet.yaml --set data.path=$(DEMO_DIR)/cifar-100-binary.tar.gz \
 	    --set training.epochs=3 --out $(DEMO_DIR)/runs --seed 0 $(ARGS)
 
 # the report is written even when a job failed; the exit status is the set's
-reproduce:
+reproduce: $(RUNTIME)
 	CVTRAIN_MAKE=reproduce $(PYTHON) -m cvtrain run jobs --seed 0 --out $(RUNS) $(ARGS); status=$$?; \
 	    $(PYTHON) -m cvtrain results report $(RUNS) --out $(RUNS)/report; exit $$status
 
-reproduce-demo:
+reproduce-demo: $(RUNTIME)
 	$(PYTHON) -m cvtrain data synth cifar100 $(REPRO_DEMO_DIR) --classes 5 --train-per-class 40 --test-per-class 8
 	$(PYTHON) -m cvtrain data synth cub200 $(REPRO_DEMO_DIR)/cub --classes 3 --per-class 6 --image-size 32
 	CVTRAIN_MAKE=reproduce-demo $(PYTHON) -m cvtrain run jobs --seed 0 --out $(REPRO_DEMO_DIR)/runs --set training.epochs=1 \
@@ -96,6 +128,10 @@ reproduce-demo:
 
 clean:
 	rm -rf .cache/demo .cache/reproduce-demo .pytest_cache build *.egg-info
+
+# the virtual environment too (make sets it up again on next use)
+distclean: clean
+	rm -rf $(VENV)
 
 # ---------------------------------------------------------------------------- images
 
