@@ -112,6 +112,7 @@ demo: $(RUNTIME)
 	$(PYTHON) -m cvtrain data synth cifar100 $(DEMO_DIR) --classes 25 --train-per-class 200 --test-per-class 40
 	CVTRAIN_MAKE=demo $(PYTHON) -m cvtrain run jobs/cifar/basenet.yaml --set data.path=$(DEMO_DIR)/cifar-100-binary.tar.gz \
 	    --set training.epochs=3 --out $(DEMO_DIR)/runs --seed 0 $(ARGS)
+	@echo "the demo's runs, kept apart from yours in runs/: cvtrain results ls $(DEMO_DIR)/runs"
 
 # the report is written even when a job failed; the exit status is the set's
 reproduce: $(RUNTIME)

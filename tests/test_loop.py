@@ -3,13 +3,16 @@ Keras's own loop of one call per batch, the short last batch of an epoch include
 exact resume."""
 
 import json
+import signal
+import time
 
 import pytest
 from conftest import run_cli
-from test_backends import jax_only  # noqa: F401 (a fixture)
+from test_backends import _start, jax_only  # noqa: F401 (a fixture)
 
 from cvtrain import runs
 from cvtrain.data.cifar import write_synthetic_cifar100
+from cvtrain.training import checkpoint
 from cvtrain.training.loop import LOOP_ENV, chosen_loop
 
 
@@ -56,3 +59,40 @@ def test_scan_trains_as_keras_own_loop(jax_only, tmp_path):  # noqa: F811
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
     assert m_scan["test_accuracy"] == pytest.approx(m_steps["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_scan_resumes_exactly(jax_only, tmp_path):  # noqa: F811
+    """SIGTERM after the first epoch's checkpoint, rerun: the result equals an
+    uninterrupted run's to the bit, with every execution's random numbers (augmentation)
+    carried through the loop and the checkpoint."""
+    archive = write_synthetic_cifar100(tmp_path / "data", classes=4, train_per_class=72,
+                                       test_per_class=8, seed=4)
+    args = ["run", "augment", "--set", f"data.path={archive}", "--set", "data.num_classes=4",
+            "--set", "training.epochs=3", "--set", "training.steps_per_execution=3",
+            "--seed", "2", "--out", str(tmp_path)]
+    env = {**jax_only, LOOP_ENV: "scan"}
+    whole = run_cli(*args, "--run-id", "whole", env=env)
+    assert whole.returncode == 0, whole.stderr
+
+    proc = _start([*args, "--run-id", "cut"], env)
+    state = tmp_path / "augment" / "cut" / checkpoint.DIR / checkpoint.STATE
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["epoch"] >= 1:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == checkpoint.EXIT_TERMINATED, err
+    resumed = run_cli(*args, "--run-id", "cut", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    (m_whole, rows_whole), (m_cut, rows_cut) = (_result(tmp_path / "augment" / r)
+                                                for r in ("whole", "cut"))
+    assert m_cut["resumed_from_epoch"] >= 1 and m_cut["device"]["scan_steps"] is True
+    assert rows_cut == rows_whole
+    assert (m_cut["test_accuracy"], m_cut["test_loss"]) == (m_whole["test_accuracy"],
+                                                          m_whole["test_loss"])

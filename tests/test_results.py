@@ -5,7 +5,7 @@ and ``cvtrain run --results s3://...``."""
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import JOBS, run_cli
 from s3_server import s3, s3_server  # noqa: F401 - fixtures
 
 from cvtrain import storage
@@ -246,3 +246,25 @@ def test_a_set_of_jobs_runs_in_order_and_a_failure_does_not_stop_it(archive, tmp
     assert "no job of this run reads dataset cub200" in refused.stderr
     many = run_cli("run", "basenet", "normalize", "--run-id", "x", "--out", out)
     assert many.returncode == 2 and "one run id cannot name the runs of 2 jobs" in many.stderr
+
+
+def test_a_weights_file_counts_in_the_fingerprint_by_its_content(tmp_path):
+    """Weights given as a file: the same content anywhere gives the same fingerprint, other
+    content another (a retrained backbone at the same path is not reused)."""
+    from cvtrain.spec import load_spec
+    from cvtrain.training.run import fingerprint
+
+    a, b = tmp_path / "a.weights.h5", tmp_path / "elsewhere" / "b.weights.h5"
+    b.parent.mkdir()
+    a.write_bytes(b"backbone one")
+    b.write_bytes(b"backbone one")
+    job = JOBS / "birds" / "resnet50_finetune.yaml"
+
+    def print_(weights):
+        return fingerprint(load_spec(job, [f"model.weights={weights}"], seed=0), "d" * 64)
+
+    assert print_(a) == print_(b)
+    first = print_(a)
+    a.write_bytes(b"backbone two")
+    assert print_(a) != first
+    assert print_("none") != print_("imagenet")

@@ -40,7 +40,8 @@ class RunResult:
 def fingerprint(spec: JobSpec, data_sha256: str) -> str:
     """What determines a seeded run's result, hashed: the resolved spec without its words
     (descriptions, the report's numbers) and without the dataset's path (its sha256 stands
-    for it), the dataset's sha256, the seed and cvtrain's version."""
+    for it), the dataset's sha256, a weights file's sha256 (not its path), the seed and
+    cvtrain's version."""
     import hashlib
 
     from cvtrain import __version__
@@ -51,6 +52,13 @@ def fingerprint(spec: JobSpec, data_sha256: str) -> str:
     doc.get("data", {}).pop("path", None)
     payload = {"spec": doc, "data_sha256": data_sha256, "seed": spec.seed,
                "cvtrain": __version__}
+    weights = getattr(spec.model, "weights", None)
+    if isinstance(weights, str) and weights != "imagenet" and weights.lower() != "none":
+        # a weights file counts by its content, wherever it is and whatever it is called
+        from cvtrain.models.weights import weights_identity
+
+        doc.get("model", {}).pop("weights", None)
+        payload["weights"] = weights_identity(weights, spec.seed or 0)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
