@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from cvtrain import runs
+from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
 from cvtrain.results import list_runs, read_text
 from cvtrain.storage.s3 import join
 
@@ -90,19 +91,8 @@ def build(root: str, jobs_root: Path | None = None, endpoint_url: str | None = N
     return {"root": root, "rows": table, "other_jobs": extra}
 
 
-def _num(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _diff(value) -> str:
-    return "-" if value is None else f"{value:+.4f}"
-
-
-def _secs(value) -> str:
-    if value is None:
-        return "-"
-    minutes, seconds = divmod(int(round(value)), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+    return fmt_diff(value, 0.0)
 
 
 def markdown(report: dict) -> str:
@@ -122,17 +112,17 @@ def markdown(report: dict) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "missing":
-            lines.append(f"| {r['job']} | {_num(r['report_accuracy'])} | missing | | "
-                         f"{_num(r['report_loss'])} | | | | | | |")
+            lines.append(f"| {r['job']} | {fmt_num(r['report_accuracy'])} | missing | | "
+                         f"{fmt_num(r['report_loss'])} | | | | | | |")
             continue
         fake = r.get("synthetic")
         lines.append(
-            f"| {r['job']} | {_num(r['report_accuracy'])} | {_num(r['test_accuracy'])} | "
+            f"| {r['job']} | {fmt_num(r['report_accuracy'])} | {fmt_num(r['test_accuracy'])} | "
             f"{'*synthetic*' if fake else _diff(r['accuracy_difference'])} | "
-            f"{_num(r['report_loss'])} | {_num(r['test_loss'])} | "
+            f"{fmt_num(r['report_loss'])} | {fmt_num(r['test_loss'])} | "
             f"{'*synthetic*' if fake else _diff(r['loss_difference'])} | "
             f"{r['epochs_run'] if r['epochs_run'] is not None else '-'} | "
-            f"{_secs(r['wall_seconds'])} | {r['device']} | `{r['run_id']}` |")
+            f"{fmt_seconds(r['wall_seconds'])} | {r['device']} | `{r['run_id']}` |")
     notes = [r for r in rows if r.get("note")]
     if notes:
         lines += ["", "## The report's notes", ""]

@@ -82,6 +82,24 @@ def _start(args, env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def terminate_after_epoch_1(args, env, run_folder) -> None:
+    """Start ``cvtrain ARGS``, SIGTERM it once the checkpoint of epoch 1 is written, and
+    check that it stopped as a terminated run does (exit 75)."""
+    proc = _start(args, env)
+    state = run_folder / checkpoint.DIR / checkpoint.STATE
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["epoch"] >= 1:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == checkpoint.EXIT_TERMINATED, err
+
+
 @pytest.mark.slow
 def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
     """The improved model (dropout, batch norm) with augmentation: SIGTERM after an epoch,
@@ -98,19 +116,7 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
     whole = run_cli(*args, "--run-id", "whole", env=env)
     assert whole.returncode == 0, whole.stderr
 
-    proc = _start([*args, "--run-id", "cut"], env)
-    state = tmp_path / "dropout" / "cut" / checkpoint.DIR / checkpoint.STATE
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["epoch"] >= 1:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == checkpoint.EXIT_TERMINATED, err
+    terminate_after_epoch_1([*args, "--run-id", "cut"], env, tmp_path / "dropout" / "cut")
     resumed = run_cli(*args, "--run-id", "cut", env=env)
     assert resumed.returncode == 0, resumed.stderr
 

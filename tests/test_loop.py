@@ -3,16 +3,13 @@ Keras's own loop of one call per batch, the short last batch of an epoch include
 exact resume."""
 
 import json
-import signal
-import time
 
 import pytest
 from conftest import run_cli
-from test_backends import _start, jax_only  # noqa: F401 (a fixture)
+from test_backends import jax_only, terminate_after_epoch_1  # noqa: F401 (a fixture)
 
 from cvtrain import runs
 from cvtrain.data.cifar import write_synthetic_cifar100
-from cvtrain.training import checkpoint
 from cvtrain.training.loop import LOOP_ENV, chosen_loop
 
 
@@ -75,19 +72,7 @@ def test_scan_resumes_exactly(jax_only, tmp_path):  # noqa: F811
     whole = run_cli(*args, "--run-id", "whole", env=env)
     assert whole.returncode == 0, whole.stderr
 
-    proc = _start([*args, "--run-id", "cut"], env)
-    state = tmp_path / "augment" / "cut" / checkpoint.DIR / checkpoint.STATE
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if json.loads(state.read_text())["epoch"] >= 1:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == checkpoint.EXIT_TERMINATED, err
+    terminate_after_epoch_1([*args, "--run-id", "cut"], env, tmp_path / "augment" / "cut")
     resumed = run_cli(*args, "--run-id", "cut", env=env)
     assert resumed.returncode == 0, resumed.stderr
     (m_whole, rows_whole), (m_cut, rows_cut) = (_result(tmp_path / "augment" / r)
