@@ -940,3 +940,46 @@ def test_cloud_commands_do_not_import_boto3_for_help():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_submit_a_set_as_one_array_job(cloud, moto_url, write_job):
+    """`submit JOB JOB`: one array job, a child per job in the order given, each child's
+    own resolved spec (--set for all, DATASET:KEY=VALUE for one dataset's) in the
+    container's environment; each writes its own run under its job's name."""
+    one = write_job("tiny.yaml", JOB_TEXT)
+    two = write_job("other.yaml", JOB_TEXT.replace("name: tiny", "name: other"))
+    proc = run_cli(*submit_args(one, two, "--set", "training.epochs=1", "--set",
+                                "cifar100:training.batch_size=8", "--no-check", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    assert done["array"] is True and done["job_name"] == "cvtrain-set-tiny-and-1-more"
+    assert [(r["job"], r["results"]) for r in done["runs"]] == [
+        ("tiny", f"s3://{BUCKET}/runs/tiny/{done['job_id']}-0/"),
+        ("other", f"s3://{BUCKET}/runs/other/{done['job_id']}-1/")]
+    parent = batch_client(moto_url).describe_jobs(jobs=[done["job_id"]])["jobs"][0]
+    assert parent["arrayProperties"]["size"] == 2
+    env = {e["name"]: e["value"] for e in parent["container"]["environment"]}
+    assert defs.ENV_SPEC not in env and defs.ENV_SWEEP not in env
+    for index, name in enumerate(("tiny", "other")):
+        entry = BatchBackend({**env, defs.ENV_JOB_ID: done["job_id"],
+                              defs.ENV_ARRAY_INDEX: str(index)}).entry()
+        assert entry.spec.name == name and entry.plan.run_id == f"{done['job_id']}-{index}"
+        assert (entry.spec.training.epochs, entry.spec.training.batch_size) == (1, 8)
+        assert entry.location == f"s3://{BUCKET}/runs/{name}/{done['job_id']}-{index}"
+
+    text = run_cli(*submit_args(one, two, "--no-check"))
+    assert text.returncode == 0, text.stderr
+    assert "(array of 2 jobs)" in text.stdout and ":1  other  -> s3://" in text.stdout
+    sweep = run_cli(*submit_args(one, two, "--sweep", "training.epochs=1,2"))
+    assert sweep.returncode == 2
+    assert "--sweep: one job at a time; 2 jobs were given" in sweep.stderr
+
+
+def test_a_set_entry_refuses_a_bad_spec_list():
+    env = {defs.ENV_SPECS: defs.encode_specs(["a: 1", "b: 2"]), defs.ENV_RESULTS: "s3://b/r",
+           defs.ENV_JOB_ID: "job"}
+    assert entry_plan({**env, defs.ENV_ARRAY_INDEX: "1"}).spec_yaml == "b: 2"
+    with pytest.raises(UsageError, match="expected 0..1"):
+        entry_plan({**env, defs.ENV_ARRAY_INDEX: "2"})
+    with pytest.raises(UsageError, match="compressed list of job specs"):
+        entry_plan({**env, defs.ENV_SPECS: "bm90IHpsaWI=", defs.ENV_ARRAY_INDEX: "0"})

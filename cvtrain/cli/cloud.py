@@ -12,11 +12,13 @@ from cvtrain.cli.jobs import complete_job
 
 
 def submit(
-    job: str = typer.Argument(None, autocompletion=complete_job,
-                              help="Job file, or a job name under the jobs folder "
-                              "(not with --resume)."),
+    jobs: list[str] = typer.Argument(None, autocompletion=complete_job, metavar="JOB",
+                                     help="Job files, job names under the jobs folder, or "
+                                          "folders of jobs; several make one array job, a "
+                                          "child per job (not with --resume)."),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
-                                   help="Override a spec value (repeatable; values are YAML)."),
+                                   help="Override a spec value (repeatable; values are "
+                                        "YAML); DATASET:KEY=VALUE for one dataset's jobs."),
     sweep: list[str] = typer.Option([], "--sweep", metavar="KEY=V1,V2,...",
                                     help="Run one job per value (repeatable: every "
                                          "combination); becomes one array job."),
@@ -55,25 +57,30 @@ def submit(
                                  "definition, image, each run's id and results location) "
                                  "as JSON (for scripts)."),
 ) -> None:
-    """Submit JOB (or a sweep of it) to GPU instances on AWS Batch; print ids and results."""
+    """Submit JOB (a sweep of it, or a set of jobs) to GPU instances on AWS Batch; print ids
+    and results."""
+    from cvtrain.cli.run import load_set
     from cvtrain.cloud.batch import BatchBackend
     from cvtrain.errors import UsageError
-    from cvtrain.spec import load_spec
-    from cvtrain.spec.catalog import find_job
 
     backend = BatchBackend()
     options = dict(queue=queue, image=image, results=results, spot=spot, stack=stack,
                    gpus=gpus, vcpus=vcpus, memory_mib=memory, attempts=attempts,
                    timeout_seconds=int(timeout_hours * 3600))
     if resume:
-        if job or set_ or sweep or seed is not None:
+        if jobs or set_ or sweep or seed is not None:
             raise UsageError(f"--resume {resume}: give no JOB, --set, --sweep or --seed; the "
                              "run continues with the spec it was started with")
         plan = backend.plan_resume(resume, **options)
-    elif not job:
-        raise UsageError("submit: expected JOB (a job file or name), or --resume JOB_ID")
+    elif not jobs:
+        raise UsageError("submit: expected JOB (a job file, name or folder), or --resume "
+                         "JOB_ID")
     else:
-        plan = backend.plan(load_spec(find_job(job), set_, seed=seed), sweep, **options)
+        specs = load_set(jobs, set_, seed)  # every job checked before any AWS call
+        if len(specs) > 1 and sweep:
+            raise UsageError(f"--sweep: one job at a time; {len(specs)} jobs were given")
+        plan = (backend.plan_set(specs, **options) if len(specs) > 1
+                else backend.plan(specs[0], sweep, **options))
     if dry_run:
         print(json.dumps(plan.to_json(), indent=2))
         return
@@ -87,10 +94,12 @@ def submit(
           f"{done.definition_arn}")
     print(f"image: {done.image}")
     print(f"submitted {done.job_name}: {done.job_id}"
-          + (f" (array of {len(done.runs)})" if done.array else ""))
+          + (f" (array of {len(done.runs)}{' jobs' if plan.is_set else ''})"
+             if done.array else ""))
     if done.array:
         for run in done.runs[:50]:
-            print(f"  {done.job_id}:{run.index}  {' '.join(run.overrides)}  -> {run.location}/")
+            what = run.job if plan.is_set else " ".join(run.overrides)
+            print(f"  {done.job_id}:{run.index}  {what}  -> {run.location}/")
         if len(done.runs) > 50:
             print(f"  ... and {len(done.runs) - 50} more, run ids {done.job_id}-<index>")
     else:
@@ -106,7 +115,7 @@ def submission_json(done, plan) -> dict:
             "job_definition": done.definition_arn, "registered": done.registered,
             "image": done.image, "checks": list(done.checks), "resumes": plan.resumes,
             "runs": [{"job_id": f"{done.job_id}:{run.index}" if done.array else done.job_id,
-                      "index": run.index, "overrides": list(run.overrides),
+                      "index": run.index, "job": run.job, "overrides": list(run.overrides),
                       "run_id": run.run_id, "results": f"{run.location}/"}
                      for run in done.runs]}
 

@@ -21,11 +21,13 @@ from cvtrain.cloud.definitions import (
     ENV_RESULTS,
     ENV_RUN_ID,
     ENV_SPEC,
+    ENV_SPECS,
     MAX_ARRAY_SIZE,
     BatchOptions,
     check_resources,
     job_definition,
     run_id_for,
+    set_name,
     submit_job_kwargs,
 )
 from cvtrain.cloud.entry import EntryPlan, entry_plan
@@ -69,10 +71,17 @@ class SubmitPlan:
     submit_job: dict
     #: the earlier run this job continues (``submit --resume``), else None
     resumes: str | None = None
+    #: several jobs as one array job (``submit JOB JOB...``): a variant per job, no sweep
+    is_set: bool = False
 
     @property
     def array(self) -> bool:
         return len(self.variants) > 1
+
+    @property
+    def name(self) -> str:
+        """The job's name, or the set's."""
+        return set_name([v.spec.name for v in self.variants]) if self.is_set else self.spec.name
 
     def to_json(self) -> dict:
         return {"job_definition": self.definition, "submit_job": self.submit_job}
@@ -86,6 +95,8 @@ class SubmittedRun:
     overrides: list[str]
     run_id: str
     location: str
+    #: the job it runs (a set's children run different jobs)
+    job: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,27 @@ class BatchBackend:
         return SubmitPlan(spec=spec, variants=variants, target=target, options=options,
                           definition=definition, submit_job=kwargs)
 
+    def plan_set(self, specs: Sequence[JobSpec], **options) -> SubmitPlan:
+        """Several jobs as one array job, a child per job (in the order given), with the
+        options of :meth:`plan` for all; one job is :meth:`plan`'s. Each child trains and
+        writes its own run (``<results>/<job>/<parent id>-<index>``) and is retried, resumed
+        and followed as a sweep's children are."""
+        from cvtrain.spec import Variant
+
+        if len(specs) == 1:
+            return self.plan(specs[0], **options)
+        for spec in specs:
+            self.refuse_local_paths(spec)
+        if len(specs) > MAX_ARRAY_SIZE:
+            raise UsageError(f"{len(specs)} jobs: expected at most {MAX_ARRAY_SIZE} in one set")
+        plan = self.plan(specs[0], **options)
+        names = [s.name for s in specs]
+        kwargs = submit_job_kwargs(set_name(names), "", [[]], plan.definition["jobDefinitionName"],
+                                   plan.target.queue, set_specs=[s.to_yaml() for s in specs])
+        kwargs["tags"] = {"cvtrain:job": set_name(names)[:256]}
+        return dataclasses.replace(plan, variants=[Variant([], s) for s in specs],
+                                   submit_job=kwargs, is_set=True)
+
     def plan_resume(self, job_id: str, **options) -> SubmitPlan:
         """A new job that continues the run of an earlier one (``JOB_ID`` or an array
         child ``PARENT:N``) that timed out, failed or was cancelled: the same resolved spec
@@ -261,7 +293,7 @@ class BatchBackend:
                (parent.get("container") or {}).get("environment") or []}
         env.update({e["name"]: e["value"] for e in
                     ((parent.get("containerOverrides") or {}).get("environment") or [])})
-        if not env.get(ENV_SPEC):
+        if not (env.get(ENV_SPEC) or env.get(ENV_SPECS)):
             raise UsageError(f"--resume {job_id}: not a job submitted by cvtrain (no "
                              f"${ENV_SPEC} in its environment)")
         results = env.get(ENV_RESULTS) or aws.definition_environment(
@@ -301,14 +333,15 @@ class BatchBackend:
         record.record_submitted({
             "jobId": job_id, "jobName": made["jobName"], "queue": plan.target.queue,
             "image": plan.options.image,
-            "results": plan.target.results, "job": plan.spec.name,
+            "results": plan.target.results, "job": plan.name,
             "arraySize": len(plan.variants) if plan.array else None})
         runs = []
         for i, variant in enumerate(plan.variants):
             index = i if plan.array else None
             run_id = plan.resumes or run_id_for(job_id, index)
+            name = variant.spec.name
             runs.append(SubmittedRun(index, variant.overrides, run_id,
-                                     run_location(plan.target.results, plan.spec.name, run_id)))
+                                     run_location(plan.target.results, name, run_id), name))
         return Submission(job_id=job_id, job_name=made["jobName"], definition_arn=arn,
                           registered=registered, runs=runs, checks=checks,
                           image=plan.options.image)

@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from cvtrain.training.checkpoint import EXIT_TERMINATED
 #: environment of the container (job definition and job)
 ENV_SPEC = "CVTRAIN_SPEC_B64"
 ENV_SWEEP = "CVTRAIN_SWEEP"
+#: a job set (several jobs, one array job): every child's resolved spec, compressed
+ENV_SPECS = "CVTRAIN_SPECS_Z64"
 ENV_RESULTS = "CVTRAIN_RESULTS"
 ENV_RUNS = "CVTRAIN_RUNS"
 #: set by ``cvtrain submit --resume``: the run to continue (else derived from the job id)
@@ -80,6 +83,24 @@ def decode_spec(value: str) -> str:
         return base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise UsageError(f"${ENV_SPEC}: expected a base64-encoded job spec") from None
+
+
+def encode_specs(spec_yamls: list[str]) -> str:
+    """A job set's specs in one variable: a JSON list, zlib-compressed (twelve specs in a
+    few KB, well inside SubmitJob's limit), base64."""
+    packed = zlib.compress(json.dumps(spec_yamls, separators=(",", ":")).encode(), 9)
+    return base64.b64encode(packed).decode("ascii")
+
+
+def decode_specs(value: str) -> list[str]:
+    try:
+        specs = json.loads(zlib.decompress(base64.b64decode(value.encode("ascii"),
+                                                            validate=True)))
+    except (binascii.Error, zlib.error, UnicodeError, ValueError):
+        specs = None
+    if not isinstance(specs, list) or not specs or not all(isinstance(s, str) for s in specs):
+        raise UsageError(f"${ENV_SPECS}: expected a compressed list of job specs")
+    return specs
 
 
 # ---------------------------------------------------------------------------- definition
@@ -220,17 +241,26 @@ def job_name(spec_name: str, array: bool) -> str:
     return (base + ("-sweep" if array else ""))[:128]
 
 
+def set_name(names: list[str]) -> str:
+    """What a job set is called where one name is wanted (the job's name, tags)."""
+    return f"set-{names[0]}-and-{len(names) - 1}-more"
+
+
 def submit_job_kwargs(spec_name: str, spec_yaml: str, variants: list[list[str]],
-                      definition: str, queue: str) -> dict:
+                      definition: str, queue: str, set_specs: list[str] | None = None) -> dict:
     """``submit_job`` arguments: one job, or an array job with one child per variant
-    (``variants`` are ``--set`` lists; ``[[]]``: no sweep)."""
-    array = len(variants) > 1
-    environment = [{"name": ENV_SPEC, "value": encode_spec(spec_yaml)}]
-    if any(variants):
+    (``variants`` are ``--set`` lists; ``[[]]``: no sweep), or with one child per job of a
+    set (``set_specs``: each child's resolved spec; ``spec_name``: :func:`set_name`)."""
+    array = len(variants) > 1 or bool(set_specs and len(set_specs) > 1)
+    if set_specs:
+        environment = [{"name": ENV_SPECS, "value": encode_specs(set_specs)}]
+    else:
+        environment = [{"name": ENV_SPEC, "value": encode_spec(spec_yaml)}]
+    if any(variants) and not set_specs:
         environment.append({"name": ENV_SWEEP,
                             "value": json.dumps(variants, separators=(",", ":"))})
     kwargs: dict = {
-        "jobName": job_name(spec_name, array),
+        "jobName": job_name(spec_name, array and not set_specs),
         "jobQueue": queue,
         "jobDefinition": definition,
         "containerOverrides": {"environment": environment},
@@ -238,7 +268,7 @@ def submit_job_kwargs(spec_name: str, spec_yaml: str, variants: list[list[str]],
         "propagateTags": True,
     }
     if array:
-        kwargs["arrayProperties"] = {"size": len(variants)}
+        kwargs["arrayProperties"] = {"size": len(set_specs) if set_specs else len(variants)}
     size = len(json.dumps(kwargs).encode())
     if size > MAX_PAYLOAD_BYTES:
         raise UsageError(f"{spec_name}: the job (resolved spec and sweep) takes {size} bytes; "

@@ -18,8 +18,10 @@ from cvtrain.cloud.definitions import (
     ENV_RUN_ID,
     ENV_RUNS,
     ENV_SPEC,
+    ENV_SPECS,
     ENV_SWEEP,
     decode_spec,
+    decode_specs,
     run_id_for,
 )
 from cvtrain.errors import UsageError
@@ -57,12 +59,17 @@ def entry_plan(env: Mapping[str, str]) -> EntryPlan:
     """Pick the variant ``AWS_BATCH_JOB_ARRAY_INDEX`` and the stable run id from the
     container's environment (``CVTRAIN_RUN_ID`` when the job continues an earlier run);
     any missing or malformed variable is one clear line."""
-    missing = [n for n in (ENV_SPEC, ENV_RESULTS, ENV_JOB_ID) if not env.get(n)]
+    spec_var = ENV_SPECS if env.get(ENV_SPECS) else ENV_SPEC
+    missing = [n for n in (spec_var, ENV_RESULTS, ENV_JOB_ID) if not env.get(n)]
     if missing:
         raise UsageError(f"run-batch: ${', $'.join(missing)} not set; expected the "
                          "environment of a job made by `cvtrain submit`")
-    spec_yaml = decode_spec(env[ENV_SPEC])
-    variants = _variants(env)
+    if spec_var == ENV_SPECS:  # a job set: a spec per child, no sweep
+        specs = decode_specs(env[ENV_SPECS])
+        variants = [[] for _ in specs]
+    else:
+        specs = [decode_spec(env[ENV_SPEC])]
+        variants = _variants(env)
     raw_index = env.get(ENV_ARRAY_INDEX)
     index = None
     if raw_index not in (None, ""):
@@ -70,8 +77,9 @@ def entry_plan(env: Mapping[str, str]) -> EntryPlan:
             raise UsageError(f"${ENV_ARRAY_INDEX}={raw_index}: expected 0..{len(variants) - 1}")
         index = int(raw_index)
     elif len(variants) > 1:
-        raise UsageError(f"${ENV_ARRAY_INDEX} not set; expected it for a sweep of "
-                         f"{len(variants)} variants")
+        raise UsageError(f"${ENV_ARRAY_INDEX} not set; expected it for a sweep or set of "
+                         f"{len(variants)}")
+    spec_yaml = specs[index or 0] if len(specs) > 1 else specs[0]
     return EntryPlan(spec_yaml=spec_yaml, overrides=list(variants[index or 0]),
                      run_id=env.get(ENV_RUN_ID) or run_id_for(env[ENV_JOB_ID], index),
                      results=env[ENV_RESULTS],
