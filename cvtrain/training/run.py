@@ -393,7 +393,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     if resume is not None:
         log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
     synthetic = (", [yellow]synthetic[/]: not comparable with the report"
-                 if data.synthetic else "")
+                 if getattr(data, "synthetic", False) else "")
     log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})"
               f"{synthetic}")
     if uploader is not None:
