@@ -471,6 +471,7 @@ def test_submit_sweep_as_array_job_then_status(cloud, moto_url, write_job):
     assert f"@sha256:{digest[7:19]}" in status.stdout
 
 
+@pytest.mark.slow
 def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, monkeypatch):
     """`submit --resume ID` (and PARENT:N for an array child) submits a new job with the
     same resolved spec (the child's variant applied), results root and run id, so the
@@ -791,6 +792,7 @@ def refused(proc, state) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_submit_refuses_local_weights_before_any_aws_call(no_aws):
     """A birds job with a local weights file: refused like a local data.path, before the
     stack's outputs are read (--stack is given: reading it would fail to connect)."""
@@ -942,6 +944,7 @@ def test_cloud_commands_do_not_import_boto3_for_help():
     assert out.stdout.strip() == "[]", out.stderr
 
 
+@pytest.mark.slow
 def test_submit_a_set_as_one_array_job(cloud, moto_url, write_job):
     """`submit JOB JOB`: one array job, a child per job in the order given, each child's
     own resolved spec (--set for all, DATASET:KEY=VALUE for one dataset's) in the

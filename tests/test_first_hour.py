@@ -116,6 +116,7 @@ def test_the_run_summary_marks_synthetic_data():
 # ------------------------------------------------------------------ results compare
 
 
+@pytest.mark.slow
 def test_compare_takes_the_data_by_content_and_plots_only_when_asked(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     fake_run(root, "20260101-000000-aaaa", path="data/cifar.tgz", batch=32)
@@ -146,6 +147,7 @@ def test_compare_takes_the_data_by_content_and_plots_only_when_asked(tmp_path, m
 # ------------------------------------------------------------------ not found
 
 
+@pytest.mark.slow
 def test_not_found_is_one_exit_code(tmp_path):
     with pytest.raises(StorageError):
         resolve_run(str(tmp_path / "basenet" / "nope"))

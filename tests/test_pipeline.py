@@ -85,6 +85,7 @@ def test_resume_from_an_epoch_replays_the_same_batches():
                                   np.concatenate([x.numpy() for x, _ in resumed.train]))
 
 
+@pytest.mark.slow
 def test_tf_data_augmentation_is_keyed_by_seed_epoch_and_batch():
     """On TensorFlow augmentation runs in the stream: training batches only, the same for
     the same seed, and a stream started at a later epoch replays exactly those batches."""

@@ -114,6 +114,7 @@ def test_bad_override_syntax():
         apply_overrides({"training": {"epochs": 3}}, ["training.epochs.x=1"])
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_spec_with_one_line_and_exit_2(write_job):
     path = write_job("bad.yaml", MINIMAL + "training: {epochs: -3}\n")
     result = run_cli("run", path)

@@ -165,6 +165,7 @@ def test_50_percent_faults_finish_or_stop_in_bounded_time(faulty, tmp_path, monk
         assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow
 def test_rerun_after_failures_sends_only_what_is_missing(faulty, tmp_path, monkeypatch):
     _only_our_retries(monkeypatch)
     monkeypatch.setattr(s3mod, "RETRY_ATTEMPTS", 1)  # no second chance: some files fail
