@@ -268,3 +268,21 @@ def test_a_weights_file_counts_in_the_fingerprint_by_its_content(tmp_path):
     a.write_bytes(b"backbone two")
     assert print_(a) != first
     assert print_("none") != print_("imagenet")
+
+
+@pytest.mark.slow
+def test_a_seeded_run_in_the_results_root_is_reused(archive, s3, tmp_path):
+    """Another machine (an empty --out) with the same --results: the complete run with the
+    same fingerprint in the bucket is fetched and reused, nothing trains, nothing new is
+    uploaded."""
+    root = s3.uri("team", "runs")
+    first = _train(archive, "--out", tmp_path / "a", "--results", root)
+    assert first.returncode == 0, first.stderr
+    (run_id,) = [p.name for p in (tmp_path / "a" / "basenet").iterdir()]
+    again = _train(archive, "--out", tmp_path / "b", "--results", root)
+    assert again.returncode == 0, again.stderr
+    assert f"reused: basenet / {run_id} in {root}" in " ".join(again.stdout.split())
+    assert "epoch 1/1" not in again.stdout
+    assert verify(tmp_path / "b" / "basenet" / run_id) == []
+    rows = json.loads(run_cli("results", "ls", root, "--json").stdout)
+    assert [r["run_id"] for r in rows] == [run_id]

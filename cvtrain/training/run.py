@@ -20,6 +20,7 @@ from cvtrain import runs, stop
 from cvtrain.errors import UsageError
 from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
+from cvtrain.runs import run_location
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
 from cvtrain.spec.checks import is_uri
 from cvtrain.training import checkpoint
@@ -78,6 +79,33 @@ def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
         if metrics.get("fingerprint") == print_:
             return run
     return None
+
+
+def _same_run_in_results(results: str, endpoint_url: str | None, out: Path, spec: JobSpec,
+                         print_: str) -> runs.RunDir | None:
+    """The newest complete run of this job with this fingerprint in the results root
+    (``--results``: a folder or an ``s3://`` prefix), fetched into ``out`` (checked
+    against its manifest); None when there is none."""
+    from cvtrain.errors import StorageError
+    from cvtrain.results import list_runs
+    from cvtrain.storage import download_run
+
+    try:
+        rows = list_runs(results, job=spec.name, endpoint_url=endpoint_url)
+    except StorageError:  # no results there yet
+        return None
+    matches = [r for r in rows if r["complete"] and r["fingerprint"] == print_]
+    if not matches:
+        return None
+    run_id = max(r["run_id"] for r in matches)  # run ids begin with their start time
+    run = runs.RunDir(Path(out) / spec.name / run_id)
+    if not run.is_complete():
+        download_run(results, spec.name, run_id, run.path, endpoint_url=endpoint_url)
+        if runs.verify(run.path):
+            raise StorageError(f"{run_location(results, spec.name, run_id)}: the complete run "
+                               f"with this fingerprint did not arrive whole in {run.path}; "
+                               "remove that folder and run again, or train anew with --force")
+    return run
 
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
@@ -143,13 +171,17 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
         stop.check()
         print_ = fingerprint(spec, data.sha256)
         if run_id is None and resume is None and spec.seed is not None and not force:
-            same = _same_run(out or default_out_dir(), spec, print_)
+            same, where = _same_run(out or default_out_dir(), spec, print_), ""
+            if same is None and results is not None:
+                same = _same_run_in_results(results, endpoint_url, out or default_out_dir(),
+                                            spec, print_)
+                where = f" in {results} (fetched into {same.path})" if same else ""
             if same is not None:
                 metrics = json.loads(same.file(runs.METRICS).read_text(encoding="utf-8"))
-                log.print(f"[bold]reused[/]: {spec.name} / {same.run_id} is a complete run "
-                          f"with the same fingerprint (spec, data sha256 {data.sha256[:12]}, "
-                          f"seed {spec.seed}, cvtrain version); nothing to train (--force "
-                          "trains anyway)")
+                log.print(f"[bold]reused[/]: {spec.name} / {same.run_id}{where} is a complete "
+                          f"run with the same fingerprint (spec, data sha256 "
+                          f"{data.sha256[:12]}, seed {spec.seed}, cvtrain version); nothing to "
+                          "train (--force trains anyway)")
                 log.print(summary_table(metrics, same.path))
                 return RunResult(same, metrics)
         if resume is None:
