@@ -44,7 +44,7 @@ def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path=
 
 
 def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
-    from cvtrain.training.run import _refuse_other_spec
+    from cvtrain.training.identity import _refuse_other_spec
 
     run = runs.RunDir(tmp_path / "basenet" / "r").prepare()
     started = load_spec(BASENET, ["training.epochs=2"], seed=0)

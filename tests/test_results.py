@@ -252,7 +252,7 @@ def test_a_weights_file_counts_in_the_fingerprint_by_its_content(tmp_path):
     """Weights given as a file: the same content anywhere gives the same fingerprint, other
     content another (a retrained backbone at the same path is not reused)."""
     from cvtrain.spec import load_spec
-    from cvtrain.training.run import fingerprint
+    from cvtrain.training.identity import fingerprint
 
     a, b = tmp_path / "a.weights.h5", tmp_path / "elsewhere" / "b.weights.h5"
     b.parent.mkdir()

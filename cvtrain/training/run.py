@@ -20,13 +20,18 @@ from cvtrain import runs, stop
 from cvtrain.errors import UsageError
 from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
-from cvtrain.runs import run_location
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
 from cvtrain.spec.checks import is_uri
 from cvtrain.training import checkpoint
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
+from cvtrain.training.identity import (
+    _refuse_other_spec,
+    _same_run,
+    _same_run_in_results,
+    fingerprint,
+)
 from cvtrain.training.interrupt import RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
@@ -36,76 +41,6 @@ from cvtrain.training.metrics import run_metrics
 class RunResult:
     run: runs.RunDir
     metrics: dict
-
-
-def fingerprint(spec: JobSpec, data_sha256: str) -> str:
-    """What determines a seeded run's result, hashed: the resolved spec without its words
-    (descriptions, the report's numbers) and without the dataset's path (its sha256 stands
-    for it), the dataset's sha256, a weights file's sha256 (not its path), the seed and
-    cvtrain's version."""
-    import hashlib
-
-    from cvtrain import __version__
-
-    doc = spec.model_dump(mode="json")
-    doc.pop("description", None)
-    doc.pop("report", None)
-    doc.get("data", {}).pop("path", None)
-    payload = {"spec": doc, "data_sha256": data_sha256, "seed": spec.seed,
-               "cvtrain": __version__}
-    weights = getattr(spec.model, "weights", None)
-    if isinstance(weights, str) and weights != "imagenet" and weights.lower() != "none":
-        # a weights file counts by its content, wherever it is and whatever it is called
-        from cvtrain.models.weights import weights_identity
-
-        doc.get("model", {}).pop("weights", None)
-        payload["weights"] = weights_identity(weights, spec.seed or 0)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
-    """A complete run of this job under ``out`` whose metrics carry this fingerprint."""
-    folder = Path(out) / spec.name
-    if not folder.is_dir():
-        return None
-    for path in sorted(folder.iterdir(), reverse=True):  # the newest first
-        run = runs.RunDir(path)
-        if not run.is_complete():
-            continue
-        try:
-            metrics = json.loads(run.file(runs.METRICS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if metrics.get("fingerprint") == print_:
-            return run
-    return None
-
-
-def _same_run_in_results(results: str, endpoint_url: str | None, out: Path, spec: JobSpec,
-                         print_: str) -> runs.RunDir | None:
-    """The newest complete run of this job with this fingerprint in the results root
-    (``--results``: a folder or an ``s3://`` prefix), fetched into ``out`` (checked
-    against its manifest); None when there is none."""
-    from cvtrain.errors import StorageError
-    from cvtrain.results import list_runs
-    from cvtrain.storage import download_run
-
-    try:
-        rows = list_runs(results, job=spec.name, endpoint_url=endpoint_url)
-    except StorageError:  # no results there yet
-        return None
-    matches = [r for r in rows if r["complete"] and r["fingerprint"] == print_]
-    if not matches:
-        return None
-    run_id = max(r["run_id"] for r in matches)  # run ids begin with their start time
-    run = runs.RunDir(Path(out) / spec.name / run_id)
-    if not run.is_complete():
-        download_run(results, spec.name, run_id, run.path, endpoint_url=endpoint_url)
-        if runs.verify(run.path):
-            raise StorageError(f"{run_location(results, spec.name, run_id)}: the complete run "
-                               f"with this fingerprint did not arrive whole in {run.path}; "
-                               "remove that folder and run again, or train anew with --force")
-    return run
 
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
@@ -319,63 +254,6 @@ def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -
               f"{run.path}; nothing to train")
     log.print(summary_table(metrics, run.path))
     return RunResult(run, metrics)
-
-
-def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
-    """UsageError naming the keys that differ (their values then and now) and how to go
-    on, when this run id was started with another spec than ``spec``."""
-    earlier = run.file(runs.SPEC)
-    if not earlier.is_file():
-        return
-    text = earlier.read_text(encoding="utf-8")
-    if text == spec.to_yaml():
-        return
-    then, now = spec_values(text), spec_values(spec.to_yaml())
-    keys = spec_differences(text, spec.to_yaml())
-    if len(keys) > 1:  # the description notes the --set values: the keys say it better
-        keys = [k for k in keys if k != "description"]
-    shown = "; ".join(f"{k}: {_shown(then.get(k))} then, {_shown(now.get(k))} now"
-                      for k in keys[:4])
-    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-    options = " ".join(_option(k, then.get(k)) for k in keys if k != "description")
-    again = (f"to resume, repeat the options it was started with ({options})"
-             if options and len(options) <= 300 else
-             "to resume, repeat the options it was started with")
-    raise UsageError(f"{run.path}: this run id {what} a different spec ({shown}{more}); "
-                     f"{again}; to start afresh, choose another --run-id")
-
-
-def _shown(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def _option(key: str, value) -> str:
-    """The option that sets ``key`` to ``value``, as typed."""
-    import shlex
-
-    if key == "seed":
-        return "without --seed" if value is None else f"--seed {value}"
-    text = "null" if value is None else value if isinstance(value, str) else json.dumps(value)
-    return shlex.join(["--set", f"{key}={text}"])
-
-
-def spec_values(text: str) -> dict:
-    """A spec YAML text's values by dotted key."""
-    import yaml
-
-    from cvtrain.results import flatten
-
-    return flatten(yaml.safe_load(text) or {})
-
-
-def spec_differences(a: str, b: str) -> list[str]:
-    """Dotted keys whose values differ between two spec YAML texts."""
-    fa, fb = spec_values(a), spec_values(b)
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)) or ["the text"]
 
 
 def _local(path: str | None, log: RunLog) -> str | Path | None:
