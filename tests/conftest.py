@@ -3,11 +3,15 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's compiled programs: shared by this session's runs (as a user's runs share theirs),
+# never in the user's own cache
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="cvtrain-jax-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"

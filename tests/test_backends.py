@@ -18,7 +18,7 @@ from cvtrain.data.cifar import write_synthetic_cifar100
 from cvtrain.errors import UsageError
 from cvtrain.spec.catalog import job_files
 from cvtrain.training import checkpoint
-from cvtrain.training.backend import resolve_backend
+from cvtrain.training.backend import jax_cache_dir, resolve_backend
 from cvtrain.training.device import steps_per_execution
 
 CIFAR_JOBS = [p.stem for p in job_files(JOBS / "cifar")]
@@ -143,6 +143,34 @@ def test_birds_without_tensorflow_is_one_clear_line(jax_only, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cub200 decodes its JPEG images with TensorFlow" in lines[0]
+
+
+@pytest.mark.slow
+def test_jax_keeps_compiled_steps_in_the_cache(jax_only, small_archive, tmp_path):
+    """JAX's persistent compilation cache under <cache>/jax-compiled, unless turned off."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    args = ["run", "basenet", "--set", f"data.path={small_archive}", "--set",
+            "data.num_classes=5", "--set", "training.epochs=1", "--out", tmp_path]
+    off = subprocess.run([sys.executable, "-m", "cvtrain", *map(str, args)], cwd=ROOT,
+                         env={**env, **jax_only, "CVTRAIN_CACHE": str(tmp_path / "off"),
+                              "CVTRAIN_JAX_CACHE": "off"}, capture_output=True, text=True)
+    assert off.returncode == 0, off.stderr
+    assert not (tmp_path / "off" / "jax-compiled").exists()
+    on = subprocess.run([sys.executable, "-m", "cvtrain", *map(str, args)], cwd=ROOT,
+                        env={**env, **jax_only, "CVTRAIN_CACHE": str(tmp_path / "on")},
+                        capture_output=True, text=True)
+    assert on.returncode == 0 and on.stderr == "", on.stderr
+    assert list((tmp_path / "on" / "jax-compiled").iterdir())
+
+
+def test_jax_cache_location(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path))
+    assert jax_cache_dir() == str(tmp_path / "jax-compiled")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/elsewhere")
+    assert jax_cache_dir() == "/elsewhere"
+    monkeypatch.setenv("CVTRAIN_JAX_CACHE", "off")
+    assert jax_cache_dir() is None
 
 
 def test_backend_choice(monkeypatch):

@@ -10,5 +10,5 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
     "keras==$(python3 -c 'import keras; print(keras.__version__)')" namex optree \
-    pydantic pydantic-core annotated-types typing-inspection
+    pydantic pydantic-core annotated-types typing-inspection filelock
 du -sh .whl
