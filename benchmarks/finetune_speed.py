@@ -1,10 +1,12 @@
 """ResNet50 fine-tuning throughput (the ``resnet50_finetune`` model, every layer training)
 on in-memory 224 px images: images/s over all epochs but the first.
 
-    python benchmarks/finetune_speed.py [--images 1024] [--epochs 3] [--batch 32]
+    python benchmarks/finetune_speed.py [--images 1024] [--epochs 3] [--batch 32] [--predict]
 
 Random weights and random images (speed does not depend on them); the precision policy
-and steps per execution are cvtrain's own for this device.
+and steps per execution are cvtrain's own for this device. ``--predict`` also times the
+frozen backbone's forward pass alone (``pooling=None``, what the birds' feature extraction
+computes) on the same images, as a bare ``predict``, over all passes but the first.
 """
 
 import argparse
@@ -18,6 +20,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--predict", action="store_true",
+                   help="also time the backbone's forward pass (feature extraction)")
     args = p.parse_args()
     backend = select_backend("auto")
     import keras
@@ -57,6 +61,19 @@ def main() -> None:
     print(f"resnet50_finetune: {rate:,.0f} images/s ({backend}, {policy}, batch {args.batch}, "
           f"steps per execution {spe}{' in one call' if scanned else ''}, "
           f"{[g.name for g in found] or 'CPU'})")
+    if args.predict:
+        from cvtrain.models.resnet import build_backbone
+
+        backbone = build_backbone(FineTuneOptions(name="resnet50_finetune", weights="none"),
+                                  224, pooling=None)
+        passes = []
+        for _ in range(args.epochs):
+            t0 = time.perf_counter()
+            backbone.predict(x, batch_size=args.batch, verbose=0)
+            passes.append(time.perf_counter() - t0)
+        rate = len(x) * (args.epochs - 1) / sum(passes[1:])
+        print(f"resnet50 backbone forward (feature maps): {rate:,.0f} images/s ({backend}, "
+              f"{policy}, batch {args.batch})")
 
 
 if __name__ == "__main__":
