@@ -117,8 +117,8 @@ def test_lean_requests_match_boto3(where, monkeypatch, tmp_path):
             assert _signed(ours)[1].split("/")[1:] == _signed(theirs)[1].split("/")[1:]
     # names boto3 cannot put in a host name never take the lean path's virtual style
     target = lean._target(client, "dotted.bucket.name", "k")
-    if target is not None:
-        assert "/dotted.bucket.name/k" in target.url
+    assert target is not None and "/dotted.bucket.name/k" in target.url
+    assert target.url == _boto_request(client, "dotted.bucket.name", "k", body, md5).url
 
 
 def test_small_objects_skip_botocore_and_round_trip_odd_keys(s3, tmp_path):
