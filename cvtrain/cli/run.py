@@ -89,9 +89,16 @@ def run(
         code = runner.run(specs[0], **options, **({"rerun": reruns[0]} if reruns else {}))
         if code:
             raise typer.Exit(code)
+        if backend is Backend.local:  # for the docker backend on the host, if it asks
+            from cvtrain.runners.result import write_result
+
+            write_result(run_json(runner.last))
         if as_json:
             print(json.dumps(run_json(runner.last), indent=2))
         return
+    if backend is Backend.docker:  # no engine or no image: one line, not one per job
+        runner.check_engine()
+        runner.check_image()
     code = run_set(runner, specs, options, reruns, as_json=as_json)
     if code:
         raise typer.Exit(code)
@@ -182,6 +189,7 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
     from rich.console import Console
     from rich.table import Table
 
+    from cvtrain import stop
     from cvtrain.errors import CvtrainError
     from cvtrain.output import print_table
     from cvtrain.training import RunInterrupted, RunTerminated
@@ -204,7 +212,8 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
             metrics = result.metrics if result is not None else None
             if as_json and code == 0 and result is not None:
                 metrics = run_json(result)
-            status = "done" if code == 0 else f"failed (exit {code})"
+            status = ("done" if code == 0 else f"stopped (exit {code})" if stop.requested()
+                      else f"failed (exit {code})")
             first_code = first_code or code
         except (RunTerminated, RunInterrupted):
             raise
@@ -214,6 +223,11 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
         print(f"== {spec.name}: {status}", file=say, flush=True)
         done.append((spec.name, status, metrics, ""))
         results.append({"job": spec.name, "status": status, "run": metrics})
+        if stop.requested() and i < len(specs):  # a container stopped by SIGTERM: so is the set
+            left = len(specs) - i
+            print(f"cvtrain: stopped by {stop.signal_name()}: {left} job{'s' * (left > 1)} of "
+                  "the set not started", file=sys.stderr, flush=True)
+            break
     table = Table(title=f"{len(specs)} jobs in {time.perf_counter() - t0:.0f} s",
                   title_justify="left")
     for col in ("job", "status", "accuracy", "report", "run id"):
