@@ -136,7 +136,8 @@ def _sets_for(sets: list[str], dataset: str) -> list[str]:
 
 
 def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
-    """The specs of every job named (a folder: each job file under it, in order), each
+    """The specs of every job named (a folder: each job file under it, each right after the
+    job it extends: :func:`cvtrain.spec.catalog.in_steps_order`), each
     with the ``--set`` values that apply to it: plain ones to all, ``DATASET:KEY=VALUE``
     to the jobs of that dataset. A qualified value no job can take is refused."""
     return _load_set(refs, sets, seed)[1]
@@ -146,11 +147,11 @@ def _load_set(refs: list[str], sets: list[str], seed: int | None) -> tuple[list[
     """:func:`load_set`, with the job file of each spec."""
     from cvtrain.errors import UsageError
     from cvtrain.spec import load_spec
-    from cvtrain.spec.catalog import find_job, job_files
+    from cvtrain.spec.catalog import find_job, in_steps_order, job_files
 
     files: list[Path] = []
-    for ref in refs:
-        found = job_files(Path(ref)) if Path(ref).is_dir() else [find_job(ref)]
+    for ref in refs:  # a folder's jobs as the steps build on each other (as jobs list shows)
+        found = in_steps_order(job_files(Path(ref))) if Path(ref).is_dir() else [find_job(ref)]
         files += [f for f in found if f not in files]
     qualified: dict[str, list[str]] = {}
     plain = []
