@@ -111,7 +111,7 @@ class Submission:
 
     @property
     def array(self) -> bool:
-        return self.runs[0].index is not None
+        return any(run.index is not None for run in self.runs)
 
     def child_id(self, run: SubmittedRun) -> str:
         """The Batch job id of one run: ``PARENT:N`` for an array child."""
