@@ -344,8 +344,8 @@ def test_submit_a_set_with_heads_waits_for_one_features_job(cloud, moto_url):  #
         ("basenet", f"{rest['job_id']}:0"),
         ("resnet50_features_dense", f"{heads['job_id']}:0"),
         ("resnet50_features_mlp", f"{heads['job_id']}:1"),
-        ("resnet50_finetune", f"{rest['job_id']}:1"),
-        ("resnet50_maps_convhead", f"{heads['job_id']}:2")]
+        ("resnet50_maps_convhead", f"{heads['job_id']}:2"),  # the folder in steps order
+        ("resnet50_finetune", f"{rest['job_id']}:1")]
     assert done["runs"][2]["results"] == \
         f"s3://{BUCKET}/runs/resnet50_features_mlp/{heads['job_id']}-1/"
 
