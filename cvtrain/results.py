@@ -142,8 +142,10 @@ def list_runs(root: str | None = None, job: str | None = None,
         prefix = base.key + (f"{job}/" if job else "")
         for o in list_objects(S3Uri(base.bucket, prefix), endpoint_url):
             parts = o.key[len(base.key):].split("/", 2)
-            # keys that cannot be a <job>/<run-id> folder (empty, '..') are not runs
-            if len(parts) == 3 and parts[2] and _plain(parts[0]) and _plain(parts[1]):
+            # keys that cannot be a <job>/<run-id> folder (empty, '..') are not runs, nor
+            # what no job can be called (.features: shared backbone features)
+            if (len(parts) == 3 and parts[2] and _plain(parts[0]) and _plain(parts[1])
+                    and not parts[0].startswith(".")):
                 found.setdefault((parts[0], parts[1]), set()).add(parts[2])
     else:
         path = Path(root)
@@ -154,7 +156,8 @@ def list_runs(root: str | None = None, job: str | None = None,
             # not found: the same exit code as a missing run, or a prefix in a bucket
             raise StorageError(f"{root}: no such results folder (cvtrain run writes to "
                                "./runs, --out DIR or $CVTRAIN_RUNS)")
-        for job_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for job_dir in sorted(p for p in path.iterdir()
+                              if p.is_dir() and not p.name.startswith(".")):
             if job and job_dir.name != job:
                 continue
             for run_dir in sorted(p for p in job_dir.iterdir() if p.is_dir()):

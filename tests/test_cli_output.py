@@ -100,6 +100,22 @@ def test_the_coursework_report_lists_the_experiments_in_the_same_order():
     assert [j["job"] for j in _expected_jobs(JOBS)] == STEPS + BIRDS
 
 
+def test_a_set_of_folders_runs_in_the_same_order(tmp_path):
+    """`cvtrain run jobs` (and submit) take a folder's jobs as the steps build on each
+    other; jobs named one by one keep the order given; a job of a user's folder without a
+    description of its own comes after its described siblings."""
+    from cvtrain.cli.run import load_set
+
+    assert [s.name for s in load_set([str(JOBS)], [], 0)] == STEPS + BIRDS
+    assert [s.name for s in load_set(["dropout", str(JOBS / "birds"), "basenet"], [], 0)] \
+        == ["dropout", *BIRDS, "basenet"]
+    for name in ("basenet.yaml", "normalize.yaml"):
+        (tmp_path / name).write_text((JOBS / "cifar" / name).read_text())
+    (tmp_path / "a_mine.yaml").write_text("extends: basenet.yaml\ntraining: {epochs: 1}\n")
+    assert [s.name for s in load_set([str(tmp_path)], [], 0)] == \
+        ["basenet", "normalize", "a_mine"]
+
+
 def test_jobs_list_outside_the_checkout_hints_at_cvtrain_jobs(tmp_path, monkeypatch):
     monkeypatch.delenv("CVTRAIN_JOBS", raising=False)
     done = run_cli("jobs", "list", cwd=tmp_path)  # the one line main() makes of the error

@@ -93,6 +93,9 @@ def submit(
     print(f"{'registered' if done.registered else 'reusing'} job definition "
           f"{done.definition_arn}")
     print(f"image: {done.image}")
+    if done.jobs:  # a set split for shared features: several Batch jobs
+        _print_parts(done)
+        return
     print(f"submitted {done.job_name}: {done.job_id}"
           + (f" (array of {len(done.runs)}{' jobs' if plan.is_set else ''})"
              if done.array else ""))
@@ -109,15 +112,40 @@ def submit(
           f"{':0' if done.array else ''} --follow")
 
 
+def _print_parts(done) -> None:
+    """A split set: each Batch job (what it runs, what it waits for), then each run."""
+    for job in done.jobs:
+        if job.role == "features":
+            what = f"backbone features for {', '.join(job.jobs)}"
+        else:
+            what = f"array of {job.size} jobs" if job.size else job.jobs[0]
+        print(f"submitted {job.job_name}: {job.job_id} ({what}"
+              + (f"; starts after {job.after}" if job.after else "") + ")")
+    for run in done.runs[:50]:
+        print(f"  {done.child_id(run)}  {run.job}  -> {run.location}/")
+    if len(done.runs) > 50:
+        print(f"  ... and {len(done.runs) - 50} more")
+    ids = " ".join(job.job_id for job in done.jobs)
+    print(f"follow them: cvtrain status {ids}; cvtrain logs {done.child_id(done.runs[0])} "
+          "--follow")
+
+
 def submission_json(done, plan) -> dict:
-    """What ``submit --json`` prints: the ids a script needs, no prose to scrape."""
-    return {"job_id": done.job_id, "job_name": done.job_name, "array": done.array,
-            "job_definition": done.definition_arn, "registered": done.registered,
-            "image": done.image, "checks": list(done.checks), "resumes": plan.resumes,
-            "runs": [{"job_id": f"{done.job_id}:{run.index}" if done.array else done.job_id,
-                      "index": run.index, "job": run.job, "overrides": list(run.overrides),
-                      "run_id": run.run_id, "results": f"{run.location}/"}
-                     for run in done.runs]}
+    """What ``submit --json`` prints: the ids a script needs, no prose to scrape. A split
+    set (shared features) also lists its Batch jobs (``jobs``: role, id, name, size,
+    the id it waits for, the set's jobs it runs)."""
+    doc = {"job_id": done.job_id, "job_name": done.job_name, "array": done.array,
+           "job_definition": done.definition_arn, "registered": done.registered,
+           "image": done.image, "checks": list(done.checks), "resumes": plan.resumes,
+           "runs": [{"job_id": done.child_id(run),
+                     "index": run.index, "job": run.job, "overrides": list(run.overrides),
+                     "run_id": run.run_id, "results": f"{run.location}/"}
+                    for run in done.runs]}
+    if done.jobs:
+        doc["jobs"] = [{"role": j.role, "job_id": j.job_id, "job_name": j.job_name,
+                        "size": j.size, "after": j.after, "jobs": list(j.jobs)}
+                       for j in done.jobs]
+    return doc
 
 
 def status(
@@ -192,6 +220,9 @@ def run_batch() -> None:
     backend = BatchBackend()
     entry = backend.entry()
     plan = entry.plan
+    if plan.task:  # a features job: no run, the backbone's features shared in the results
+        _features_batch(backend, entry)
+        return
     print(f"cvtrain run-batch: {entry.spec.name}, run id {plan.run_id}"
           + (f", variant {plan.index}: {' '.join(plan.overrides)}" if plan.index is not None
              else "")
@@ -200,3 +231,22 @@ def run_batch() -> None:
     code = backend.run_entry(entry)
     if code:
         raise typer.Exit(code)
+
+
+def _features_batch(backend, entry) -> None:
+    """A features job: what it found or extracted, and where it is shared."""
+    from cvtrain.data.birds.shared import SHARED_FOLDER
+    from cvtrain.report import RunLog
+
+    where = f"{entry.plan.results}/{SHARED_FOLDER}/"
+    print(f"cvtrain run-batch: backbone features for {entry.spec.name}"
+          + (f", attempt {entry.plan.attempt}" if entry.plan.attempt else "")
+          + f" -> {where}", flush=True)
+    got = backend.run_features(entry, log=RunLog())
+    if got.get("shared"):
+        print(f"cvtrain run-batch: features {got.get('key')} "
+              f"{'extracted and ' if got.get('cache') == 'miss' else ''}"
+              f"shared: {got['shared']}", flush=True)
+    else:  # extracted, not shared: the heads find nothing and extract their own
+        print(f"cvtrain run-batch: features {got.get('key')} not shared; each head job "
+              "extracts its own", flush=True)

@@ -89,9 +89,16 @@ def run(
         code = runner.run(specs[0], **options, **({"rerun": reruns[0]} if reruns else {}))
         if code:
             raise typer.Exit(code)
+        if backend is Backend.local:  # for the docker backend on the host, if it asks
+            from cvtrain.runners.result import write_result
+
+            write_result(run_json(runner.last))
         if as_json:
             print(json.dumps(run_json(runner.last), indent=2))
         return
+    if backend is Backend.docker:  # no engine or no image: one line, not one per job
+        runner.check_engine()
+        runner.check_image()
     code = run_set(runner, specs, options, reruns, as_json=as_json)
     if code:
         raise typer.Exit(code)
@@ -129,7 +136,8 @@ def _sets_for(sets: list[str], dataset: str) -> list[str]:
 
 
 def load_set(refs: list[str], sets: list[str], seed: int | None) -> list:
-    """The specs of every job named (a folder: each job file under it, in order), each
+    """The specs of every job named (a folder: each job file under it, each right after the
+    job it extends: :func:`cvtrain.spec.catalog.in_steps_order`), each
     with the ``--set`` values that apply to it: plain ones to all, ``DATASET:KEY=VALUE``
     to the jobs of that dataset. A qualified value no job can take is refused."""
     return _load_set(refs, sets, seed)[1]
@@ -139,11 +147,11 @@ def _load_set(refs: list[str], sets: list[str], seed: int | None) -> tuple[list[
     """:func:`load_set`, with the job file of each spec."""
     from cvtrain.errors import UsageError
     from cvtrain.spec import load_spec
-    from cvtrain.spec.catalog import find_job, job_files
+    from cvtrain.spec.catalog import find_job, in_steps_order, job_files
 
     files: list[Path] = []
-    for ref in refs:
-        found = job_files(Path(ref)) if Path(ref).is_dir() else [find_job(ref)]
+    for ref in refs:  # a folder's jobs as the steps build on each other (as jobs list shows)
+        found = in_steps_order(job_files(Path(ref))) if Path(ref).is_dir() else [find_job(ref)]
         files += [f for f in found if f not in files]
     qualified: dict[str, list[str]] = {}
     plain = []
@@ -182,6 +190,7 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
     from rich.console import Console
     from rich.table import Table
 
+    from cvtrain import stop
     from cvtrain.errors import CvtrainError
     from cvtrain.output import print_table
     from cvtrain.training import RunInterrupted, RunTerminated
@@ -204,7 +213,8 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
             metrics = result.metrics if result is not None else None
             if as_json and code == 0 and result is not None:
                 metrics = run_json(result)
-            status = "done" if code == 0 else f"failed (exit {code})"
+            status = ("done" if code == 0 else f"stopped (exit {code})" if stop.requested()
+                      else f"failed (exit {code})")
             first_code = first_code or code
         except (RunTerminated, RunInterrupted):
             raise
@@ -214,6 +224,11 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
         print(f"== {spec.name}: {status}", file=say, flush=True)
         done.append((spec.name, status, metrics, ""))
         results.append({"job": spec.name, "status": status, "run": metrics})
+        if stop.requested() and i < len(specs):  # a container stopped by SIGTERM: so is the set
+            left = len(specs) - i
+            print(f"cvtrain: stopped by {stop.signal_name()}: {left} job{'s' * (left > 1)} of "
+                  "the set not started", file=sys.stderr, flush=True)
+            break
     table = Table(title=f"{len(specs)} jobs in {time.perf_counter() - t0:.0f} s",
                   title_justify="left")
     for col in ("job", "status", "accuracy", "report", "run id"):

@@ -21,6 +21,7 @@ from cvtrain.cloud.definitions import (
     ENV_RUN_ID,
     ENV_SPEC,
     ENV_SPECS,
+    ENV_TASK,
     MAX_ARRAY_SIZE,
     BatchOptions,
     check_resources,
@@ -35,6 +36,7 @@ from cvtrain.cloud.plans import (
     StatusReport,
     Submission,
     SubmitPlan,
+    SubmittedJob,
     SubmittedRun,
     Target,
 )
@@ -172,7 +174,10 @@ class BatchBackend:
         """Several jobs as one array job, a child per job (in the order given), with the
         options of :meth:`plan` for all; one job is :meth:`plan`'s. Each child trains and
         writes its own run (``<results>/<job>/<parent id>-<index>``) and is retried, resumed
-        and followed as a sweep's children are."""
+        and followed as a sweep's children are. Head jobs that train on the same backbone
+        features split the set: one features job, the heads waiting for it, the other jobs
+        waiting for nothing (:mod:`cvtrain.cloud.setparts`)."""
+        from cvtrain.cloud.setparts import split_set
         from cvtrain.spec import Variant
 
         if len(specs) == 1:
@@ -186,8 +191,9 @@ class BatchBackend:
         kwargs = submit_job_kwargs(set_name(names), "", [[]], plan.definition["jobDefinitionName"],
                                    plan.target.queue, set_specs=[s.to_yaml() for s in specs])
         kwargs["tags"] = {"cvtrain:job": set_name(names)[:256]}
+        parts = split_set(specs, plan.definition["jobDefinitionName"], plan.target.queue)
         return dataclasses.replace(plan, variants=[Variant([], s) for s in specs],
-                                   submit_job=kwargs, is_set=True)
+                                   submit_job=kwargs, is_set=True, parts=tuple(parts))
 
     def plan_resume(self, job_id: str, **options) -> SubmitPlan:
         """A new job that continues the run of an earlier one (``JOB_ID`` or an array
@@ -202,16 +208,20 @@ class BatchBackend:
         if (job.get("arrayProperties") or {}).get("size"):
             raise UsageError(f"--resume {job_id}: an array job; resume its children one by "
                              f"one, e.g. --resume {job_id}:0")
-        if state not in TERMINAL_STATES:
-            raise UsageError(f"--resume {job_id}: the job is {state}; wait for it to end or "
-                             "cancel it first (two jobs must not write one run)")
-        if state == "SUCCEEDED":
-            raise UsageError(f"--resume {job_id}: the job SUCCEEDED; its run is complete")
         parent = aws.describe_jobs([job_id.split(":", 1)[0]])[0] if ":" in job_id else job
         env = {e["name"]: e["value"] for e in
                (parent.get("container") or {}).get("environment") or []}
         env.update({e["name"]: e["value"] for e in
                     ((parent.get("containerOverrides") or {}).get("environment") or [])})
+        if env.get(ENV_TASK):
+            raise UsageError(f"--resume {job_id}: a features job leaves no run to continue; "
+                             "resume the head jobs that waited for it (each extracts the "
+                             "features it does not find)")
+        if state not in TERMINAL_STATES:
+            raise UsageError(f"--resume {job_id}: the job is {state}; wait for it to end or "
+                             "cancel it first (two jobs must not write one run)")
+        if state == "SUCCEEDED":
+            raise UsageError(f"--resume {job_id}: the job SUCCEEDED; its run is complete")
         if not (env.get(ENV_SPEC) or env.get(ENV_SPECS)):
             raise UsageError(f"--resume {job_id}: not a job submitted by cvtrain (no "
                              f"${ENV_SPEC} in its environment)")
@@ -247,6 +257,8 @@ class BatchBackend:
                                  plan.options.gpus) if check else [])
         plan = self.pinned(plan)
         arn, registered = aws.ensure_job_definition(plan.definition)
+        if plan.parts:
+            return self._submit_parts(plan, arn, registered, checks)
         made = aws.submit({**plan.submit_job, "jobDefinition": arn})
         job_id = made["jobId"]
         record.record_submitted({
@@ -264,6 +276,41 @@ class BatchBackend:
         return Submission(job_id=job_id, job_name=made["jobName"], definition_arn=arn,
                           registered=registered, runs=runs, checks=checks,
                           image=plan.options.image)
+
+    @staticmethod
+    def _submit_parts(plan: SubmitPlan, arn: str, registered: bool,
+                      checks: list[str]) -> Submission:
+        """A split set: each part in turn, a heads part ``dependsOn`` its features job;
+        every Batch job recorded for ``cvtrain status``."""
+        names = [v.spec.name for v in plan.variants]
+        ids: list[str] = []
+        jobs: list[SubmittedJob] = []
+        runs: dict[int, SubmittedRun] = {}
+        for part in plan.parts:
+            after = ids[part.after] if part.after is not None else None
+            made = aws.submit({**part.submit_job, "jobDefinition": arn,
+                               **({"dependsOn": [{"jobId": after}]} if after else {})})
+            job_id = made["jobId"]
+            ids.append(job_id)
+            size = len(part.indices) if part.array else None
+            record.record_submitted({
+                "jobId": job_id, "jobName": made["jobName"], "queue": plan.target.queue,
+                "image": plan.options.image, "results": plan.target.results,
+                "job": part.submit_job["tags"]["cvtrain:job"], "arraySize": size,
+                "dependsOn": after})
+            jobs.append(SubmittedJob(part.role, job_id, made["jobName"], size, after,
+                                     tuple(names[i] for i in part.indices)))
+            if part.role == "features":
+                continue
+            for position, i in enumerate(part.indices):
+                index = position if part.array else None
+                run_id = run_id_for(job_id, index)
+                runs[i] = SubmittedRun(index, [], run_id,
+                                       run_location(plan.target.results, names[i], run_id),
+                                       names[i], batch_job=job_id)
+        return Submission(job_id=ids[0], job_name=jobs[0].job_name, definition_arn=arn,
+                          registered=registered, runs=[runs[i] for i in sorted(runs)],
+                          checks=checks, image=plan.options.image, jobs=jobs)
 
     @staticmethod
     def pinned(plan: SubmitPlan) -> SubmitPlan:
@@ -318,11 +365,21 @@ class BatchBackend:
     def run_entry(entry: Entry) -> int:
         """Run it here with the local runner, with the run id every attempt shares (so a
         retried attempt resumes from the checkpoint in the results); its exit code."""
+        from cvtrain.data.birds.shared import sharing
         from cvtrain.runners import get_runner
 
         plan = entry.plan
-        return get_runner("local").run(entry.spec, out=Path(plan.out), run_id=plan.run_id,
-                                       results=plan.results)
+        with sharing(plan.results):  # backbone features: fetched from, or shared to, results
+            return get_runner("local").run(entry.spec, out=Path(plan.out), run_id=plan.run_id,
+                                           results=plan.results)
+
+    @staticmethod
+    def run_features(entry: Entry, log=None) -> dict:
+        """A features job: extract the backbone features of the entry's head spec (unless
+        they are in the results root already) and share them there; their details."""
+        from cvtrain.data.birds.shared import extract_and_share
+
+        return extract_and_share(entry.spec, entry.plan.results, log=log)
 
 
 __all__ = ["BatchBackend", "BatchOptions", "Entry", "StatusReport", "SubmitPlan",

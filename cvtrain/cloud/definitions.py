@@ -26,6 +26,10 @@ ENV_RESULTS = "CVTRAIN_RESULTS"
 ENV_RUNS = "CVTRAIN_RUNS"
 #: set by ``cvtrain submit --resume``: the run to continue (else derived from the job id)
 ENV_RUN_ID = "CVTRAIN_RUN_ID"
+#: what the container does other than training the spec: ``features`` extracts the
+#: backbone features the spec's head trains on and shares them in the results root
+ENV_TASK = "CVTRAIN_TASK"
+TASK_FEATURES = "features"
 #: what Batch sets in the container
 ENV_JOB_ID = "AWS_BATCH_JOB_ID"
 ENV_ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"

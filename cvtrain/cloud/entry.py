@@ -20,6 +20,8 @@ from cvtrain.cloud.definitions import (
     ENV_SPEC,
     ENV_SPECS,
     ENV_SWEEP,
+    ENV_TASK,
+    TASK_FEATURES,
     decode_spec,
     decode_specs,
     run_id_for,
@@ -39,6 +41,8 @@ class EntryPlan:
     index: int | None
     out: str = CONTAINER_RUNS
     attempt: str | None = None
+    #: None: train the spec; ``features``: only extract and share its backbone features
+    task: str | None = None
 
 
 def _variants(env: Mapping[str, str]) -> list[list[str]]:
@@ -79,9 +83,12 @@ def entry_plan(env: Mapping[str, str]) -> EntryPlan:
     elif len(variants) > 1:
         raise UsageError(f"${ENV_ARRAY_INDEX} not set; expected it for a sweep or set of "
                          f"{len(variants)}")
+    task = env.get(ENV_TASK) or None
+    if task not in (None, TASK_FEATURES):
+        raise UsageError(f"${ENV_TASK}={task}: expected {TASK_FEATURES} or nothing")
     spec_yaml = specs[index or 0] if len(specs) > 1 else specs[0]
     return EntryPlan(spec_yaml=spec_yaml, overrides=list(variants[index or 0]),
                      run_id=env.get(ENV_RUN_ID) or run_id_for(env[ENV_JOB_ID], index),
                      results=env[ENV_RESULTS],
                      index=index, out=env.get(ENV_RUNS) or CONTAINER_RUNS,
-                     attempt=env.get(ENV_ATTEMPT) or None)
+                     attempt=env.get(ENV_ATTEMPT) or None, task=task)

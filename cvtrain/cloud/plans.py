@@ -12,6 +12,7 @@ from cvtrain.cloud.entry import EntryPlan
 from cvtrain.cloud.status import StatusRow
 
 if TYPE_CHECKING:
+    from cvtrain.cloud.setparts import Part
     from cvtrain.spec import JobSpec, Variant
 
 
@@ -40,6 +41,9 @@ class SubmitPlan:
     resumes: str | None = None
     #: several jobs as one array job (``submit JOB JOB...``): a variant per job, no sweep
     is_set: bool = False
+    #: a set whose head jobs share one backbone pass, as the Batch jobs that submit it
+    #: (:mod:`cvtrain.cloud.setparts`); empty: ``submit_job`` is the one submission
+    parts: tuple[Part, ...] = ()
 
     @property
     def array(self) -> bool:
@@ -51,6 +55,12 @@ class SubmitPlan:
         return set_name([v.spec.name for v in self.variants]) if self.is_set else self.spec.name
 
     def to_json(self) -> dict:
+        if self.parts:  # several submissions: each with what it runs and waits for
+            names = [v.spec.name for v in self.variants]
+            return {"job_definition": self.definition,
+                    "parts": [{"role": p.role, "jobs": [names[i] for i in p.indices],
+                               "after_part": p.after, "submit_job": p.submit_job}
+                              for p in self.parts]}
         return {"job_definition": self.definition, "submit_job": self.submit_job}
 
 
@@ -64,6 +74,23 @@ class SubmittedRun:
     location: str
     #: the job it runs (a set's children run different jobs)
     job: str = ""
+    #: the Batch job (array parent) it belongs to, when a set was split in several
+    batch_job: str = ""
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """One Batch job of a split set: features, heads or jobs (:mod:`cvtrain.cloud.setparts`)."""
+
+    role: str
+    job_id: str
+    job_name: str
+    #: array size, None for a single job
+    size: int | None = None
+    #: the job id it waits for (``dependsOn``)
+    after: str | None = None
+    #: the set's jobs it runs (for a features job: the heads it extracts for)
+    jobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,10 +106,17 @@ class Submission:
     checks: list[str] = field(default_factory=list)
     #: the image the job runs (an ECR image by digest)
     image: str = ""
+    #: a split set's Batch jobs in the order submitted (``job_id`` is the first's)
+    jobs: list[SubmittedJob] = field(default_factory=list)
 
     @property
     def array(self) -> bool:
-        return self.runs[0].index is not None
+        return any(run.index is not None for run in self.runs)
+
+    def child_id(self, run: SubmittedRun) -> str:
+        """The Batch job id of one run: ``PARENT:N`` for an array child."""
+        parent = run.batch_job or self.job_id
+        return parent if run.index is None else f"{parent}:{run.index}"
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ def _reason(job: Mapping) -> str:
     for text in (job.get("statusReason"), container.get("reason") or last.get("reason")):
         if text and text not in parts:
             parts.append(str(text))
+    waits = [d.get("jobId") for d in job.get("dependsOn") or [] if d.get("jobId")]
+    if waits and job.get("status") in ("SUBMITTED", "PENDING"):
+        parts.append(f"waits for {', '.join(waits)}")
     return "; ".join(parts)
 
 

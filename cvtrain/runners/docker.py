@@ -1,8 +1,9 @@
 """The docker backend: ``cvtrain run JOB --backend docker`` runs the same ``cvtrain run`` in
 the cvtrain image, through the ``docker`` command line (no SDK dependency).
 
-:func:`build_run_argv` turns a plan (mounts, environment names, user, GPUs, network) into
-the ``docker run`` argument list and does nothing else, so it is tested without an engine.
+:func:`build_run_argv` (in :mod:`cvtrain.runners.docker_argv`) turns a plan (mounts,
+environment names, user, GPUs, network) into the ``docker run`` argument list and does
+nothing else, so it is tested without an engine.
 :class:`DockerRunner` makes the plan from the resolved spec and the host's environment,
 checks the engine and the image, runs the container with its output streamed live and
 returns the container's exit code.
@@ -10,8 +11,6 @@ returns the container's exit code.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import secrets
@@ -19,16 +18,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvtrain.errors import CvtrainError, DataError, UsageError
 from cvtrain.runners import Runner
+from cvtrain.runners.docker_argv import DEFAULT_NETWORK, Mount, build_run_argv, gpu_args
 
 DEFAULT_IMAGE = "cvtrain:latest"
 DEFAULT_GPUS = "all"
-DEFAULT_NETWORK = "host"
 
 #: where things live inside the container
 C_JOB = "/job/spec.yaml"
@@ -39,6 +38,7 @@ C_DATA = "/data"
 C_AWS = "/aws"
 C_HOME = "/tmp"
 C_SCRATCH_RUNS = "/tmp/runs"
+C_RESULT = "/result"  # a per-run host folder where the container leaves the run's metrics
 
 #: host variables handed to the container by name only (`docker run -e NAME`): docker reads
 #: the value from its own environment, so no value appears in an argument list or on disk
@@ -66,85 +66,6 @@ class ImageNotFound(UsageError):
 
 class GpuRuntimeMissing(UsageError):
     """``--gpus`` asked for GPUs and the engine has no GPU runtime."""
-
-
-# ---------------------------------------------------------------------------- the argv
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount: host ``source`` at container ``target``."""
-
-    source: Path
-    target: str
-    readonly: bool = False
-
-    def arg(self) -> str:
-        """The ``--mount`` value. Docker parses it as one CSV record, so a field holding a
-        comma or a quote is quoted CSV-style (``"source=/a,b"``)."""
-        fields = ["type=bind", f"source={self.source}", f"target={self.target}"]
-        if self.readonly:
-            fields.append("readonly")
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="").writerow(fields)
-        return buf.getvalue()
-
-
-def gpu_args(gpus: str | None) -> list[str]:
-    """``--gpus`` for docker: ``all`` -> all; ``N`` -> the first N devices
-    (``"device=0,1"``, quoted because docker reads the value as CSV); ``0,2`` or
-    ``device=0,2`` -> those devices; ``none`` -> no flag."""
-    value = (gpus or "none").strip()
-    if value.lower() == "none":
-        return []
-    if value.lower() == "all":
-        return ["--gpus", "all"]
-    if value.isdigit():
-        count = int(value)
-        if count == 0:
-            raise UsageError("--gpus 0: use --gpus none for a CPU-only container")
-        devices = [str(i) for i in range(count)]
-    else:
-        spec = value.strip('"').removeprefix("device=")
-        devices = [d.strip() for d in spec.split(",")]
-        if not all(re.fullmatch(r"[0-9]+|GPU-[0-9A-Fa-f-]+|MIG-[0-9A-Za-z/-]+", d)
-                   for d in devices):
-            raise UsageError(f"--gpus {gpus}: expected all, none, a count N, or device "
-                             "indices such as 0,2")
-    return ["--gpus", f'"device={",".join(devices)}"']
-
-
-def build_run_argv(*, image: str, args: Sequence[str], mounts: Sequence[Mount] = (),
-                   pass_env: Sequence[str] = (), set_env: Mapping[str, str] | None = None,
-                   user: str | None = None, gpus: str | None = None,
-                   network: str | None = DEFAULT_NETWORK, name: str | None = None,
-                   labels: Mapping[str, str] | None = None, docker: str = "docker") -> list[str]:
-    """The ``docker run`` argument list; pure.
-
-    ``pass_env`` names are passed as ``-e NAME`` (docker copies the value from its own
-    environment); ``set_env`` values are container paths and settings, never secrets.
-    ``args`` follow the image name: the entrypoint is ``cvtrain``, so they start with
-    ``run``.
-    """
-    # --init: docker's tini as PID 1 forwards signals and reaps children (Python as PID 1
-    # would do neither for processes it did not start itself)
-    argv = [docker, "run", "--rm", "--init", "--pull", "never"]
-    if name:
-        argv += ["--name", name]
-    for key, value in (labels or {}).items():
-        argv += ["--label", f"{key}={value}"]
-    if user:
-        argv += ["--user", user]
-    if network:
-        argv += ["--network", network]
-    argv += gpu_args(gpus)
-    for mount in mounts:
-        argv += ["--mount", mount.arg()]
-    for key, value in (set_env or {}).items():
-        argv += ["-e", f"{key}={value}"]
-    for key in pass_env:
-        argv += ["-e", key]
-    return [*argv, image, *args]
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -198,6 +119,9 @@ class DockerRunner(Runner):
 
     name = "docker"
 
+    #: the last run's metrics and host run folder (None: it failed, or left no metrics)
+    last = None
+
     def __init__(self, image: str | None = None, gpus: str | None = None,
                  network: str | None = None, docker: str = "docker",
                  environ: Mapping[str, str] | None = None):
@@ -212,10 +136,13 @@ class DockerRunner(Runner):
 
     def plan(self, spec, *, out: Path | None = None, run_id: str | None = None,
              results: str | None = None, endpoint_url: str | None = None,
-             spec_file: Path | None = None, force: bool = False) -> Plan:
+             spec_file: Path | None = None, force: bool = False,
+             result_dir: Path | None = None) -> Plan:
         """Mounts, environment and argv for running ``spec``; touches nothing.
 
-        ``spec_file`` is where the caller will write :attr:`Plan.spec_text` on the host.
+        ``spec_file`` is where the caller will write :attr:`Plan.spec_text` on the host;
+        ``result_dir`` a host folder where cvtrain in the container leaves the run's metrics
+        (``$CVTRAIN_RESULT_FILE``) for a set's table.
         """
         from cvtrain.paths import cache_dir, default_out_dir
         from cvtrain.runners import as_spec
@@ -240,6 +167,9 @@ class DockerRunner(Runner):
 
         if spec_file is not None:
             mounts.append(Mount(Path(spec_file), C_JOB, readonly=True))
+        if result_dir is not None:
+            mounts.append(Mount(Path(result_dir), C_RESULT))
+            set_env["CVTRAIN_RESULT_FILE"] = f"{C_RESULT}/run.json"
 
         args = ["run", C_JOB]
         if results and not _is_uri(results):  # a local results root: mount it too
@@ -365,12 +295,19 @@ class DockerRunner(Runner):
             results: str | None = None, endpoint_url: str | None = None,
             force: bool = False) -> int:
         """Run ``spec`` in a container; the container's exit code."""
+        from cvtrain.runners.result import read_result
+
+        self.last = None
         self.check_engine()
         self.check_image()
         with tempfile.TemporaryDirectory(prefix="cvtrain-docker-") as tmp:
             spec_file = Path(tmp) / "spec.yaml"
+            result_dir = Path(tmp) / "result"
+            result_dir.mkdir(mode=0o777)
+            result_dir.chmod(0o777)  # writable by the container user, whoever it is
             plan = self.plan(spec, out=out, run_id=run_id, results=results,
-                             endpoint_url=endpoint_url, spec_file=spec_file, force=force)
+                             endpoint_url=endpoint_url, spec_file=spec_file, force=force,
+                             result_dir=result_dir)
             spec_file.write_text(plan.spec_text, encoding="utf-8")
             spec_file.chmod(0o644)  # readable by the container user, whoever it is
             Path(tmp).chmod(0o755)
@@ -384,6 +321,8 @@ class DockerRunner(Runner):
 
                 print(f"cvtrain: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
             code, tail = self.stream(plan.argv)
+            if code == 0:
+                self.last = read_result(result_dir / "run.json", plan.shown)
         if code == 125 and _NO_GPU_RUNTIME.search(tail):
             raise GpuRuntimeMissing(
                 f"--gpus {self.gpus}: this Docker engine has no GPU runtime; install the NVIDIA "

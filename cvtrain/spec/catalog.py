@@ -53,7 +53,8 @@ def in_steps_order(paths: list[Path]) -> list[Path]:
     job right after the one it extends, the longest chain of improvements first (basenet,
     normalize, augment, ... earlystop, then bonus, which branches off normalize); jobs
     that branch off the same parent, and unrelated chains, by their description (the
-    report's part numbers), then file name."""
+    report's part numbers; those without one of their own after those with one), then
+    file name."""
     real = {p.resolve(): p for p in paths}
     head = {path: _head(path) for path in real}
     children: dict[Path | None, list[Path]] = {}
@@ -68,7 +69,7 @@ def in_steps_order(paths: list[Path]) -> list[Path]:
         return height[path]
 
     def key(path: Path):
-        return (-measure(path), head[path][1], path.name)
+        return (-measure(path), not head[path][1], head[path][1], path.name)
 
     ordered: list[Path] = []
 

@@ -84,6 +84,7 @@ def feature_streams(spec, birds, seed: int, log, initial_epoch: int):
         validation_size=len(val), test_size=len(test), input_shape=tuple(train.shape[1:]),
         details={"features": {"kind": spec.model.features, "key": fs.key,
                               "cache": "hit" if fs.cache_hit else "miss",
+                              **({"shared": fs.shared} if fs.shared else {}),
                               "extraction_seconds": round(fs.seconds, 3),
                               "path": str(fs.path)}})
 

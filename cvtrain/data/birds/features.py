@@ -35,6 +35,8 @@ class FeatureSet:
     path: Path
     cache_hit: bool
     seconds: float  # extraction time (0 on a cache hit)
+    #: where shared features came from, or where these were shared (see .shared); None: not
+    shared: str | None = None
 
 
 def feature_key(dataset_sha256: str, layout: str, weights_id: str, image_size: int,
@@ -72,7 +74,12 @@ def extract(backbone, files: list[str], image_size: int) -> np.ndarray:
 
 def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=None) -> FeatureSet:
     """The cached features of ``birds`` (the kind ``opts.features`` names) for the backbone
-    ``opts`` names; on a miss both kinds are computed and cached, one kind returned."""
+    ``opts`` names; on a miss both kinds are computed and cached, one kind returned.
+
+    While features are shared (:func:`cvtrain.data.birds.shared.sharing`, on AWS Batch), a
+    local miss is looked up in the results root first, and features extracted here are
+    published there."""
+    from cvtrain.data.birds import shared as sharing
     from cvtrain.models.weights import weights_identity
 
     key = feature_key(birds.sha256, layout, weights_identity(opts.weights, seed), image_size,
@@ -83,6 +90,12 @@ def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=No
         if log:
             log.print(f"[bold]features[/]: cache hit {path}")
         return cached
+    shared = sharing.current()
+    if shared is not None and (where := sharing.fetch(key, path, shared, log)):
+        fetched = _load(path, key, opts.features)
+        if fetched is not None:
+            fetched.shared = where
+            return fetched
 
     from cvtrain.models.resnet import build_backbone
 
@@ -113,5 +126,6 @@ def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=No
         os.replace(tmp, path)  # a reader sees the whole entry or none
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    where = sharing.publish(path, key, shared, log) if shared is not None else None
     return FeatureSet(arrays[f"train_{opts.features}"], arrays[f"test_{opts.features}"], key=key,
-                      path=path, cache_hit=False, seconds=seconds)
+                      path=path, cache_hit=False, seconds=seconds, shared=where)
