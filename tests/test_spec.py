@@ -136,7 +136,7 @@ def test_cli_jobs_commands_without_tensorflow():
         "r = CliRunner()\n"
         "for args in (['--help'], ['jobs', 'list'], ['jobs', 'validate'],"
         " ['jobs', 'show', 'basenet'], ['jobs', 'schema'], ['run', '--help'],"
-        " ['data', 'synth', 'cifar100', '--help']):\n"
+        " ['data', 'synth', 'cifar100', '--help'], ['predict', '--help']):\n"
         "    res = r.invoke(app, args)\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib', 'boto3') if m in sys.modules]\n"
