@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - pytest fixtures imported from s3_server are used as arguments
-"""``cvtrain predict``: a run's classifier on image files, folders
+"""``cvtrain predict`` and ``cvtrain export``: a run's classifier on image files, folders
 and a CIFAR archive's test split (local runs and runs in a bucket, checked against their
-manifest), one line for what cannot be read."""
+manifest), one line for what cannot be read, and exports that predict as Keras does."""
 
 import csv
 import io
@@ -89,7 +89,7 @@ def test_a_run_without_a_classifier_says_how_to_get_one(tmp_path):
         f"raw images); train it again to get one: cvtrain run {path}/spec.yaml --out "
         f"{tmp_path} --force")
     (path / runs.MANIFEST).unlink()
-    done = CliRunner().invoke(app, ["predict", str(path), str(tmp_path)])
+    done = CliRunner().invoke(app, ["export", str(path), "--format", "onnx"])
     assert isinstance(done.exception, StorageError)
     assert "incomplete run (no manifest.json)" in str(done.exception)
     missing = run_cli("predict", tmp_path / "basenet" / "nope", tmp_path)
@@ -97,14 +97,33 @@ def test_a_run_without_a_classifier_says_how_to_get_one(tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
-def test_help_lists_predict():
+def test_export_names_what_is_missing(monkeypatch):
+    import importlib.util
+
+    from cvtrain import export
+
+    with pytest.raises(export.ExportError, match="tflite: Keras converts to LiteRT on the "
+                                                 "TensorFlow backend only; add --backend"):
+        export.requirements("tflite", "jax")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    with pytest.raises(export.ExportError) as err:
+        export.requirements("onnx", "tensorflow")
+    assert str(err.value) == ("--format onnx: needs the tf2onnx package, which is not "
+                              "installed; pip install 'cvtrain[onnx]' (tf2onnx and onnx)")
+
+
+def test_help_lists_predict_and_export():
     runner = CliRunner()
     shown = runner.invoke(app, ["--help"], prog_name="cvtrain").stdout
-    assert "predict" in shown
+    assert "predict" in shown and "export" in shown
     helped = runner.invoke(app, ["predict", "--help"], prog_name="cvtrain").stdout
     assert "Usage: cvtrain predict [OPTIONS] RUN IMAGE..." in helped
     for option in ("--top", "--json", "--csv", "--resize", "--root", "--backend"):
         assert option in helped
+    helped = runner.invoke(app, ["export", "--help"], prog_name="cvtrain").stdout
+    assert "savedmodel" in helped and "onnx" in helped and "tflite" in helped
 
 
 # ---------------------------------------------------------------------------- a trained run
@@ -209,6 +228,38 @@ def test_predict_a_run_in_a_bucket_fetched_and_checked(trained, archive, s3, tmp
     assert tampered.returncode == 4
     assert "does not match its manifest.json: classes.json: content differs" in tampered.stderr
     assert len(tampered.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["savedmodel", "onnx", "tflite"])
+def test_export_predicts_as_the_keras_model(fmt, trained, archive, tmp_path):
+    """Each format written by the CLI, then run by its own runtime here on real test
+    images, against the Keras model. CI installs tf2onnx, onnx and onnxruntime (the test
+    extra): nothing is skipped."""
+    import keras
+
+    from cvtrain.data.cifar import load_cifar100
+    from cvtrain.export import run_export
+
+    run_path = trained / "normalize" / "r"
+    out = tmp_path / ("model" if fmt == "savedmodel" else f"model.{fmt}")
+    done = run_cli("export", run_path, "--format", fmt, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{out}: ")
+    assert "same predictions as classifier.keras on 8 random images" in done.stdout
+    classes = (out / "classes.json" if fmt == "savedmodel"
+               else tmp_path / f"model.{fmt}.classes.json")
+    assert json.loads(classes.read_text()) == json.loads((run_path / runs.CLASSES).read_text())
+    images = load_cifar100(archive, num_classes=5, progress=False).x_test[:8]
+    expected = keras.saving.load_model(run_path / runs.CLASSIFIER).predict(images, verbose=0)
+    got = run_export(out, fmt, images)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    if fmt == "onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert json.loads(meta["classes"]) == json.loads(classes.read_text())
 
 
 @pytest.mark.slow

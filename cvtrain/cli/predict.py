@@ -1,5 +1,5 @@
-"""``cvtrain predict``: use what a run trained (its raw-image model, ``classifier.keras``)
-on images."""
+"""``cvtrain predict`` and ``cvtrain export``: use what a run trained (its raw-image model,
+``classifier.keras``) on images, or write it in a format for serving."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from enum import StrEnum
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -146,3 +147,35 @@ def _table(loaded, predictions, scored) -> None:
     print_table(table)
     if scored is not None:
         print(_accuracy_line(scored))
+
+
+class Format(StrEnum):
+    savedmodel = "savedmodel"
+    onnx = "onnx"
+    tflite = "tflite"
+
+
+def export(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    format_: Format = typer.Option(..., "--format", help="savedmodel: a TensorFlow "
+                                   "SavedModel folder; onnx: an .onnx file; tflite: a "
+                                   "LiteRT (TensorFlow Lite) .tflite file."),
+    out: Path = typer.Option(None, "--out", help="Where to write it \\[default: "
+                             "<job>-<run-id>-classifier.onnx / .tflite / -savedmodel/ here]."),
+    check: int = typer.Option(8, "--check", min=0, help="Compare the export's predictions "
+                              "with the Keras model's on this many random images, by the "
+                              "format's own runtime (0: no check)."),
+    root: str = typer.Option(None, "--root", help=ROOT_HELP),
+    backend: KerasBackend = typer.Option(KerasBackend.auto, "--backend", help=BACKEND_HELP),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """Write the model RUN trained in a format for serving: SavedModel, ONNX, TFLite.
+
+    The export takes raw uint8 RGB images and returns class probabilities, as RUN's
+    classifier.keras does; it is checked to predict as Keras does."""
+    from cvtrain.export import export_classifier
+    from cvtrain.serving import load
+
+    loaded = load(run, root, endpoint_url, backend.value, progress=sys.stderr.isatty())
+    written = export_classifier(loaded, format_.value, out, check)
+    print(f"{written.path}: {written.describe()}")
