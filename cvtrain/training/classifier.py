@@ -108,7 +108,7 @@ def save(dataset, spec, splits, network, model, run: runs.RunDir, seed: int, bac
         "input": {"dtype": "uint8", "shape": shape, "channels": "RGB", "values": "0-255",
                   "layout": "batch, height, width, channels", **description},
         "output": OUTPUT,
-        "dtype_policy": "float32",
+        "dtype_policy": "/".join(sorted(_policies(classifier))),  # float32, by construction
         "trained_with": {"backend": backend, "keras": keras.__version__,
                          "precision_policy": precision},
         "job": spec.name,
