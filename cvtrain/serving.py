@@ -87,7 +87,8 @@ def check(path: Path, root: str) -> dict:
     if not (path / runs.CLASSIFIER).is_file():
         where = f"--results {root}" if is_s3(root) else f"--out {root}"
         raise StorageError(f"{path}: no {runs.CLASSIFIER} (a run trained before cvtrain saved "
-                           "a model that takes raw images); train it again to get one: "
+                           f"a model that takes raw images, or one whose {runs.LOG} says why "
+                           "it was not saved); train it again to get one: "
                            f"cvtrain run {path / runs.SPEC} {where} --force")
     manifest = _read_json(path / runs.MANIFEST)
     listed = {f.get("path"): f for f in manifest.get("files", [])}

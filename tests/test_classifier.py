@@ -206,3 +206,36 @@ def test_a_mixed_precision_network_is_saved_in_float32(keras_globals):
                                atol=1e-2)
     for a, b in zip(copy.get_weights(), network.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_classifier_that_cannot_be_built_leaves_the_run_complete(birds, tmp_path,
+                                                                   monkeypatch, keras_globals):
+    """A head's backbone weights that cannot be had when the run finishes (ImageNet offline,
+    the features from the cache): one line says so and the trained run is kept."""
+    import io
+
+    from rich.console import Console
+
+    import cvtrain.data.birds.features as features
+    from cvtrain.errors import DataError
+    from cvtrain.report import RunLog
+    from cvtrain.spec import load_spec
+    from cvtrain.training import run_job
+
+    monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise DataError("model.weights: imagenet: downloading the ImageNet weights failed")
+
+    monkeypatch.setattr(features, "feature_layers", offline)
+    out = io.StringIO()
+    done = run_job(load_spec(ROOT / "jobs/birds/resnet50_features_dense.yaml",
+                             [f"data.path={birds}", "model.weights=none", "data.image_size=32",
+                              "training.epochs=1"], seed=0),
+                   out=tmp_path / "runs", log=RunLog(Console(file=out, width=200)))
+    assert runs.verify(done.run.path) == []
+    assert not done.run.file(runs.CLASSIFIER).exists()
+    line = ("classifier: not saved, only model.keras: model.weights: imagenet: downloading the "
+            "ImageNet weights failed")
+    assert line in out.getvalue() and line in done.run.file(runs.LOG).read_text()

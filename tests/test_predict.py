@@ -86,8 +86,8 @@ def test_a_run_without_a_classifier_says_how_to_get_one(tmp_path):
     assert isinstance(done.exception, StorageError), done.output
     assert str(done.exception) == (
         f"{path}: no classifier.keras (a run trained before cvtrain saved a model that takes "
-        f"raw images); train it again to get one: cvtrain run {path}/spec.yaml --out "
-        f"{tmp_path} --force")
+        f"raw images, or one whose log.txt says why it was not saved); train it again to get "
+        f"one: cvtrain run {path}/spec.yaml --out {tmp_path} --force")
     (path / runs.MANIFEST).unlink()
     done = CliRunner().invoke(app, ["export", str(path), "--format", "onnx"])
     assert isinstance(done.exception, StorageError)

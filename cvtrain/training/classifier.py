@@ -89,10 +89,18 @@ def build(dataset, spec, splits, network, model, seed: int):
 def save(dataset, spec, splits, network, model, run: runs.RunDir, seed: int, backend: str,
          precision: str, log) -> bool:
     """Write ``classifier.keras`` and ``classifier.json`` into the run folder; False (and
-    a line saying so) when the dataset has no raw images."""
+    a line saying so, also in ``log.txt``) when the dataset has no raw images or what the
+    classifier needs cannot be had now (a feature head's ImageNet weights, offline, when
+    the features came from the cache): the trained run is kept all the same."""
     import keras
 
-    built = build(dataset, spec, splits, network, model, seed)
+    from cvtrain.errors import DataError
+
+    try:
+        built = build(dataset, spec, splits, network, model, seed)
+    except DataError as exc:
+        log.print(f"[yellow]classifier[/]: not saved, only model.keras: {exc}")
+        return False
     if built is None:
         log.print(f"[yellow]classifier[/]: dataset {spec.data.dataset} gives no raw-image "
                   "model; only model.keras is saved")
