@@ -6,7 +6,9 @@ The contract the storage, docker and cloud backends build on:
 - ``metrics.json``   test accuracy/loss, best epoch, epochs run, timings, versions, device
 - ``history.csv``    one row per epoch (:data:`HISTORY_COLUMNS`), read by :func:`parse_history`
 - ``curves.png``     loss and accuracy, training vs validation
-- ``model.keras``    the trained model
+- ``model.keras``    the trained network (what the dataset's streams fed it)
+- ``classifier.keras`` the same model taking raw uint8 RGB images, preprocessing inside;
+                     ``classifier.json`` says what input it takes and names ``classes.json``
 - ``tensorboard/``   TensorBoard event files
 - ``log.txt``        what the run printed
 - ``classes.json``   class names in label order
@@ -40,6 +42,8 @@ MODEL = "model.keras"
 LOG = "log.txt"
 TENSORBOARD = "tensorboard"
 CLASSES = "classes.json"
+CLASSIFIER = "classifier.keras"
+CLASSIFIER_INFO = "classifier.json"
 CHECKPOINT = "checkpoint"
 #: folders a checkpoint is written into and moved out of (never copied anywhere)
 CHECKPOINT_TRANSIENT = (CHECKPOINT + ".tmp", CHECKPOINT + ".old")

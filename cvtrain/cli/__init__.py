@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from cvtrain import __version__, stop
-from cvtrain.cli import cloud, data, helpstyle, jobs, results, run
+from cvtrain.cli import cloud, data, helpstyle, jobs, predict, results, run
 from cvtrain.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CvtrainError
 
 helpstyle.install()  # --help as Typer and Click always printed it: no <bool>, no {job}
@@ -32,6 +32,8 @@ app.command("run")(run.run)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(data.app, name="data")
 app.add_typer(results.app, name="results")
+app.command("predict")(predict.predict)
+app.command("export")(predict.export)
 app.command("submit")(cloud.submit)
 app.command("status")(cloud.status)
 app.command("logs")(cloud.logs)

@@ -172,6 +172,9 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
     return stream.with_options(options)
 
 
+#: the name of the scaling and normalisation layer in front of the network being trained
+NORMALIZE_LAYER = "normalize"
+
 #: where augmentation runs on TensorFlow: "stream" (the tf.data threads) or "step" (the
 #: RandomAffine layer inside the training step, as on other backends)
 TF_AUGMENT_IN = "stream"
@@ -273,7 +276,7 @@ def build_splits(
         x = inputs
         if options is not None and not in_stream:
             x = RandomAffine(**options, seed=seed, name="augment")(x)
-        x = keras.layers.Rescaling(scale, offset, name="normalize")(x)
+        x = keras.layers.Rescaling(scale, offset, name=NORMALIZE_LAYER)(x)
         return keras.Model(inputs, network(x), name=f"train_{network.name}")
 
     return Splits(
@@ -290,3 +293,14 @@ def build_splits(
                                    "std": [float(v) for v in std]}},
         wrap=wrap,
     )
+
+
+def normalization(model):
+    """A float32 copy of the scaling and normalisation layer of ``model`` (one that
+    :attr:`Splits.wrap` built, or a checkpoint of one): ``x * scale + offset`` with the
+    values the run trained with, as floats, to the bit."""
+    import keras
+
+    config = model.get_layer(NORMALIZE_LAYER).get_config()
+    config["dtype"] = "float32"
+    return keras.layers.Rescaling.from_config(config)

@@ -13,7 +13,10 @@ the rest of cvtrain needs to know about the dataset:
 - ``input_shape``: the shape a model will see, known from the spec alone, so a model can
   refuse an input it cannot take before any data is read;
 - ``load``: reading the data (a download, a local archive or folder) into memory or file
-  lists; ``streams``: turning it into the train/validation/test streams ``fit`` consumes.
+  lists; ``streams``: turning it into the train/validation/test streams ``fit`` consumes;
+- ``raw_images``: how images come as they are (uint8 RGB files) and the layers that
+  prepare them as the streams did, for the run's raw-image model (``classifier.keras``,
+  :mod:`cvtrain.training.classifier`).
 
 Local paths among its options are named by ``DatasetOptions.path_fields``; the docker
 runner mounts them and the cloud backend refuses them (see :func:`cvtrain.spec.local_paths`).
@@ -56,6 +59,21 @@ class LoadedData:
         return len(self.class_names)
 
 
+@dataclass
+class RawImages:
+    """How a dataset's images come as they are, and what prepares them for its models.
+
+    ``shape`` is one image's (height, width, channels) with ``None`` for a side the model
+    takes at any size (resized inside); ``layers`` are Keras layers applied in order to
+    the uint8 images (scaling, resizing, normalisation: never augmentation), each in
+    float32 and built in; ``description`` says the same in words for ``classifier.json``.
+    """
+
+    shape: tuple[int | None, ...]
+    layers: list[Any]
+    description: dict
+
+
 class DatasetOptions(BaseModel):
     """Base of every dataset's ``data:`` options: unknown keys are refused. Subclasses
     declare all their fields (``dataset`` first), so a resolved spec lists them in the
@@ -90,6 +108,13 @@ class Dataset:
                 initial_epoch: int) -> Splits:
         """The train/validation/test streams of ``data`` for model input ``kind``."""
         raise NotImplementedError
+
+    def raw_images(self, spec: JobSpec, splits: Splits, model: Any,
+                   seed: int) -> RawImages | None:
+        """The raw images of this dataset and the layers that prepare them as ``streams``
+        did (``model`` is what trained, dataset layers included; ``seed`` the run's); None:
+        its runs have no raw-image model."""
+        return None
 
     def errors(self, data: Any):
         """A context manager around training that names the file behind a read failure;

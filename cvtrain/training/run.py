@@ -22,7 +22,7 @@ from cvtrain.paths import default_out_dir
 from cvtrain.report import RunLog, plot_curves, summary_table
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
 from cvtrain.spec.checks import is_uri
-from cvtrain.training import checkpoint
+from cvtrain.training import checkpoint, classifier
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
@@ -368,6 +368,8 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     with stop.deferred():
         rows = recorder.rows
         network.save(run.file(runs.MODEL))
+        classifier.save(dataset, spec, splits, network, model, run, seed, backend,
+                        device["precision_policy"], log)
         plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
         metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network,
                               test=test, rows=rows, resume=resume, seed=seed, device=device,

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from cvtrain.data.registry import Dataset, DatasetOptions, register_dataset
+from cvtrain.data.registry import Dataset, DatasetOptions, RawImages, register_dataset
 
 
 class BirdsOptions(DatasetOptions):
@@ -56,6 +56,25 @@ class Cub200(Dataset):
         if kind == "backbone_features":
             return feature_streams(spec, data, seed, log, initial_epoch)
         return image_streams(spec, data, seed, initial_epoch)
+
+    def raw_images(self, spec, splits, model, seed):
+        """Images of any size, resized and preprocessed as :func:`load_image` does; for a
+        head on backbone features, the backbone (and its pooling) too."""
+        from cvtrain.data.birds.images import IMAGENET_BGR_MEAN, raw_image_layers
+
+        size = spec.data.image_size
+        layers = raw_image_layers(size)
+        words = (f"bilinear resize to {size}x{size}, then ResNet50's preprocess_input (RGB to "
+                 f"BGR, minus the ImageNet BGR means {list(IMAGENET_BGR_MEAN)})")
+        if "features" in splits.details:
+            from cvtrain.data.birds.features import feature_layers
+
+            opts = spec.model
+            layers += feature_layers(opts, size, seed)
+            words += (f", then the frozen {opts.backbone} backbone (weights: {opts.weights})"
+                      + (" and its global average pooling" if opts.features == "pooled" else ""))
+        return RawImages(shape=(None, None, 3), layers=layers,
+                         description={"resize": [size, size], "preprocessing": words})
 
     def errors(self, data):
         from cvtrain.data.birds import image_errors

@@ -129,3 +129,20 @@ def load_or_extract(birds, opts, image_size: int, layout: str, seed: int, log=No
     where = sharing.publish(path, key, shared, log) if shared is not None else None
     return FeatureSet(arrays[f"train_{opts.features}"], arrays[f"test_{opts.features}"], key=key,
                       path=path, cache_hit=False, seconds=seconds, shared=where)
+
+
+def feature_layers(opts, image_size: int, seed: int) -> list:
+    """The frozen backbone that computed a run's features (float32), with the spatial mean
+    for pooled ones, as layers for its raw-image model. Random weights (``none``) are
+    those extraction drew: the run's seed set, then the backbone built first."""
+    import keras
+
+    from cvtrain.models.resnet import build_backbone
+
+    if opts.weights.lower() == "none":
+        keras.utils.set_random_seed(seed)
+    backbone = build_backbone(opts, image_size, pooling=None)
+    backbone.trainable = False
+    if opts.features == "pooled":
+        return [backbone, keras.layers.GlobalAveragePooling2D(name="pool", dtype="float32")]
+    return [backbone]

@@ -39,6 +39,24 @@ def load_image(tf, path, image_size: int):
     return image[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
 
 
+def raw_image_layers(image_size: int) -> list:
+    """What :func:`load_image` does after decoding, as built-in float32 Keras layers for a
+    model that takes decoded uint8 images of any size: cast to float, bilinear resize to
+    ``image_size`` (as ``tf.image.resize``), then ResNet50's ``preprocess_input`` as a
+    frozen 3x3 Dense over the channels (RGB -> BGR, an exact permutation) whose bias
+    subtracts the ImageNet means (no Lambda layer: the model loads in Keras's safe mode)."""
+    import keras
+
+    to_float = keras.layers.Rescaling(1.0, name="to_float", dtype="float32")
+    resize = keras.layers.Resizing(image_size, image_size, interpolation="bilinear",
+                                   name="resize", dtype="float32")
+    caffe = keras.layers.Dense(3, name="preprocess_input", dtype="float32", trainable=False)
+    caffe.build((None, None, None, 3))
+    rgb_to_bgr = np.eye(3, dtype=np.float32)[::-1]
+    caffe.set_weights([rgb_to_bgr, -np.asarray(IMAGENET_BGR_MEAN, np.float32)])
+    return [to_float, resize, caffe]
+
+
 def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
                  batch_size: int, num_classes: int = 0):
     """Ordered batches of preprocessed images (and one-hot labels when given)."""

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cvtrain.data.registry import Dataset, DatasetOptions, register_dataset
+from cvtrain.data.registry import Dataset, DatasetOptions, RawImages, register_dataset
 
 
 class Augment(BaseModel):
@@ -76,3 +76,13 @@ class Cifar100(Dataset):
         d, t = spec.data, spec.training
         return build_splits(data, d.num_classes, d.validation_split, d.normalize, d.augment,
                             t.batch_size, t.epochs, seed, initial_epoch)
+
+    def raw_images(self, spec, splits, model, seed):
+        from cvtrain.data.pipeline import normalization
+
+        stats = splits.details.get("normalization") if spec.data.normalize else None
+        words = ("x / 255, then minus the training split's per-channel mean and over its std "
+                 "(normalization)" if stats else "x / 255")
+        return RawImages(shape=tuple(splits.input_shape), layers=[normalization(model)],
+                         description={"resize": None, "preprocessing": words,
+                                      "normalization": stats})
