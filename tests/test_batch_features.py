@@ -241,7 +241,7 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
     """In-process, against the S3 server: the features job extracts and shares; a head of
     the set (a fresh instance: empty cache) fetches and trains without the backbone; with
     the features gone (the features job failed) a head extracts its own and shares them."""
-    import cvtrain.models.resnet as resnet
+    import cvtrain.data.birds.features as features_mod
 
     results = s3.uri("runs")
     specs = [spec(j, f"data.path={birds}", *SMALL, seed=2) for j in HEADS_JOBS]
@@ -262,12 +262,12 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
     listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=f"runs/.features/{key}/")
     assert len(listed["Contents"]) == 6  # five files and the manifest
 
-    real_backbone = resnet.build_backbone
+    real_extract = features_mod.extract
 
-    def no_backbone(*args, **kwargs):
+    def no_extraction(*args, **kwargs):  # (the finish still builds it for classifier.keras)
         raise AssertionError("the backbone ran although the features were shared")
 
-    monkeypatch.setattr(resnet, "build_backbone", no_backbone)
+    monkeypatch.setattr(features_mod, "extract", no_extraction)
     heads_env = _env(results, tmp_path, "heads-1", **{
         defs.ENV_SPECS: defs.encode_specs([s.to_yaml() for s in specs]),
         defs.ENV_ARRAY_INDEX: "2"})
@@ -281,7 +281,7 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
 
     # the features job failed: no manifest; the head extracts (and shares) its own
     s3.client.delete_object(Bucket=s3.bucket, Key=f"runs/.features/{key}/features.json")
-    monkeypatch.setattr(resnet, "build_backbone", real_backbone)
+    monkeypatch.setattr(features_mod, "extract", real_extract)
     monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "instance-3"))
     first = BatchBackend(env={**heads_env, defs.ENV_ARRAY_INDEX: "0"}).entry()
     assert BatchBackend.run_entry(first) == 0
