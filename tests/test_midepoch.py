@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, run_cli
@@ -55,6 +56,89 @@ def test_a_checkpoint_says_where_it_is():
     assert checkpoint.point(3, 17) == "epoch 4 step 17"  # 17 steps of the fourth
 
 
+class FakeModel:
+    """Enough of a Keras model for :func:`fitting.fit`: its ``fit`` drives the callbacks as
+    Keras's does (one execution per step) and records what it was asked."""
+
+    def __init__(self, stop_after_epoch=None):
+        self.fits, self.stop_training = [], False
+        self.metrics_variables = [FakeVariable(), FakeVariable()]
+        self.stop_after_epoch = stop_after_epoch
+
+    def fit(self, stream, epochs, initial_epoch, steps_per_epoch, callbacks, **kw):
+        self.fits.append((stream, initial_epoch, epochs, steps_per_epoch))
+        self.stop_training = False
+        callbacks.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            for v in self.metrics_variables:  # reset_metrics()
+                v.assign(0.0)
+            callbacks.on_epoch_begin(epoch)
+            for step in range(steps_per_epoch):
+                callbacks.on_train_batch_begin(step)
+                callbacks.on_train_batch_end(step)
+            self.stop_training = epoch == self.stop_after_epoch
+            callbacks.on_epoch_end(epoch, {})
+            if self.stop_training:
+                break
+        callbacks.on_train_end()
+
+
+class FakeVariable:
+    value = None
+
+    def assign(self, value):
+        self.value = value
+
+
+@pytest.mark.parametrize("step, stop_after_epoch, fits, events", [
+    # at an epoch's end: one fit, as ever
+    (0, None, [("train", 1, 3, 4)],
+     ["begin", "epoch 1", 0, 1, 2, 3, "end 1", "epoch 2", 0, 1, 2, 3, "end 2", "train end"]),
+    # 3 steps into epoch 2 (0-based 1): its last step as a fit of its own, then epoch 3;
+    # one begin, one end, the steps numbered from where it stopped, the accumulators back
+    (3, None, [("partial", 1, 2, 1), ("train", 2, 3, 4)],
+     ["begin", "epoch 1 [7.0, 8.0]", 3, "end 1", "epoch 2", 0, 1, 2, 3, "end 2",
+      "train end"]),
+    # early stopping at the end of the resumed epoch: no second fit, training ends
+    (3, 1, [("partial", 1, 2, 1)], ["begin", "epoch 1 [7.0, 8.0]", 3, "end 1", "train end"]),
+])
+def test_a_run_resumed_within_an_epoch_is_one_run_to_its_callbacks(step, stop_after_epoch,
+                                                                    fits, events, tmp_path):
+    import keras
+    import numpy as np
+
+    from cvtrain.training import fitting
+
+    model = FakeModel(stop_after_epoch)
+    seen = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append("begin")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            values = [v.value and float(v.value) for v in model.metrics_variables]
+            seen.append(f"epoch {epoch}" + (f" {values}" if any(values) else ""))
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(f"end {epoch}")
+
+        def on_train_end(self, logs=None):
+            seen.append("train end")
+
+    np.savez(tmp_path / checkpoint.METRICS, m0=np.float32(7), m1=np.float32(8))
+    resume = checkpoint.Resume(epoch=1, finished=False, seed=0, elapsed_seconds=0,
+                               early_stopping=None, path=tmp_path, step=step)
+    splits = SimpleNamespace(train="train", partial="partial" if step else None,
+                             validation=None, steps_per_epoch=4)
+    fitting.fit(model, splits, [Recorder()], 1, 3, resume)
+    assert model.fits == fits
+    assert seen == events
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     return write_synthetic_cifar100(tmp_path_factory.mktemp("midepoch-data"), classes=5,
@@ -64,6 +148,10 @@ def archive(tmp_path_factory):
 def job_args(archive, out, run_id, *extra):
     return ["run", "augment", "--set", f"data.path={archive}", "--set", "data.num_classes=5",
             "--set", "training.epochs=2", "--set", "training.steps_per_execution=4",
+            # early stopping (its state and best weights restored at the very end) sees
+            # one run across the fits of a resumed one
+            "--set", "training.early_stopping.monitor=val_loss",
+            "--set", "training.early_stopping.patience=1",
             "--seed", "5", "--out", str(out), "--run-id", run_id, *extra]
 
 
