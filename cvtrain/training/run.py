@@ -337,7 +337,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
 
     # ---- on one device, or on several in data parallel (training.devices)
     with data_parallel(backend, device["devices"]):
-        # ---- model: as it was after the last completed epoch, or new; ``network`` is what
+        # ---- model: as it was at the checkpoint, or new; ``network`` is what
         # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
         if resume is not None:
             model = resume.load_model()  # weights, optimizer, compile, random states
