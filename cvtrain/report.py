@@ -168,7 +168,10 @@ def summary_table(metrics: dict, run_path: Path) -> Group:
         table.add_row(label, fmt_num(metrics[key]), fmt_num(report.get(key)),
                       "n/a" if synthetic else fmt_diff(metrics[key], report.get(key)))
     epochs = f"{metrics['epochs_run']} (best {metrics['best_epoch']})"
-    if metrics.get("resumed_from_epoch"):
+    if metrics.get("resumed_from_step"):
+        epochs += (f", resumed in epoch {metrics['resumed_from_epoch'] + 1} at step "
+                   f"{metrics['resumed_from_step']}")
+    elif metrics.get("resumed_from_epoch"):
         epochs += f", resumed after epoch {metrics['resumed_from_epoch']}"
     table.add_row("epochs", epochs, "", "")
     table.add_row("wall time", fmt_seconds(metrics["wall_seconds"]), "", "")

@@ -13,8 +13,9 @@ The contract the storage, docker and cloud backends build on:
 - ``log.txt``        what the run printed
 - ``classes.json``   class names in label order
 - ``manifest.json``  written last: every other file with its size and sha256
-- ``checkpoint/``    while the run is unfinished: the last completed epoch (not in the
-                     manifest; deleted once every copy of the run is complete)
+- ``checkpoint/``    while the run is unfinished: the last checkpoint, of an epoch's end or
+                     of a step within one (not in the manifest; deleted once every copy of
+                     the run is complete)
 
 A folder without ``manifest.json`` is an incomplete run.
 """

@@ -85,6 +85,60 @@ def test_resume_from_an_epoch_replays_the_same_batches():
                                   np.concatenate([x.numpy() for x, _ in resumed.train]))
 
 
+def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
+    """A run resumed after some steps of an epoch: the rest of that epoch (the partial
+    stream, the short last batch included), then the later epochs, equal to those batches
+    of an uninterrupted stream, on both streams (tf.data and numpy)."""
+    data = fake_data()  # 180 training images: 12 batches of 16 (the last of 4) an epoch
+    full = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=9)
+    batches = [x.numpy() for x, _ in full.train]
+    steps = full.steps_per_epoch
+    for step in (1, 5, steps - 1):
+        resumed = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=9,
+                               initial_epoch=1, initial_step=step)
+        partial = [x.numpy() for x, _ in resumed.partial]
+        assert len(partial) == steps - step
+        np.testing.assert_array_equal(np.concatenate(partial),
+                                      np.concatenate(batches[steps + step:2 * steps]))
+        np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in resumed.train]),
+                                      np.concatenate(batches[2 * steps:]))
+    at_end = build_splits(data, 5, 0.1, False, Augment(), 16, 3, seed=9, initial_epoch=1)
+    assert at_end.partial is None
+    args = (data.x_train[:180], data.y_train[:180], 5, 16, 2, 7, 1)
+    ours = list(pipeline._numpy_train_stream(*args, first_step=5))
+    theirs = list(pipeline._numpy_train_stream(*args))[5:]
+    assert len(ours) == len(theirs) == 12 - 5
+    for (xa, ya), (xb, yb) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+@pytest.mark.slow
+def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit():
+    """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
+    resumed at a step inside a chunk, at a chunk's start, or with only the short last
+    batch left, the rest of the epoch is what the uninterrupted stream gave, to the bit;
+    the skipped batches are never augmented (the first chunk's draws are sliced)."""
+    data = fake_data(n_train=400)  # 360 training images: 22 full batches of 16 and one of 8
+    aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=10)
+    full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
+    steps = full.steps_per_epoch
+    assert steps == 23 and pipeline.AUGMENT_CHUNK == 4
+    batches = [x.numpy() for x, _ in full.train]
+    for epoch, step in ((0, 3), (0, 9), (0, 22), (1, 4), (1, 21)):
+        resumed = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4, initial_epoch=epoch,
+                               initial_step=step)
+        partial = [x.numpy() for x, _ in resumed.partial]
+        assert len(partial) == steps - step, step
+        for got, want in zip(partial, batches[epoch * steps + step:(epoch + 1) * steps],
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
+        rest = [x.numpy() for x, _ in resumed.train]
+        assert len(rest) == (1 - epoch) * steps
+        if rest:
+            np.testing.assert_array_equal(np.concatenate(rest), np.concatenate(batches[steps:]))
+
+
 @pytest.mark.slow
 def test_tf_data_augmentation_is_keyed_by_seed_epoch_and_batch():
     """On TensorFlow augmentation runs in the stream: training batches only, the same for

@@ -128,11 +128,13 @@ def test_sigterm_saves_and_exits_75_then_resumes(archive, tmp_path, uninterrupte
     assert proc.returncode == checkpoint.EXIT_TERMINATED == 75, err[-3000:]
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     saved = checkpoint.read(run_path)
-    assert saved is not None and 1 <= saved.epoch < EPOCHS  # the epoch seen, or the next
+    # the epoch seen, or a step of the next (where SIGTERM came), or the next
+    assert saved is not None and 1 <= saved.epoch < EPOCHS
+    assert f"the checkpoint of {saved.describe()} is kept" in err
     assert not (run_path / runs.MANIFEST).exists()
     again = run_cli(*job_args(archive, tmp_path, "t"), env={"COLUMNS": "160"})
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from the checkpoint of epoch {saved.epoch}" in again.stdout
+    assert f"resumed from the checkpoint of {saved.describe()}" in again.stdout
     assert runs.verify(run_path) == []
     m = assert_matches_uninterrupted(run_path, uninterrupted)
     assert m["resumed_from_epoch"] == saved.epoch
@@ -201,7 +203,7 @@ def test_ctrl_c_says_what_was_kept_restores_the_terminal_and_resumes(tmp_path):
     line = lines[0]
     kept = checkpoint.read(run_path)
     assert kept is not None and not (run_path / runs.MANIFEST).exists()
-    assert line.startswith(f"cvtrain: interrupted; checkpoint kept at epoch {kept.epoch} "
+    assert line.startswith(f"cvtrain: interrupted; checkpoint kept at {kept.describe()} "
                            f"in {run_path}; rerun with `cvtrain run basenet "), line
     assert line.endswith(" --run-id c` to resume"), line
     assert line.removeprefix("cvtrain: ") in (run_path / runs.LOG).read_text().splitlines()
@@ -213,6 +215,6 @@ def test_ctrl_c_says_what_was_kept_restores_the_terminal_and_resumes(tmp_path):
     assert command[-2:] == ["--run-id", "c"] and "--seed" in command
     again = run_cli(*command[1:], env={"COLUMNS": "200"})
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from the checkpoint of epoch {kept.epoch}" in again.stdout
+    assert f"resumed from the checkpoint of {kept.describe()}" in again.stdout
     assert runs.verify(run_path) == []
     assert metrics_of(run_path)["resumed_from_epoch"] == kept.epoch

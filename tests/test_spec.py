@@ -79,6 +79,11 @@ def test_override_type_is_yaml():
      "data.dataset: unknown dataset 'mnist'; expected one of: cifar100, cub200"),
     (MINIMAL, ["model.dropuot=0.5"], "model.dropuot: unknown key; expected one of: batch_norm,"),
     (MINIMAL, ["data.augment.zoom=2"], "data.augment.zoom: expected a number less than 1"),
+    (MINIMAL, ["training.checkpoint_minutes=-1"],
+     "training.checkpoint_minutes: expected a number of minutes >= 0 (0 or null: only at "
+     "the end of each epoch), got -1"),
+    (MINIMAL + "training: {checkpoint_minutes: soon}\n", [],
+     "training.checkpoint_minutes: expected a number of minutes >= 0"),
     ("data: {dataset: cifar100}\n", [], "model: required key is missing"),
     ("- a\n- b\n", [], "expected a mapping at the top level"),
     ("data: {dataset: [\n", [], "invalid YAML at line"),
@@ -98,6 +103,37 @@ def test_bad_specs_give_one_precise_line(write_job, body, overrides, expected):
     assert expected in message
     if "nowhere" not in expected:
         assert message.startswith(str(path))
+
+
+def test_checkpoint_minutes_changes_neither_the_job_nor_its_fingerprint(write_job, tmp_path):
+    """How often a run checkpoints does not change its result: default 5, 0 and null
+    accepted; not in the fingerprint, not noted in the description as a changed value,
+    and a run started with one value resumes with another (its spec.yaml may even predate
+    the key)."""
+    from cvtrain import runs
+    from cvtrain.errors import UsageError
+    from cvtrain.training.identity import _refuse_other_spec, fingerprint
+
+    path = write_job("job.yaml", "description: ten epochs\n" + MINIMAL)
+    plain = load_spec(path, seed=0)
+    assert plain.training.checkpoint_minutes == 5
+    assert "checkpoint_minutes: 5\n" in plain.to_yaml()
+    for value, parsed in (("0", 0), ("null", None), ("0.5", 0.5)):
+        other = load_spec(path, [f"training.checkpoint_minutes={value}"], seed=0)
+        assert other.training.checkpoint_minutes == parsed
+        assert other.description == "ten epochs"
+        assert fingerprint(other, "d" * 64) == fingerprint(plain, "d" * 64)
+    run = runs.RunDir(tmp_path / "run")
+    run.path.mkdir()
+    older = plain.to_yaml().replace("  checkpoint_minutes: 5\n", "")
+    for then in (load_spec(path, ["training.checkpoint_minutes=0"], seed=0).to_yaml(), older):
+        run.file(runs.SPEC).write_text(then)
+        _refuse_other_spec(run, plain, "was started with")  # not refused
+    changed = load_spec(path, ["training.epochs=3", "training.checkpoint_minutes=1"], seed=0)
+    assert changed.description == "ten epochs; changed by --set training.epochs=3"
+    assert fingerprint(changed, "d" * 64) != fingerprint(plain, "d" * 64)
+    with pytest.raises(UsageError, match=r"\(training.epochs: 30 then, 3 now\)"):
+        _refuse_other_spec(run, changed, "was started with")
 
 
 def test_extends_cycle_is_refused(write_job):

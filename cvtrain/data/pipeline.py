@@ -19,7 +19,10 @@ Order of operations, each for a reason:
 The training stream spans all epochs and is fed to ``fit`` with ``steps_per_epoch``: the
 shuffle order is a function of (seed, epoch) alone, and the augmentation's random numbers
 come from (seed, epoch, batch) or from a generator saved with every checkpoint, so a run is
-repeatable and a resumed run sees exactly the batches an uninterrupted one would have.
+repeatable and a resumed run sees exactly the batches an uninterrupted one would have. A
+run resumed within an epoch (a checkpoint after some of its steps) gets the rest of that
+epoch as a stream of its own (:attr:`Splits.partial`), the consumed batches skipped by
+index (never gathered, decoded or augmented), and the later epochs as ``train``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ class Splits:
     #: builds the model that trains on these streams around the network (augmentation and
     #: normalisation layers in front); None: the network takes the streams as they are
     wrap: Callable[[Any], Any] | None = None
+    #: resumed within an epoch: the rest of that epoch's batches (``train`` then begins with
+    #: the next epoch); None otherwise
+    partial: Any = None
+
+
+def resumed(make: Callable[..., Any], epochs: int, initial_epoch: int,
+            initial_step: int) -> tuple[Any, Any]:
+    """(partial, train) for a run that continues at step ``initial_step`` of epoch
+    ``initial_epoch`` (0-based): ``make(first_epoch, end_epoch, first_step)`` builds a
+    training stream; at an epoch's end there is no partial stream."""
+    if not initial_step:
+        return None, make(initial_epoch, epochs, 0)
+    return (make(initial_epoch, initial_epoch + 1, initial_step),
+            make(initial_epoch + 1, epochs, 0))
 
 
 def split_train_validation(x: np.ndarray, y: np.ndarray, fraction: float):
@@ -87,17 +104,20 @@ def _on_tensorflow() -> bool:
 
 
 def train_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                 epochs: int, seed: int, initial_epoch: int = 0, augment: dict | None = None):
+                 epochs: int, seed: int, initial_epoch: int = 0, augment: dict | None = None,
+                 first_step: int = 0):
     """All epochs' training batches of in-memory arrays (epochs ``initial_epoch`` ..
-    ``epochs - 1``), each epoch in its own seeded order, as (x[idx], one-hot labels).
-    ``augment`` (RandomAffine options, TensorFlow only) transforms each batch in the
-    stream's threads, from random numbers keyed by (seed, epoch, batch)."""
+    ``epochs - 1``), each epoch in its own seeded order, as (x[idx], one-hot labels);
+    the first epoch from its batch ``first_step`` on. ``augment`` (RandomAffine options,
+    TensorFlow only) transforms each batch in the stream's threads, from random numbers
+    keyed by (seed, epoch, batch)."""
     if _on_tensorflow():
         return _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
-                                augment)
+                                augment, first_step)
     if augment:
         raise ValueError("augmenting in the stream is for tf.data; elsewhere it is a layer")
-    return _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch)
+    return _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
+                               first_step)
 
 
 def epoch_order(n: int, seed: int, epoch: int, batch_size: int) -> np.ndarray:
@@ -107,19 +127,19 @@ def epoch_order(n: int, seed: int, epoch: int, batch_size: int) -> np.ndarray:
     return np.concatenate([np.sort(order[s:s + batch_size]) for s in range(0, n, batch_size)])
 
 
-def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed,
-                        initial_epoch) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _numpy_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
+                        first_step=0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     steps = math.ceil(len(x) / batch_size)
     for epoch in range(initial_epoch, epochs):
         order = epoch_order(len(x), seed, epoch, batch_size)
-        for step in range(steps):
+        for step in range(first_step if epoch == initial_epoch else 0, steps):
             idx = order[step * batch_size:(step + 1) * batch_size]
             yield x[idx], onehot[idx]
 
 
 def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
-                     augment=None):
+                     augment=None, first_step=0):
     import tensorflow as tf
 
     images = tf.constant(x)
@@ -133,43 +153,65 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
 
     shape = (batch_size, *x.shape[1:])
 
-    def epoch_batches(i):
-        # one gather per epoch, then batches are slices: no per-batch or per-sample work
-        xs, ys = tf.gather(images, orders[i]), tf.gather(onehot, orders[i])
+    def epoch_batches(i, skip=0):
+        # one gather per epoch, then batches are slices: no per-batch or per-sample work;
+        # ``skip``: batches of the epoch trained on before a checkpoint, left out by index
+        order = orders[i][skip * batch_size:] if skip else orders[i]
+        xs, ys = tf.gather(images, order), tf.gather(onehot, order)
+        left = full - skip  # whole batches to come
         batches = tf.data.Dataset.from_tensor_slices(
-            (tf.reshape(xs[:full * batch_size], (full, *shape)),
-             tf.reshape(ys[:full * batch_size], (full, batch_size, num_classes))))
+            (tf.reshape(xs[:left * batch_size], (left, *shape)),
+             tf.reshape(ys[:left * batch_size], (left, batch_size, num_classes))))
         if augment:
-            # in chunks of AUGMENT_CHUNK batches: one call per chunk amortises the per-op
-            # overhead that dominates on a batch of 32, while a chunk still fits in cache
             epoch_seed = tf.random.experimental.stateless_fold_in(
-                tf.constant([seed, 1], tf.int64), i + initial_epoch)
-
-            def augment_chunk(chunk, batch):
-                xb, yb = batch
-                out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk,
-                               augment)
-                return tf.reshape(out, (-1, *shape)), yb
-
-            batches = (batches.batch(AUGMENT_CHUNK).enumerate()
-                       .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
-                       .unbatch())
+                tf.constant([seed, 1], tf.int64), tf.cast(i, tf.int64) + initial_epoch)
+            batches = _augmented(tf, batches, epoch_seed, shape, augment, skip, full)
         if rest:  # the last, smaller batch
-            last = (xs[full * batch_size:], ys[full * batch_size:])
+            last = (xs[left * batch_size:], ys[left * batch_size:])
             if augment:
                 last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment),
                         last[1])
             batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
         return batches  # uint8 when not augmented: the model's input casts it in the step
 
-    stream = (tf.data.Dataset.range(len(range(initial_epoch, epochs)))
-              .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
+    later = tf.data.Dataset.range(1 if first_step else 0, len(range(initial_epoch, epochs)))
+    stream = later.flat_map(epoch_batches)
+    if first_step:  # resumed within the first epoch (built as the others are, in flat_map)
+        first = tf.data.Dataset.range(1).flat_map(lambda i: epoch_batches(i, first_step))
+        stream = first.concatenate(stream)
+    stream = stream.prefetch(tf.data.AUTOTUNE)
     # each augmentation call on one core: the training step already spreads its ops over
     # all of them, and ops that also spread theirs in these threads only contend with it
     options = tf.data.Options()
     options.threading.max_intra_op_parallelism = 1
     return stream.with_options(options)
+
+
+def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: int):
+    """An epoch's whole batches (``skip`` of its ``full`` left out) augmented in chunks of
+    :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-op overhead that
+    dominates on a batch of 32, while a chunk still fits in cache. Chunk k holds the
+    epoch's batches 4k .. 4k+3 whatever was skipped, so its random numbers are the same;
+    a chunk begun before the skip gets the rest of its draws."""
+    def augment_chunk(chunk, batch, skip_rows=0, rows=None):
+        xb, yb = batch
+        out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
+                       skip_rows, rows)
+        return tf.reshape(out, (-1, *shape)), yb
+
+    def chunks(ds, first_chunk):
+        return (ds.batch(AUGMENT_CHUNK).enumerate(first_chunk)
+                .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .unbatch())
+
+    first_chunk, into = divmod(skip, AUGMENT_CHUNK)
+    if not into:
+        return chunks(batches, first_chunk)
+    head = min(AUGMENT_CHUNK - into, full - skip)  # the rest of the chunk begun
+    rows = min(AUGMENT_CHUNK, full - first_chunk * AUGMENT_CHUNK) * shape[0]
+    begun = batches.take(head).batch(AUGMENT_CHUNK).map(
+        lambda xb, yb: augment_chunk(first_chunk, (xb, yb), into * shape[0], rows)).unbatch()
+    return begun.concatenate(chunks(batches.skip(head), first_chunk + 1))
 
 
 #: the name of the scaling and normalisation layer in front of the network being trained
@@ -184,16 +226,18 @@ TF_AUGMENT_IN = "stream"
 AUGMENT_CHUNK = 4
 
 
-def _augment(tf, images, epoch_seed, chunk, options: dict):
+def _augment(tf, images, epoch_seed, chunk, options: dict, skip_rows: int = 0,
+             rows: int | None = None):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
-    chunk)."""
+    chunk); ``images`` the chunk's last images, when its first ``skip_rows`` of ``rows``
+    were trained on before a checkpoint (the draws are those of the whole chunk)."""
     from cvtrain.data.augment import NUM_DRAWS, augment
 
     draws = tf.random.stateless_uniform(
-        (tf.shape(images)[0], NUM_DRAWS),
+        (tf.shape(images)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
         -1.0, 1.0)
-    return augment(images, draws, resampler="gather", **options)
+    return augment(images, draws[skip_rows:], resampler="gather", **options)
 
 
 def eval_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int):
@@ -242,6 +286,7 @@ def build_splits(
     epochs: int,
     seed: int,
     initial_epoch: int = 0,
+    initial_step: int = 0,
 ) -> Splits:
     """In-memory uint8 images as train/validation/test streams, with the augmentation and
     normalisation layers that go in front of the network (:attr:`Splits.wrap`)."""
@@ -279,9 +324,13 @@ def build_splits(
         x = keras.layers.Rescaling(scale, offset, name=NORMALIZE_LAYER)(x)
         return keras.Model(inputs, network(x), name=f"train_{network.name}")
 
+    partial, train = resumed(
+        lambda first, end, step: train_stream(x_tr, y_tr, num_classes, batch_size, end, seed,
+                                              first, options if in_stream else None, step),
+        epochs, initial_epoch, initial_step)
     return Splits(
-        train=train_stream(x_tr, y_tr, num_classes, batch_size, epochs, seed, initial_epoch,
-                           options if in_stream else None),
+        train=train,
+        partial=partial,
         validation=eval_stream(x_val, y_val, num_classes, batch_size),
         test=eval_stream(data.x_test, data.y_test, num_classes, batch_size),
         steps_per_epoch=math.ceil(len(x_tr) / batch_size),

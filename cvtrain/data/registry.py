@@ -105,8 +105,10 @@ class Dataset:
         raise NotImplementedError
 
     def streams(self, spec: JobSpec, data: Any, kind: str, seed: int, log: RunLog,
-                initial_epoch: int) -> Splits:
-        """The train/validation/test streams of ``data`` for model input ``kind``."""
+                initial_epoch: int, initial_step: int = 0) -> Splits:
+        """The train/validation/test streams of ``data`` for model input ``kind``, training
+        from epoch ``initial_epoch`` (0-based) on, that epoch from its step
+        ``initial_step`` (see :func:`cvtrain.data.pipeline.resumed`)."""
         raise NotImplementedError
 
     def raw_images(self, spec: JobSpec, splits: Splits, model: Any,

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from cvtrain.spec.checks import check_fit
 from cvtrain.spec.messages import error_parts
-from cvtrain.spec.schema import JobSpec, SpecError
+from cvtrain.spec.schema import NOT_IN_RESULT, JobSpec, SpecError
 
 
 def parse_yaml(text: str, source: str) -> dict:
@@ -244,6 +244,8 @@ def _changed_by(doc: dict, spec: JobSpec, overrides: list[str], seed: int | None
     changed = []
     for text in overrides:
         parts = parse_override(text)[0]
+        if ".".join(parts) in NOT_IN_RESULT:  # how often it checkpoints: the job is the same
+            continue
         a, b = plain, resolved
         for part in parts:
             a = a.get(part) if isinstance(a, dict) else None

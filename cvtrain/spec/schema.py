@@ -63,12 +63,30 @@ class Training(Strict):
     devices: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
         "auto", description="devices trained on in data parallel, each global batch of "
         "batch_size split between them; auto: every GPU the backend sees, else the CPU")
+    checkpoint_minutes: int | float | None = Field(
+        5, description="minutes between checkpoints within an epoch (written at the next "
+        "pause between executions; a resume continues from that step with the same "
+        "batches); 0 or null: only at the end of each epoch. SIGTERM always keeps the step "
+        "it stops at. Does not change the result: not in the fingerprint, and a run may be "
+        "resumed with another value")
+
 
     @field_validator("mixed_precision", "jit_compile", mode="before")
     @classmethod
     def _yaml_on_off(cls, value):
         # YAML reads a bare on/off (and yes/no) as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("checkpoint_minutes", mode="wrap")
+    @classmethod
+    def _minutes(cls, value, handler):
+        # one clear line instead of one error per member of the union (a YAML boolean is
+        # not a number of minutes)
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                             and 0 <= value < float("inf")):
+            return value  # as written: 5 stays 5 in a resolved spec
+        raise ValueError("expected a number of minutes >= 0 (0 or null: only at the end "
+                         "of each epoch)")
 
     @field_validator("steps_per_execution", "devices", mode="wrap")
     @classmethod
@@ -78,6 +96,11 @@ class Training(Strict):
                                and value >= 1):
             return handler(value)
         raise ValueError("expected auto or an integer >= 1")
+
+
+#: spec keys that do not change a run's result (how often it checkpoints): left out of the
+#: fingerprint, of the resume check and of the description's note of --set values
+NOT_IN_RESULT = ("training.checkpoint_minutes",)
 
 
 class Report(Strict):

@@ -23,7 +23,7 @@ from cvtrain.storage.transfer import SyncStats, execute, sync
 class RunUploader:
     """Mirror one local run folder to ``<results_uri>/<job>/<run-id>/`` while it is written.
 
-    ``sync()`` after each epoch sends the files that changed since the last call (never
+    ``sync()`` after each checkpoint sends the files that changed since the last call (never
     ``manifest.json`` nor a half-written checkpoint; the checkpoint's ``state.json`` after
     its other files; no network call when nothing changed); ``finish()`` sends the rest,
     removes remote files the run no longer has, then uploads ``manifest.json`` last;

@@ -1,7 +1,12 @@
 """The Keras callbacks of a run, each epoch in this order: the epoch's row in
 ``history.csv``, its TensorBoard scalars and its line on the terminal, the progress bar,
 early stopping (whose state survives a restart), then the checkpoint and the results
-upload. None of them needs TensorFlow."""
+upload. Between two executions of the training step, the checkpointer also writes a
+checkpoint within the epoch when ``training.checkpoint_minutes`` have passed since the
+last one, or when a stop is requested (then the stop follows). None of them needs
+TensorFlow. :func:`cvtrain.training.fitting.fit` runs them as one coherent run, also when
+resumed within an epoch.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,20 @@ from cvtrain.spec import JobSpec
 
 def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
                    seed: int, resume, elapsed_before: float, uploader, kept=None):
-    """Keras callbacks: stop requests, epoch timing, history.csv and TensorBoard scalars,
-    progress, early stopping, then the per-epoch checkpoint and the results upload (in that
-    order). ``kept`` (:class:`cvtrain.training.run.Kept`) learns of each checkpoint."""
+    """Keras callbacks: epoch timing, history.csv and TensorBoard scalars, progress, early
+    stopping, then the checkpoints (each epoch's, those within an epoch, the one a stop
+    request leaves) and the results upload (in that order). ``kept``
+    (:class:`cvtrain.training.run.Kept`) learns of each checkpoint."""
     import keras
 
     from cvtrain.training import checkpoint
+    from cvtrain.training.fitting import Interval
     from cvtrain.training.metrics import f32
+
+    steps_per_epoch = splits.steps_per_epoch
+    interval = Interval(spec.training.checkpoint_minutes)
+    # the interrupted epoch of a run resumed within it: the seconds it had taken
+    carried = {resume.epoch: resume.epoch_seconds} if resume is not None and resume.step else {}
 
     class EpochRecorder(keras.callbacks.Callback):
         """Times the training part of each epoch (validation excluded), appends history.csv
@@ -37,8 +49,11 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                 writer.writerows([[r[c] for c in runs.HISTORY_COLUMNS] for r in rows])
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
+            self._t0 = time.perf_counter() - carried.pop(epoch, 0.0)
             self._train_s = None
+
+        def epoch_seconds(self) -> float:
+            return time.perf_counter() - self._t0
 
         def on_test_begin(self, logs=None):
             if self._train_s is None:
@@ -81,43 +96,55 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                 self.best_epoch = resume.early_stopping["best_epoch"]
                 self.best_weights = resume.best_weights()
 
-    class StopAtSafePoint(keras.callbacks.Callback):
-        """Acts on a stop request between two executions of the training (or validation)
-        step: the epoch in progress is dropped, the last checkpoint stands."""
-
-        def on_train_batch_end(self, batch, logs=None):
-            stop.check()
-
-        on_test_batch_end = on_train_batch_end
-
     class Checkpointer(keras.callbacks.Callback):
         """Saves the checkpoint of each completed epoch, then syncs the run folder: one
-        unit a stop request waits for, acted on right after it."""
+        unit a stop request waits for, acted on right after it. Between two executions of
+        the training step, saves one within the epoch when it is due (``interval``) or a
+        stop is requested, and acts on the request; at the epoch's last step a request
+        waits for the epoch's own checkpoint, after its validation."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch  # epochs completed
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = batch + 1  # training steps done of this epoch
+            if step >= steps_per_epoch:
+                return
+            if interval.due() or stop.requested():
+                # (on JAX, self.model first syncs the model's variables with the loop's)
+                self._save(self.model, self.epoch, step, finished=False)
+            stop.check()
 
         def on_epoch_end(self, epoch, logs=None):
-            es_state = early.state() if early is not None else None
-            best = early.best_weights if early is not None and early.restore_best_weights else None
-            elapsed = elapsed_before + time.perf_counter() - t_attempt
             finished = epoch + 1 >= epochs or bool(self.model.stop_training)
-            with stop.deferred():
-                checkpoint.write(run.path, self.model, epoch + 1, seed, elapsed, es_state, best,
-                                 finished=finished)
-                mirrored = uploader is not None and self._mirror(epoch + 1)
-            if kept is not None:
-                kept.epoch(epoch + 1, remote=mirrored)
+            self._save(self.model, epoch + 1, 0, finished)
             if not finished:
                 stop.check()
 
-        def _mirror(self, epoch: int) -> bool:
+        def _save(self, model, epoch: int, step: int, finished: bool) -> None:
+            es_state = early.state() if early is not None else None
+            best = early.best_weights if early is not None and early.restore_best_weights else None
+            elapsed = elapsed_before + time.perf_counter() - t_attempt
+            with stop.deferred():
+                checkpoint.write(run.path, model, epoch, seed, elapsed, es_state, best,
+                                 finished=finished, step=step,
+                                 epoch_seconds=recorder.epoch_seconds() if step else 0.0)
+                mirrored = uploader is not None and self._mirror(
+                    checkpoint.point(epoch, step))
+            interval.reset()
+            if kept is not None:
+                kept.epoch(epoch, remote=mirrored, step=step)
+
+        def _mirror(self, where: str) -> bool:
             """Sync the run folder to the results; a failure (after the transfer's own
-            retries) is said and tried again next epoch: training goes on, only the
-            finish must reach the results."""
+            retries) is said and tried again at the next checkpoint: training goes on,
+            only the finish must reach the results."""
             try:
                 uploader.sync()
                 return True
             except StorageError as exc:
-                log.print(f"[yellow]results[/]: the upload after epoch {epoch} failed ({exc}); "
-                          "trying again after the next epoch")
+                log.print(f"[yellow]results[/]: the upload of the checkpoint of {where} "
+                          f"failed ({exc}); trying again at the next checkpoint")
                 return False
 
     try:
@@ -130,7 +157,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
                   "numbers")
     rows = [] if resume is None else read_history(run)[:resume.epoch]
     recorder = EpochRecorder(rows)
-    callbacks = [StopAtSafePoint(), recorder]
+    callbacks = [recorder]
     if log.interactive:
         callbacks.insert(0, log.progress_callback(splits.steps_per_epoch, epochs))
     es = spec.training.early_stopping

@@ -1,13 +1,18 @@
-"""Per-epoch checkpoints, so an interrupted run continues where it stopped.
+"""Checkpoints, so an interrupted run continues where it stopped.
 
-``<run>/checkpoint/`` holds, after every completed epoch:
+``<run>/checkpoint/`` holds, after every completed epoch, and within an epoch every
+``training.checkpoint_minutes`` and when a stop is requested (at a pause between two
+executions of the training step):
 
 - ``model.keras``        the model with its optimizer state
 - ``rng.npz``            the states of the model's random generators (dropout, augmentation),
                          which ``model.keras`` does not hold: restored, a resumed run draws
                          exactly what an uninterrupted one would have
+- ``metrics.npz``        within an epoch: the epoch's metric accumulators so far (loss and
+                         accuracy totals and counts), so the epoch reports what it would have
 - ``best.weights.npz``   early stopping's best weights so far, when it restores them
-- ``state.json``         epochs completed, whether training is over (all epochs, or early
+- ``state.json``         epochs completed, training steps done of the next one (0 at an
+                         epoch's end), whether training is over (all epochs, or early
                          stopping), the run's seed, early-stopping state, seconds spent, and
                          the sha256 of each file above
 
@@ -36,7 +41,7 @@ STATE = "state.json"
 MODEL = "model.keras"
 BEST = "best.weights.npz"
 RNG = "rng.npz"
-
+METRICS = "metrics.npz"
 
 
 @dataclass
@@ -49,6 +54,12 @@ class Resume:
     elapsed_seconds: float
     early_stopping: dict | None
     path: Path
+    step: int = 0  # training steps done of epoch ``epoch + 1`` (0: at the epoch's end)
+    epoch_seconds: float = 0.0  # seconds those steps took
+
+    def describe(self) -> str:
+        """Where this checkpoint is: ``epoch 3``, or ``epoch 4 step 17`` within one."""
+        return point(self.epoch, self.step)
 
     @property
     def model_path(self) -> Path:
@@ -69,6 +80,14 @@ class Resume:
                 for variable, value in zip(states, saved, strict=True):
                     variable.assign(value)
         return model
+
+    def metric_values(self) -> list[np.ndarray] | None:
+        """The interrupted epoch's metric accumulators (None at an epoch's end)."""
+        file = self.path / METRICS
+        if not self.step or not file.is_file():
+            return None
+        with np.load(file) as npz:
+            return [npz[f"m{i}"] for i in range(len(npz.files))]
 
     def best_weights(self) -> list[np.ndarray] | None:
         file = self.path / BEST
@@ -94,7 +113,15 @@ def read(run_path: Path) -> Resume | None:
     return Resume(epoch=int(state["epoch"]), finished=bool(state.get("finished")),
                   seed=int(state["seed"]),
                   elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
-                  early_stopping=state.get("early_stopping"), path=path)
+                  early_stopping=state.get("early_stopping"), path=path,
+                  step=int(state.get("step", 0)),
+                  epoch_seconds=float(state.get("epoch_seconds", 0.0)))
+
+
+def point(epoch: int, step: int = 0) -> str:
+    """A checkpoint's place in words: ``epoch 3`` (3 epochs completed), or ``epoch 4 step
+    17`` (17 training steps done of the 4th)."""
+    return f"epoch {epoch + 1} step {step}" if step else f"epoch {epoch}"
 
 
 def rng_states(model) -> list:
@@ -104,9 +131,12 @@ def rng_states(model) -> list:
 
 def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
           early_stopping: dict | None, best_weights: list | None,
-          finished: bool = False) -> None:
+          finished: bool = False, step: int = 0, epoch_seconds: float = 0.0) -> None:
     """Save the checkpoint of ``epoch`` completed epochs, replacing the previous one;
-    ``finished``: no epoch follows (the last one, or early stopping ended training)."""
+    ``finished``: no epoch follows (the last one, or early stopping ended training).
+    ``step``: within the next epoch, after that many training steps (its metric
+    accumulators are saved too; ``epoch_seconds``: the time they took). On JAX, inside
+    ``fit``, the model's variables must be synced first (``model.jax_state_sync()``)."""
     final = Path(run_path) / DIR
     tmp, old = (final.with_name(name) for name in CHECKPOINT_TRANSIENT)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,13 +145,17 @@ def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
     states = rng_states(model)
     if states:
         np.savez(tmp / RNG, **{f"s{i}": np.asarray(v) for i, v in enumerate(states)})
+    if step:
+        np.savez(tmp / METRICS, **{f"m{i}": np.asarray(v)
+                                   for i, v in enumerate(model.metrics_variables)})
     if best_weights is not None:
         np.savez(tmp / BEST, **{f"w{i}": w for i, w in enumerate(best_weights)})
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
     # state.json last, naming the files it goes with (an upload sends it last, too)
     (tmp / STATE).write_text(json.dumps({
-        "epoch": epoch, "finished": finished, "seed": seed,
-        "elapsed_seconds": round(elapsed_seconds, 3), "early_stopping": early_stopping,
+        "epoch": epoch, "step": step, "finished": finished, "seed": seed,
+        "elapsed_seconds": round(elapsed_seconds, 3),
+        "epoch_seconds": round(epoch_seconds, 3), "early_stopping": early_stopping,
         "files": files}, indent=2))
     # two renames: at every instant either checkpoint/ or checkpoint.old/ is whole
     shutil.rmtree(old, ignore_errors=True)

@@ -11,18 +11,20 @@ from cvtrain import runs
 from cvtrain.errors import UsageError
 from cvtrain.runs import run_location
 from cvtrain.spec import JobSpec
+from cvtrain.spec.schema import NOT_IN_RESULT
 
 
 def fingerprint(spec: JobSpec, data_sha256: str) -> str:
     """What determines a seeded run's result, hashed: the resolved spec without its words
-    (descriptions, the report's numbers) and without the dataset's path (its sha256 stands
-    for it), the dataset's sha256, a weights file's sha256 (not its path), the seed and
-    cvtrain's version."""
+    (descriptions, the report's numbers), without the keys that do not change the result
+    (:data:`~cvtrain.spec.schema.NOT_IN_RESULT`: how often it checkpoints) and without the
+    dataset's path (its sha256 stands for it), the dataset's sha256, a weights file's
+    sha256 (not its path), the seed and cvtrain's version."""
     import hashlib
 
     from cvtrain import __version__
 
-    doc = spec.model_dump(mode="json")
+    doc = _without_not_in_result(spec.model_dump(mode="json"))
     doc.pop("description", None)
     doc.pop("report", None)
     doc.get("data", {}).pop("path", None)
@@ -90,10 +92,11 @@ def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
     if not earlier.is_file():
         return
     text = earlier.read_text(encoding="utf-8")
-    if text == spec.to_yaml():
-        return
+    if text == spec.to_yaml() or _comparable(text) == _comparable(spec.to_yaml()):
+        return  # the same, or different only in keys that do not change the result
     then, now = spec_values(text), spec_values(spec.to_yaml())
-    keys = spec_differences(text, spec.to_yaml())
+    keys = [k for k in spec_differences(text, spec.to_yaml()) if k not in NOT_IN_RESULT]
+    keys = keys or ["the text"]
     if len(keys) > 1:  # the description notes the --set values: the keys say it better
         keys = [k for k in keys if k != "description"]
     shown = "; ".join(f"{k}: {_shown(then.get(k))} then, {_shown(now.get(k))} now"
@@ -105,6 +108,26 @@ def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
              "to resume, repeat the options it was started with")
     raise UsageError(f"{run.path}: this run id {what} a different spec ({shown}{more}); "
                      f"{again}; to start afresh, choose another --run-id")
+
+
+def _without_not_in_result(doc: dict) -> dict:
+    """A spec document without the keys that do not change a run's result."""
+    for key in NOT_IN_RESULT:
+        *parents, last = key.split(".")
+        node = doc
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return doc
+
+
+def _comparable(text: str) -> str:
+    """A spec YAML text as compared for a resume: without the keys that do not change the
+    result (an older spec.yaml may lack them, a newer one may set them otherwise)."""
+    import yaml
+
+    return yaml.safe_dump(_without_not_in_result(yaml.safe_load(text) or {}), sort_keys=False)
 
 
 def _shown(value) -> str:

@@ -55,6 +55,7 @@ def run_metrics(*, spec, run, data, splits, model, test: dict, rows: list[dict],
         "epochs_run": len(rows),
         "epochs_max": spec.training.epochs,
         "resumed_from_epoch": resume.epoch if resume else None,
+        "resumed_from_step": resume.step if resume else None,  # of the epoch after that
         "wall_seconds": round(wall_seconds, 3),
         "fit_seconds": round(fit_seconds, 3),
         "train_images_per_second": images_per_second(rows, initial_epoch, splits.train_size),

@@ -26,6 +26,7 @@ from cvtrain.training import checkpoint, classifier
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
+from cvtrain.training.fitting import fit
 from cvtrain.training.identity import (
     _refuse_other_spec,
     _same_run,
@@ -51,10 +52,10 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
 
     With ``results`` (a folder or ``s3://`` URI) the run folder is mirrored there as it is
     written, ``manifest.json`` last. An incomplete run with the same id (here, or in
-    ``results``) that has a checkpoint is resumed from its last completed epoch; a complete
-    one is reused (its copy in ``results`` completed first, if an earlier attempt stopped
-    during the upload). Local paths are checked and the dataset is loaded before a new run
-    folder is made, so a missing or corrupt dataset leaves nothing behind.
+    ``results``) that has a checkpoint is resumed from it (an epoch's end or a step within
+    one); a complete one is reused (its copy in ``results`` completed first, if an earlier
+    attempt stopped during the upload). Local paths are checked and the dataset is loaded
+    before a new run folder is made, so a missing or corrupt dataset leaves nothing behind.
 
     A seeded run without a ``run_id`` is never computed twice: when a complete run of the
     job under ``out`` has the same :func:`fingerprint`, it is reused (``force`` trains
@@ -101,7 +102,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
             return _reuse(spec, run, uploader, log, kept)
         resume = _resume_point(run, spec)
         if resume is not None:
-            kept.epoch(resume.epoch, remote=False)
+            kept.epoch(resume.epoch, remote=False, step=resume.step)
         data = dataset.load(spec.data, _local(spec.data.path, log), progress=log.interactive)
         stop.check()
         print_ = fingerprint(spec, data.sha256)
@@ -181,10 +182,13 @@ class Kept:
         self.remote: str | None = None
         self.state = "nothing"
         self.checkpoint_epoch = 0
+        self.checkpoint_step = 0
         self.checkpoint_remote = False
 
-    def epoch(self, epoch: int, remote: bool) -> None:
+    def epoch(self, epoch: int, remote: bool, step: int = 0) -> None:
+        """A checkpoint after ``epoch`` epochs (and ``step`` steps of the next) is kept."""
         self.state, self.checkpoint_epoch, self.checkpoint_remote = "checkpoint", epoch, remote
+        self.checkpoint_step = step
 
     def describe(self) -> str:
         rerun = f"rerun with --run-id {self.run.run_id}"
@@ -193,8 +197,8 @@ class Kept:
                     f"not; {rerun} to finish the upload")
         if self.state == "checkpoint":
             where = f" (also in {self.remote})" if self.checkpoint_remote else ""
-            return (f"the checkpoint of epoch {self.checkpoint_epoch} is kept{where}; "
-                    f"{rerun} to resume")
+            point = checkpoint.point(self.checkpoint_epoch, self.checkpoint_step)
+            return f"the checkpoint of {point} is kept{where}; {rerun} to resume"
         if self.run.path.exists():
             return f"no epoch had completed, nothing to keep; {rerun} to start it again"
         return "before the run started, nothing to keep"
@@ -227,9 +231,10 @@ class Kept:
                         "folder is removed)")
             return f"interrupted; no checkpoint in {path}; {self.command()} to start it again"
         where = (f" (also in {self.remote})" if self.checkpoint_remote
-                 and self.checkpoint_epoch == saved.epoch else "")
+                 and (self.checkpoint_epoch, self.checkpoint_step) == (saved.epoch, saved.step)
+                 else "")
         done = " (training done)" if saved.finished else ""
-        return (f"interrupted; checkpoint kept at epoch {saved.epoch}{done} in {path}{where}; "
+        return (f"interrupted; checkpoint kept at {saved.describe()}{done} in {path}{where}; "
                 f"{self.command()} to {'finish' if saved.finished else 'resume'}")
 
 
@@ -301,7 +306,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
     log.print(f"[bold]run[/] {spec.name} / {run.run_id} -> {run.path}")
     if resume is not None:
-        log.print(f"[bold]resumed[/] from the checkpoint of epoch {resume.epoch}")
+        log.print(f"[bold]resumed[/] from the checkpoint of {resume.describe()}")
     synthetic = (", [yellow]synthetic[/]: not comparable with the report"
                  if getattr(data, "synthetic", False) else "")
     log.print(f"[bold]data[/]: {spec.data.dataset} from {data.source} (sha256 {data.sha256[:12]})"
@@ -316,7 +321,8 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     initial_epoch = resume.epoch if resume else 0
     classes = list(data.class_names)
     runs.write_json(run.file(runs.CLASSES), classes)
-    splits = dataset.streams(spec, data, input_kind(spec), seed, log, initial_epoch)
+    splits = dataset.streams(spec, data, input_kind(spec), seed, log, initial_epoch,
+                             resume.step if resume else 0)
     spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"],
                               mirrored=backend == "tensorflow" and device["replicas"] > 1)
     device["steps_per_execution"] = spe
@@ -331,7 +337,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
 
     # ---- on one device, or on several in data parallel (training.devices)
     with data_parallel(backend, device["devices"]):
-        # ---- model: as it was after the last completed epoch, or new; ``network`` is what
+        # ---- model: as it was at the checkpoint, or new; ``network`` is what
         # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
         if resume is not None:
             model = resume.load_model()  # weights, optimizer, compile, random states
@@ -355,9 +361,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
         last_epoch = resume.epoch if resume is not None and resume.finished else t.epochs
         t_fit = time.perf_counter()
         with dataset.errors(data):
-            model.fit(splits.train, validation_data=splits.validation, epochs=last_epoch,
-                      initial_epoch=initial_epoch, steps_per_epoch=splits.steps_per_epoch,
-                      callbacks=callbacks, verbose=0, shuffle=False)  # the stream shuffles itself
+            fit(model, splits, callbacks, initial_epoch, last_epoch, resume)
             fit_seconds = time.perf_counter() - t_fit
             stop.check()
             # from here to the local manifest a stop waits (seconds): the run folder is whole

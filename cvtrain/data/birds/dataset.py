@@ -52,10 +52,10 @@ class Cub200(Dataset):
 
         return load_cub200(path, layout=opts.layout)
 
-    def streams(self, spec, data, kind, seed, log, initial_epoch):
+    def streams(self, spec, data, kind, seed, log, initial_epoch, initial_step=0):
         if kind == "backbone_features":
-            return feature_streams(spec, data, seed, log, initial_epoch)
-        return image_streams(spec, data, seed, initial_epoch)
+            return feature_streams(spec, data, seed, log, initial_epoch, initial_step)
+        return image_streams(spec, data, seed, initial_epoch, initial_step)
 
     def raw_images(self, spec, splits, model, seed):
         """Images of any size, resized and preprocessed as :func:`load_image` does; for a
@@ -82,11 +82,11 @@ class Cub200(Dataset):
         return image_errors(data.train_files + data.test_files)
 
 
-def feature_streams(spec, birds, seed: int, log, initial_epoch: int):
+def feature_streams(spec, birds, seed: int, log, initial_epoch: int, initial_step: int = 0):
     """Cached backbone features (pooled vectors or maps) as in-memory streams."""
     from cvtrain.data.birds import split_indices
     from cvtrain.data.birds.features import load_or_extract
-    from cvtrain.data.pipeline import Splits, eval_stream, train_stream
+    from cvtrain.data.pipeline import Splits, eval_stream, resumed, train_stream
 
     t, d = spec.training, spec.data
     fs = load_or_extract(birds, spec.model, d.image_size, d.layout, seed, log)
@@ -94,9 +94,12 @@ def feature_streams(spec, birds, seed: int, log, initial_epoch: int):
     tr, val = split_indices(len(train), d.validation_split)
     classes = birds.num_classes
     labels = birds.train_labels
+    partial, stream = resumed(
+        lambda first, end, step: train_stream(train[tr], labels[tr], classes, t.batch_size,
+                                              end, seed, first, first_step=step),
+        t.epochs, initial_epoch, initial_step)
     return Splits(
-        train=train_stream(train[tr], labels[tr], classes, t.batch_size, t.epochs, seed,
-                           initial_epoch),
+        train=stream, partial=partial,
         validation=eval_stream(train[val], labels[val], classes, t.batch_size),
         test=eval_stream(test, birds.test_labels, classes, t.batch_size),
         steps_per_epoch=math.ceil(len(tr) / t.batch_size), train_size=len(tr),
@@ -108,18 +111,22 @@ def feature_streams(spec, birds, seed: int, log, initial_epoch: int):
                               "path": str(fs.path)}})
 
 
-def image_streams(spec, birds, seed: int, initial_epoch: int):
+def image_streams(spec, birds, seed: int, initial_epoch: int, initial_step: int = 0):
     """Images decoded from disk as batches are needed (fine-tuning)."""
     from cvtrain.data.birds import image_stream, split_indices, training_image_stream
-    from cvtrain.data.pipeline import Splits
+    from cvtrain.data.pipeline import Splits, resumed
 
     t, d = spec.training, spec.data
     tr, val = split_indices(len(birds.train_files), d.validation_split)
     files = birds.train_files
     classes = birds.num_classes
+    partial, stream = resumed(
+        lambda first, end, step: training_image_stream(
+            [files[i] for i in tr], birds.train_labels[tr], classes, d.image_size,
+            t.batch_size, end, seed, first, step),
+        t.epochs, initial_epoch, initial_step)
     return Splits(
-        train=training_image_stream([files[i] for i in tr], birds.train_labels[tr], classes,
-                                    d.image_size, t.batch_size, t.epochs, seed, initial_epoch),
+        train=stream, partial=partial,
         validation=image_stream([files[i] for i in val], birds.train_labels[val], d.image_size,
                                 t.batch_size, classes),
         test=image_stream(birds.test_files, birds.test_labels, d.image_size, t.batch_size,

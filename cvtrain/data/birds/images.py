@@ -73,9 +73,10 @@ def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
 
 def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int,
                           image_size: int, batch_size: int, epochs: int, seed: int,
-                          initial_epoch: int = 0):
+                          initial_epoch: int = 0, first_step: int = 0):
     """All epochs' training batches, each epoch in its own seeded order, decoded from disk
-    as they are needed (the dataset never has to fit in memory)."""
+    as they are needed (the dataset never has to fit in memory); the first epoch from its
+    batch ``first_step`` on (the files before it are skipped by index, never read)."""
     tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
@@ -88,7 +89,8 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
         return tf.data.Dataset.from_tensor_slices(
             tf.random.experimental.stateless_shuffle(tf.range(len(files)), epoch_seed))
 
-    return (tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order)
+    order = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order)
+    return (order.skip(first_step * batch_size)
             .map(lambda i: (load_image(tf, paths[i], image_size), onehot[i]),
                  num_parallel_calls=autotune, deterministic=True)
             .batch(batch_size).prefetch(autotune))

@@ -70,12 +70,12 @@ class Cifar100(Dataset):
         return load_cifar100(path, num_classes=opts.num_classes, edition=opts.edition,
                              progress=progress)
 
-    def streams(self, spec, data, kind, seed, log, initial_epoch):
+    def streams(self, spec, data, kind, seed, log, initial_epoch, initial_step=0):
         from cvtrain.data.pipeline import build_splits
 
         d, t = spec.data, spec.training
         return build_splits(data, d.num_classes, d.validation_split, d.normalize, d.augment,
-                            t.batch_size, t.epochs, seed, initial_epoch)
+                            t.batch_size, t.epochs, seed, initial_epoch, initial_step)
 
     def raw_images(self, spec, splits, model, seed):
         from cvtrain.data.pipeline import normalization
