@@ -87,12 +87,12 @@ def test_second_head_job_hits_the_feature_cache(birds, cache, tmp_path, monkeypa
     assert first["dataset"]["features"]["cache"] == "miss"
     assert first["dataset"]["features"]["extraction_seconds"] > 0
 
-    import cvtrain.models.resnet as resnet
+    import cvtrain.data.birds.features as features_mod
 
-    def no_backbone(*args, **kwargs):
+    def no_extraction(*args, **kwargs):  # (the finish still builds it for classifier.keras)
         raise AssertionError("the backbone ran although the features were cached")
 
-    monkeypatch.setattr(resnet, "build_backbone", no_backbone)
+    monkeypatch.setattr(features_mod, "extract", no_extraction)
     for job in ("resnet50_features_mlp", "resnet50_maps_convhead"):
         done = run_job(load_spec(JOBS / f"birds/{job}.yaml", [f"data.path={birds}", *SMALL],
                                  seed=2), out=tmp_path, log=quiet_log())
@@ -231,3 +231,36 @@ def test_synth_cub200_cli(tmp_path):
     from PIL import Image
 
     assert Image.open(data.train_files[0]).format == "JPEG"
+
+
+@pytest.mark.slow
+def test_training_batches_keep_to_their_epoch_and_resume_exactly(birds):
+    """Each epoch is every training file once, ending with its short batch (fit counts
+    ceil(n / batch) steps an epoch), and a stream resumed within an epoch or at an epoch's
+    start yields the batches the whole stream does from there."""
+    import numpy as np
+
+    from cvtrain.data.birds import load_cub200, training_image_stream
+
+    b = load_cub200(birds)
+    files, labels = b.train_files[:10], b.train_labels[:10]
+
+    def batches(first_epoch, first_step=0, epochs=3):
+        stream = training_image_stream(files, labels, b.num_classes, 32, 4, epochs, 7,
+                                       first_epoch, first_step)
+        return [(x.numpy(), y.numpy()) for x, y in stream]
+
+    whole = batches(0)
+    assert [len(x) for x, _ in whole] == [4, 4, 2] * 3
+    for epoch in range(3):
+        seen = np.concatenate([x for x, _ in whole[epoch * 3:epoch * 3 + 3]])
+        assert len({row.tobytes() for row in seen}) == 10  # every file once
+    orders = [np.concatenate([x for x, _ in whole[e * 3:e * 3 + 3]]) for e in range(2)]
+    assert not np.array_equal(orders[0], orders[1])  # each epoch its own order
+    for first_epoch, first_step in ((1, 0), (1, 2), (2, 1)):
+        tail = whole[first_epoch * 3 + first_step:]
+        got = batches(first_epoch, first_step)
+        assert len(got) == len(tail)
+        assert all(np.array_equal(a[0], c[0]) and np.array_equal(a[1], c[1])
+                   for a, c in zip(got, tail, strict=True))
+    assert batches(3) == []

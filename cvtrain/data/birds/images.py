@@ -76,7 +76,10 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
                           initial_epoch: int = 0, first_step: int = 0):
     """All epochs' training batches, each epoch in its own seeded order, decoded from disk
     as they are needed (the dataset never has to fit in memory); the first epoch from its
-    batch ``first_step`` on (the files before it are skipped by index, never read)."""
+    batch ``first_step`` on (the files before it are skipped by index, never read). Batches
+    never span two epochs: an epoch ends with its short batch, if any, as ``fit``'s
+    ``steps_per_epoch = ceil(n / batch_size)`` expects (so an epoch is always the same
+    files, and a resumed run sees the batches an uninterrupted one would)."""
     tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
@@ -84,16 +87,20 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     base_seed = tf.constant([seed, 1], tf.int64)
 
-    def epoch_order(epoch):
+    def epoch_batches(epoch, skip=0):
         epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(
+        order = tf.data.Dataset.from_tensor_slices(
             tf.random.experimental.stateless_shuffle(tf.range(len(files)), epoch_seed))
+        return (order.skip(skip)
+                .map(lambda i: (load_image(tf, paths[i], image_size), onehot[i]),
+                     num_parallel_calls=autotune, deterministic=True)
+                .batch(batch_size))
 
-    order = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order)
-    return (order.skip(first_step * batch_size)
-            .map(lambda i: (load_image(tf, paths[i], image_size), onehot[i]),
-                 num_parallel_calls=autotune, deterministic=True)
-            .batch(batch_size).prefetch(autotune))
+    first = epoch_batches(tf.constant(initial_epoch, tf.int64), first_step * batch_size)
+    if initial_epoch >= epochs:
+        return first.take(0)
+    rest = tf.data.Dataset.range(initial_epoch + 1, epochs).flat_map(epoch_batches)
+    return first.concatenate(rest).prefetch(autotune)
 
 
 def find_unreadable(files: list[str]) -> str | None:
