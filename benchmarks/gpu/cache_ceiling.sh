@@ -4,10 +4,11 @@
 #   run(command="bash benchmarks/gpu/cache_ceiling.sh", carry=[".whl"], timeout_s=590)
 # Writes to $OUT:
 #   1. the JAX compilation cache: the improved model (dropout job) run twice on a fresh
-#      cache, first-epoch and later epoch seconds of each, then the whole earlystop job
-#      with the cache warm (its network is the improved model's);
+#      cache, first-epoch and later epoch seconds of each (EARLYSTOP=1: then the whole
+#      earlystop job with the cache warm; its network is the improved model's);
 #   2. the throughput table (cvtrain's pipeline against the compute ceiling, the ceiling
-#      taking host batches as cvtrain's stream does), median of 3;
+#      taking host batches as cvtrain's stream does), median of 3, for $TPUT_JOBS
+#      (default basenet,dropout);
 #   3. ResNet50 fine-tuning images/s and the frozen backbone's forward pass (what the
 #      birds' feature extraction computes) at 224 px, for the cloud cost estimate.
 # Each section has its own time limit. Budget: about 8 minutes.
@@ -35,7 +36,7 @@ if [ -n "$smoke" ]; then
   tput=(--jobs basenet --epochs 2 --reps 2); tune=(--images 32 --epochs 2)
 else
   synth=(--classes 25 --train-per-class 500 --test-per-class 100); epochs=3; early=100
-  tput=(--jobs basenet,augment,dropout,bonus --epochs 3 --reps 3); tune=(--images 2048 --epochs 3)
+  tput=(--jobs "${TPUT_JOBS:-basenet,dropout}" --epochs 3 --reps 3); tune=(--images 2048 --epochs 3)
 fi
 epoch_seconds() { cut -d, -f6 "$1/history.csv" | tail -n +2 | paste -sd' '; }
 {
@@ -53,12 +54,12 @@ epoch_seconds() { cut -d, -f6 "$1/history.csv" | tail -n +2 | paste -sd' '; }
     echo "dropout $id: $((SECONDS - start)) s wall; epoch seconds: $(epoch_seconds "$runs/dropout/$id")"
   done
   du -sh "$CVTRAIN_CACHE/jax-compiled"
-  section "earlystop, the whole job (at most $early epochs, start-up included), cache warm"
+  [ -n "${EARLYSTOP:-}" ] && section "earlystop, the whole job (at most $early epochs, start-up included), cache warm"
   start=$SECONDS
-  timeout 100 "$py" -m cvtrain run earlystop --set data.path="$tar" \
+  [ -n "${EARLYSTOP:-}" ] && timeout 100 "$py" -m cvtrain run earlystop --set data.path="$tar" \
       --set training.epochs=$early --out "$runs" --run-id gpu 2>&1 | tail -3
-  echo "earlystop wall: $((SECONDS - start)) s; first epochs: $(epoch_seconds "$runs/earlystop/gpu" \
-      | cut -d' ' -f1-3)"
+  [ -n "${EARLYSTOP:-}" ] && echo "earlystop wall: $((SECONDS - start)) s; first epochs:" \
+      "$(epoch_seconds "$runs/earlystop/gpu" | cut -d' ' -f1-3)"
   section "throughput: cvtrain pipeline vs compute ceiling"
   timeout 200 "$py" benchmarks/throughput.py --backend jax "${tput[@]}" \
       --json "$OUT/throughput.json"
