@@ -51,6 +51,15 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def kill_at(point, signame, args, env=None):
+    """``cvtrain ARGS`` in a subprocess, sent ``signame`` right after ``point`` returns
+    (``module:function[@N]``, see tests/kill_at.py)."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("kill_at.py")), point,
+                           signame, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=full_env)
+
+
 @pytest.fixture
 def write_job(tmp_path):
     """Write a YAML job file into tmp_path and return its path."""

@@ -11,15 +11,11 @@ asked whether a checkpoint was due (three times an epoch)."""
 
 # ruff: noqa: F811 - pytest fixtures imported from other modules are used as arguments
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import kill_at, run_cli
 from s3_server import s3, s3_server  # noqa: F401 - fixtures
 from test_backends import jax_only  # noqa: F401 - a fixture
 
@@ -28,7 +24,6 @@ from cvtrain.data.cifar import write_synthetic_cifar100
 from cvtrain.training import checkpoint
 from cvtrain.training.fitting import Interval
 
-KILL_AT = Path(__file__).with_name("kill_at.py")
 DUE = "cvtrain.training.fitting:Interval.due"
 #: every pause between executions is past the interval (0.06 ms)
 OFTEN = ["--set", "training.checkpoint_minutes=0.000001"]
@@ -153,12 +148,6 @@ def job_args(archive, out, run_id, *extra):
             "--set", "training.early_stopping.monitor=val_loss",
             "--set", "training.early_stopping.patience=1",
             "--seed", "5", "--out", str(out), "--run-id", run_id, *extra]
-
-
-def kill_at(point, signame, args, env=None):
-    return subprocess.run([sys.executable, str(KILL_AT), point, signame, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
 def outcome(run_path):

@@ -11,10 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, kill_at, run_cli
 from s3_server import s3, s3_server  # noqa: F401 - fixtures
 
 from cvtrain import runs
@@ -22,7 +21,6 @@ from cvtrain.data.cifar import write_synthetic_cifar100
 from cvtrain.training import checkpoint
 
 pytestmark = pytest.mark.slow  # every test here trains a model
-KILL_AT = Path(__file__).with_name("kill_at.py")
 EPOCHS = 2
 
 
@@ -36,12 +34,6 @@ def job_args(archive, out, run_id, *extra):
     return ["run", "augment", "--set", f"data.path={archive}", "--set", "data.num_classes=4",
             "--set", f"training.epochs={EPOCHS}", "--seed", "7", "--out", str(out),
             "--run-id", run_id, *extra]
-
-
-def kill_at(point, signame, args, env=None):
-    return subprocess.run([sys.executable, str(KILL_AT), point, signame, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
 def outcome(run_path):
