@@ -234,7 +234,9 @@ TOY_DATASET = textwrap.dedent('''
 @pytest.mark.slow
 def test_a_new_dataset_is_one_module(tmp_path):
     """Registering a dataset (before the schema is first used) is all it takes: the spec
-    accepts it, models are matched to it, and a run trains on it end to end."""
+    accepts it, models are matched to it, and a run trains on it end to end (its
+    ``streams`` without ``initial_step``, as datasets had it before checkpoints within an
+    epoch: the run checkpoints at epoch ends only)."""
     (tmp_path / "toy_dataset.py").write_text(TOY_DATASET)
     script = textwrap.dedent(f'''
         import sys

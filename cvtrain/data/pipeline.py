@@ -56,6 +56,9 @@ class Splits:
     #: resumed within an epoch: the rest of that epoch's batches (``train`` then begins with
     #: the next epoch); None otherwise
     partial: Any = None
+    #: whether the dataset can resume within an epoch (so checkpoints may be written there);
+    #: False for a dataset whose ``streams`` predates ``initial_step``
+    within_epoch: bool = True
 
 
 def resumed(make: Callable[..., Any], epochs: int, initial_epoch: int,

@@ -129,6 +129,26 @@ class Dataset:
 _DATASETS: Registry[Dataset] = Registry("dataset", MODULES)
 
 
+def training_streams(dataset: Dataset, spec: JobSpec, data: Any, kind: str, seed: int,
+                     log: RunLog, initial_epoch: int, initial_step: int) -> Splits:
+    """``dataset.streams``; one written before checkpoints within an epoch existed (its
+    ``streams`` takes no ``initial_step``) still trains, with checkpoints at epoch ends
+    only (``Splits.within_epoch`` False)."""
+    import inspect
+
+    if "initial_step" in inspect.signature(dataset.streams).parameters:
+        return dataset.streams(spec, data, kind, seed, log, initial_epoch, initial_step)
+    if initial_step:
+        from cvtrain.errors import DataError
+
+        raise DataError(f"dataset {spec.data.dataset}: this run's checkpoint is within an "
+                        "epoch, and the dataset cannot resume there (its streams() takes no "
+                        "initial_step)")
+    splits = dataset.streams(spec, data, kind, seed, log, initial_epoch)
+    splits.within_epoch = False
+    return splits
+
+
 def register_dataset(cls: type[Dataset]) -> type[Dataset]:
     """Class decorator: register ``cls`` under the name its options' ``dataset`` Literal
     fixes."""

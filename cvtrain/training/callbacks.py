@@ -110,7 +110,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
             step = batch + 1  # training steps done of this epoch
             if step >= steps_per_epoch:
                 return
-            if interval.due() or stop.requested():
+            if splits.within_epoch and (interval.due() or stop.requested()):
                 # (on JAX, self.model first syncs the model's variables with the loop's)
                 self._save(self.model, self.epoch, step, finished=False)
             stop.check()

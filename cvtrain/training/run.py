@@ -296,6 +296,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
            t_start, resume, uploader, kept: Kept, print_: str) -> RunResult:
     import keras
 
+    from cvtrain.data.registry import training_streams
     from cvtrain.models import build_model
 
     # ---- the run folder and the seed
@@ -321,8 +322,8 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     initial_epoch = resume.epoch if resume else 0
     classes = list(data.class_names)
     runs.write_json(run.file(runs.CLASSES), classes)
-    splits = dataset.streams(spec, data, input_kind(spec), seed, log, initial_epoch,
-                             resume.step if resume else 0)
+    splits = training_streams(dataset, spec, data, input_kind(spec), seed, log, initial_epoch,
+                              resume.step if resume else 0)
     spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"],
                               mirrored=backend == "tensorflow" and device["replicas"] > 1)
     device["steps_per_execution"] = spe
