@@ -74,6 +74,10 @@ def test_each_birds_job_runs_end_to_end_through_the_cli(job, birds, cache, tmp_p
         assert features["cache"] == "miss" and features["extraction_seconds"] > 0
         assert "features: extracting with" in result.stdout
         assert [p.name for p in (cache / "features").iterdir()] == [features["key"]]
+    if job != "resnet50_features_mlp":  # (dense: the same composition, pooled)
+        from test_classifier import check_birds_classifier
+
+        check_birds_classifier(job, birds, run_path, cache, tmp_path)
 
 
 @pytest.mark.slow

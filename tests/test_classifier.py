@@ -1,6 +1,7 @@
 """The raw-image model every run leaves (``classifier.keras``): loaded with plain Keras in a
 process that never imports cvtrain, on raw test images it gives the run's test accuracy
-(CIFAR on TensorFlow and JAX, loaded on both; the birds jobs); preprocessing inside,
+(CIFAR on TensorFlow and JAX, loaded on both; the birds jobs, trained once by
+tests/test_birds.py, which calls check_birds_classifier); preprocessing inside,
 augmentation not; float32 even after mixed precision."""
 
 import json
@@ -137,21 +138,12 @@ def intermediate(run_path, layer, images):
     return np.asarray(part.predict(images, verbose=0), np.float32)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("job", ["resnet50_features_dense", "resnet50_maps_convhead",
-                                 "resnet50_finetune"])
-def test_birds_classifier_gives_the_run_accuracy_on_raw_images(job, birds, tmp_path,
-                                                               monkeypatch):
-    """Resized and preprocessed inside; a head trained on cached features gets the backbone
-    that computed them (random weights from the run's seed), composed with the head."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("CVTRAIN_CACHE", str(cache))
-    result = run_cli("run", job, "--set", f"data.path={birds}", "--set", "model.weights=none",
-                     "--set", "data.image_size=128", "--set", "training.epochs=1", "--seed",
-                     "2", "--out", tmp_path / "runs", "--run-id", "r")
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_path = tmp_path / "runs" / job / "r"
-    info, metrics = check_folder(run_path, 3)
+def check_birds_classifier(job, birds, run_path, cache, tmp_path):
+    """A birds run's classifier (tests/test_birds.py trains each job through the CLI and
+    calls this): resized and preprocessed inside; a head trained on cached features gets
+    the backbone that computed them (random weights from the run's seed), composed with
+    the head; on raw test images it gives the run's test accuracy."""
+    info, metrics = check_folder(run_path, load_cub200(birds).num_classes)
     assert info["input"]["shape"] == [None, None, None, 3]
     assert info["input"]["resize"] == [128, 128]
     assert "preprocess_input" in info["input"]["preprocessing"]
