@@ -96,6 +96,8 @@ def export_classifier(loaded, fmt: str, out: Path | None, check: int = 8) -> Wri
     requirements(fmt, backend)
     _quiet_tensorflow(fmt, backend)
     path = Path(out) if out is not None else default_path(loaded.label, fmt)
+    if fmt != "savedmodel" and path.suffix != SUFFIX[fmt] and not path.is_dir():
+        path = path.with_name(path.name + SUFFIX[fmt])  # a file of this format says so
     if fmt == "savedmodel" and path.is_dir() and any(path.iterdir()) \
             and not (path / "saved_model.pb").is_file():
         raise UsageError(f"--out {path}: a folder that is not a SavedModel; give a new path")

@@ -242,8 +242,9 @@ def test_export_predicts_as_the_keras_model(fmt, trained, archive, tmp_path):
     from cvtrain.export import run_export
 
     run_path = trained / "normalize" / "r"
+    # a file path without the format's suffix gets it (LiteRT refuses a file without it)
+    done = run_cli("export", run_path, "--format", fmt, "--out", tmp_path / "model")
     out = tmp_path / ("model" if fmt == "savedmodel" else f"model.{fmt}")
-    done = run_cli("export", run_path, "--format", fmt, "--out", out)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{out}: ")
     assert "same predictions as classifier.keras on 8 random images" in done.stdout

@@ -160,8 +160,9 @@ def export(
     format_: Format = typer.Option(..., "--format", help="savedmodel: a TensorFlow "
                                    "SavedModel folder; onnx: an .onnx file; tflite: a "
                                    "LiteRT (TensorFlow Lite) .tflite file."),
-    out: Path = typer.Option(None, "--out", help="Where to write it \\[default: "
-                             "<job>-<run-id>-classifier.onnx / .tflite / -savedmodel/ here]."),
+    out: Path = typer.Option(None, "--out", help="Where to write it (a file path gets .onnx "
+                             "or .tflite when it lacks it) \\[default: <job>-<run-id>-"
+                             "classifier.onnx / .tflite / -savedmodel/ here]."),
     check: int = typer.Option(8, "--check", min=0, help="Compare the export's predictions "
                               "with the Keras model's on this many random images, by the "
                               "format's own runtime (0: no check)."),
