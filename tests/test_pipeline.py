@@ -60,6 +60,25 @@ def test_normalisation_statistics_come_from_the_training_split_only():
     np.testing.assert_allclose(x_val, (1.0 - mean) / std * np.ones_like(x_val), rtol=1e-4)
 
 
+def test_normalisation_is_per_channel_with_values_repeated_along_a_row():
+    # (width, channels) so that TensorFlow's CPU kernels broadcast it fast; the values are
+    # the per-channel float32 ones, so the layer gives the same bits as (channels,) would
+    data = fake_data()
+    splits = build_splits(data, 5, 0.1, True, Augment(), 16, 1, seed=0)
+    layer = splits.wrap(identity_network()).get_layer(pipeline.NORMALIZE_LAYER)
+    scale, offset = np.array(layer.scale, np.float32), np.array(layer.offset, np.float32)
+    assert scale.shape == offset.shape == (32, 3)
+    assert (scale == scale[0]).all() and (offset == offset[0]).all()
+    mean, std = channel_stats(data.x_train[:180], True)
+    np.testing.assert_array_equal(scale[0], (1.0 / (255.0 * std)).astype(np.float32))
+    per_channel = keras.layers.Rescaling([float(v) for v in scale[0]],
+                                         [float(v) for v in offset[0]])
+    x = data.x_test.astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(per_channel(x)))
+    copy = pipeline.normalization(splits.wrap(identity_network()))
+    np.testing.assert_array_equal(np.asarray(copy(x)), np.asarray(layer(x)))
+
+
 def test_streams_carry_uint8_in_a_seeded_order_per_epoch():
     data = fake_data()
     a = build_splits(data, 5, 0.1, False, Augment(), 16, 2, seed=4)

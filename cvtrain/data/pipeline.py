@@ -279,6 +279,14 @@ def _array_batches():
 _ArrayBatches = None
 
 
+def _along_rows(per_channel: np.ndarray, shape: tuple[int, ...]) -> list:
+    """A per-channel value repeated over an image row (``shape`` is (height, width,
+    channels)), as plain floats for the layer's config; the float32 values are unchanged, so
+    ``x * scale + offset`` gives the same bits as with (channels,)."""
+    row = np.broadcast_to(per_channel.astype(np.float32), (shape[1], shape[-1]))
+    return [[float(v) for v in pixel] for pixel in row]
+
+
 def build_splits(
     data,
     num_classes: int,
@@ -296,9 +304,12 @@ def build_splits(
     x_tr, y_tr, x_val, y_val = split_train_validation(data.x_train, data.y_train, validation_split)
     mean, std = channel_stats(x_tr, normalize)
     shape = tuple(x_tr.shape[1:])
-    # scale and normalise in one multiply-add: (x / 255 - mean) / std
-    scale = [float(v) for v in 1.0 / (255.0 * std)]
-    offset = [float(v) for v in -mean / std]
+    # scale and normalise in one multiply-add: (x / 255 - mean) / std, with each channel's
+    # values repeated along a row: (width, channels) where (channels,) would do the same,
+    # because TensorFlow's CPU kernels broadcast a last axis of 3 about 15x slower (the
+    # difference was 14 % of BaseNet's training step; benchmarks/README.md)
+    scale = _along_rows(1.0 / (255.0 * std), shape)
+    offset = _along_rows(-mean / std, shape)
 
     import keras
 
