@@ -133,17 +133,25 @@ def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
 
 
 @pytest.mark.slow
-def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit():
+@pytest.mark.parametrize("group", [None, 3], ids=["epoch-at-once", "groups-of-3-batches"])
+def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(group,
+                                                                             monkeypatch):
     """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
     resumed at a step inside a chunk, at a chunk's start, or with only the short last
     batch left, the rest of the epoch is what the uninterrupted stream gave, to the bit;
-    the skipped batches are never augmented (the first chunk's draws are sliced)."""
+    the skipped batches are never augmented (the first chunk's draws are sliced). The same
+    when the epoch is augmented in groups smaller than it (across chunks)."""
     data = fake_data(n_train=400)  # 360 training images: 22 full batches of 16 and one of 8
     aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=10)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
     steps = full.steps_per_epoch
     assert steps == 23 and pipeline.AUGMENT_CHUNK == 4
     batches = [x.numpy() for x, _ in full.train]
+    if group:  # the uninterrupted stream above held each epoch whole
+        monkeypatch.setattr(pipeline, "AUGMENT_GROUP_BYTES", group * 16 * 32 * 32 * 3 * 4)
+        grouped = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
+        for got, want in zip([x.numpy() for x, _ in grouped.train], batches, strict=True):
+            np.testing.assert_array_equal(got, want)
     for epoch, step in ((0, 3), (0, 9), (0, 22), (1, 4), (1, 21)):
         resumed = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4, initial_epoch=epoch,
                                initial_step=step)
