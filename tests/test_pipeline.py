@@ -164,6 +164,16 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
         assert len(rest) == (1 - epoch) * steps
         if rest:
             np.testing.assert_array_equal(np.concatenate(rest), np.concatenate(batches[steps:]))
+    # 16 whole batches of 22 (whole chunks only) and one of 8: resumed at a chunk's start,
+    # and with only the short batch left
+    full = build_splits(data, 5, 0.1, False, aug, 22, 1, seed=4)
+    batches = [x.numpy() for x, _ in full.train]
+    assert len(batches) == 17 and len(batches[-1]) == 8
+    for step in (8, 16):
+        resumed = build_splits(data, 5, 0.1, False, aug, 22, 1, seed=4, initial_step=step)
+        for got, want in zip([x.numpy() for x, _ in resumed.partial], batches[step:],
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.slow

@@ -195,33 +195,48 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-op overhead that
     dominates on a batch of 32, while a chunk still fits in cache. Chunk k holds the
     epoch's batches 4k .. 4k+3 whatever was skipped, so its random numbers are the same;
-    a chunk begun before the skip gets the rest of its draws."""
+    a chunk begun before the skip gets the rest of its draws.
+
+    The epoch is augmented before its first batch is handed on (in groups of at most
+    :data:`AUGMENT_GROUP_BYTES`): the chunks on every core while the step waits, then the
+    step while the stream waits. On a CPU that measured faster than augmenting beside the
+    step (benchmarks/README.md). A group's chunks are sliced into batches without copies."""
+    size = AUGMENT_CHUNK
+
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
         xb, yb = batch
         out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
                        skip_rows, rows)
         return tf.reshape(out, (-1, *shape)), yb
 
-    def chunks(ds, first_chunk):
-        return (ds.batch(AUGMENT_CHUNK).enumerate(first_chunk)
-                .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .unbatch())
+    def one_chunk(ds, chunk, skip_rows=0, rows=None):  # a chunk's batches, one by one
+        return ds.batch(size).map(
+            lambda xb, yb: augment_chunk(tf.constant(chunk, tf.int64), (xb, yb), skip_rows,
+                                         rows)).unbatch()
 
-    first_chunk, into = divmod(skip, AUGMENT_CHUNK)
-    if not into:
-        augmented = chunks(batches, first_chunk)
-    else:
-        head = min(AUGMENT_CHUNK - into, full - skip)  # the rest of the chunk begun
-        rows = min(AUGMENT_CHUNK, full - first_chunk * AUGMENT_CHUNK) * shape[0]
-        begun = batches.take(head).batch(AUGMENT_CHUNK).map(
-            lambda xb, yb: augment_chunk(first_chunk, (xb, yb), into * shape[0], rows)).unbatch()
-        augmented = begun.concatenate(chunks(batches.skip(head), first_chunk + 1))
-    # the epoch's augmentation done before its first batch is handed on (in groups of at
-    # most AUGMENT_GROUP_BYTES): both cores augment while the step waits, then train while
-    # the stream's threads wait. Measured faster than augmenting beside the step on a
-    # CPU (0.92 against 0.86 of the stream without augmentation; benchmarks/README.md)
-    group = max(1, AUGMENT_GROUP_BYTES // (4 * math.prod(shape)))
-    return augmented.batch(group).unbatch()
+    def sliced(xs, ys):  # a group of chunks, as its batches
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.reshape(xs, (-1, *shape)), tf.reshape(ys, (-1, *ys.shape[2:]))))
+
+    parts = []
+    chunk, into = divmod(skip, size)
+    if into:  # the rest of the chunk begun
+        head = min(size - into, full - skip)
+        rows = min(size, full - chunk * size) * shape[0]
+        parts.append(one_chunk(batches.take(head), chunk, into * shape[0], rows))
+        batches, chunk = batches.skip(head), chunk + 1
+    whole, short = divmod(max(0, full - chunk * size), size)
+    group = max(1, AUGMENT_GROUP_BYTES // (4 * math.prod(shape) * size))  # chunks
+    parts.append(batches.take(whole * size).batch(size, drop_remainder=True)  # maybe none
+                 .enumerate(chunk)
+                 .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                 .batch(group).flat_map(sliced))
+    if short:  # the epoch's last chunk, of fewer batches
+        parts.append(one_chunk(batches.skip(whole * size), chunk + whole))
+    stream = parts[0]
+    for part in parts[1:]:
+        stream = stream.concatenate(part)
+    return stream
 
 
 #: the name of the scaling and normalisation layer in front of the network being trained
@@ -231,7 +246,7 @@ NORMALIZE_LAYER = "normalize"
 #: RandomAffine layer inside the training step, as on other backends)
 TF_AUGMENT_IN = "stream"
 
-#: the most bytes of augmented float32 batches an epoch's stream holds at once
+#: the most bytes of augmented float32 batches an epoch's stream makes at once
 AUGMENT_GROUP_BYTES = 256 << 20
 
 #: batches augmented in one call by the tf.data stream (128 images: measured fastest per
