@@ -250,7 +250,8 @@ def main() -> None:
         med = {k: statistics.median(v) if v else None for k, v in runs.items()}
         paired = statistics.median(a / b for a, b in zip(runs["cvtrain"], runs["ceiling"],
                                                          strict=True))
-        results[job] = {**med, "ratio": paired, "runs": runs, "steps_per_execution": r["steps_per_execution"],
+        results[job] = {**med, "ratio": paired, "runs": runs,
+                        "steps_per_execution": r["steps_per_execution"],
                         "device": r["device"], "policy": r["policy"]}
         line = (f"{job:<10} cvtrain {med['cvtrain']:8,.0f}  ceiling {med['ceiling']:8,.0f}  "
                 f"ratio {paired:5.2f}")

@@ -16,14 +16,8 @@
 # SMOKE=1 runs it tiny on a CPU first:
 #   SMOKE=1 OUT=/tmp/out PYTHON=/path/to/python3.12 bash benchmarks/gpu/cache_ceiling.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax OUT="${OUT:-/tmp/out}"
-py="${PYTHON:-python3}"
+. benchmarks/gpu/setup.sh
 smoke="${SMOKE:-}"
-mkdir -p "$OUT"
-site=$(mktemp -d)
-"$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .whl/*.whl || exit 1
-export PYTHONPATH="$site:$PWD"
 # a fresh cvtrain cache, so the first run below compiles and the second finds it all
 CVTRAIN_CACHE=$(mktemp -d)
 export CVTRAIN_CACHE

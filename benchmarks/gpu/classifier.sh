@@ -5,14 +5,12 @@
 # classifier.keras (float32) scored on the raw test images against the run's test accuracy,
 # on the GPU and on the CPU, and cvtrain predict on the archive. MPS="on" runs only bfloat16.
 set -u
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+. benchmarks/gpu/setup.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
-python3 -m cvtrain data synth cifar100 /tmp/c --classes 10 --train-per-class 300 --test-per-class 100 || exit 1
+"$py" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
+"$py" -m cvtrain data synth cifar100 /tmp/c --classes 10 --train-per-class 300 --test-per-class 100 || exit 1
 A=/tmp/c/cifar-100-binary.tar.gz
-python3 - <<'PY'
+"$py" - <<'PY'
 from cvtrain.data.cifar import load_cifar100
 import numpy as np
 d = load_cifar100('/tmp/c/cifar-100-binary.tar.gz', num_classes=10, progress=False)
@@ -21,14 +19,14 @@ PY
 for mp in ${MPS:-on off}; do
   echo "== dropout+augment, mixed_precision=$mp"
   t0=$SECONDS
-  python3 -m cvtrain run dropout --set data.path=$A --set data.num_classes=10 \
+  "$py" -m cvtrain run dropout --set data.path=$A --set data.num_classes=10 \
     --set data.augment.shift=0.1 --set data.augment.horizontal_flip=true \
     --set training.epochs=4 --set training.mixed_precision=$mp --seed 0 --out /tmp/runs --run-id $mp 2>&1 | tail -14
   echo "train+finish seconds: $((SECONDS - t0))"
   R=/tmp/runs/dropout/$mp
-  python3 -c "import json; m=json.load(open('$R/metrics.json')); print('metrics', m['test_accuracy'], m['test_loss'], m['device']['precision_policy'], m['device']['type'])"
-  python3 -c "import json; c=json.load(open('$R/classifier.json')); print('classifier.json', c['dtype_policy'], c['trained_with'])"
-  python3 -c "
+  "$py" -c "import json; m=json.load(open('$R/metrics.json')); print('metrics', m['test_accuracy'], m['test_loss'], m['device']['precision_policy'], m['device']['type'])"
+  "$py" -c "import json; c=json.load(open('$R/classifier.json')); print('classifier.json', c['dtype_policy'], c['trained_with'])"
+  "$py" -c "
 import keras
 m = keras.saving.load_model('$R/classifier.keras')
 def pol(model):
@@ -38,9 +36,9 @@ def pol(model):
         if hasattr(l, 'layers'): out |= pol(l)
     return out
 print('layer policies', pol(m))"
-  echo "score on GPU:"; python3 tests/score_classifier.py $R /tmp/x.npy /tmp/y.npy
-  echo "score on CPU:"; JAX_PLATFORMS=cpu python3 tests/score_classifier.py $R /tmp/x.npy /tmp/y.npy
-  python3 -m cvtrain predict $R $A --json > /tmp/p.json; echo "predict rc=$?"
-  python3 -c "import json; print('predict accuracy', json.load(open('/tmp/p.json'))['accuracy'])"
+  echo "score on GPU:"; "$py" tests/score_classifier.py $R /tmp/x.npy /tmp/y.npy
+  echo "score on CPU:"; JAX_PLATFORMS=cpu "$py" tests/score_classifier.py $R /tmp/x.npy /tmp/y.npy
+  "$py" -m cvtrain predict $R $A --json > /tmp/p.json; echo "predict rc=$?"
+  "$py" -c "import json; print('predict accuracy', json.load(open('/tmp/p.json'))['accuracy'])"
   cp $R/log.txt $OUT/log-$mp.txt; cp $R/classifier.json $OUT/classifier-$mp.json
 done

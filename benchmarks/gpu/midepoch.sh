@@ -11,17 +11,7 @@
 # SMOKE=1 runs it tiny, to check the script on a CPU before spending GPU time:
 #   SMOKE=1 OUT=/tmp/out bash benchmarks/gpu/midepoch.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax OUT="${OUT:-/tmp/out}"
-py="${PYTHON:-python3}"
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-  site=$(mktemp -d)
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$site" .whl/*.whl || exit 1
-  export PYTHONPATH="$site:$PWD"
-else
-  export PYTHONPATH="$PWD"
-fi
+. benchmarks/gpu/setup.sh
 if [ -n "${SMOKE:-}" ]; then
   synth=(--classes 3 --train-per-class 40 --test-per-class 10); more=(--set
   training.steps_per_execution=1 --set data.num_classes=3); due=5

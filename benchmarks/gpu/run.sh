@@ -11,14 +11,8 @@
 # SMOKE=1 runs the same steps tiny, to check the script on a CPU before spending GPU time:
 #   SMOKE=1 OUT=/tmp/out PYTHON=/path/to/python3.12 bash benchmarks/gpu/run.sh
 set -uo pipefail
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax OUT="${OUT:-/tmp/out}"
-py="${PYTHON:-python3}"
+. benchmarks/gpu/setup.sh
 smoke="${SMOKE:-}"
-mkdir -p "$OUT"
-site=$(mktemp -d)
-"$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .whl/*.whl || exit 1
-export PYTHONPATH="$site:$PWD"
 log="$OUT/gpu.log"
 cv() { "$py" -m cvtrain "$@"; }
 # section LIMIT_S NAME: a header, and the elapsed time when the section ends
