@@ -58,10 +58,24 @@ def forwarding(process):
         _forwards.remove(forward)
 
 
+_interrupted = threading.Event()
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C: raise KeyboardInterrupt at once, as Python's own handler does, and remember
+    it, so that one that code in between swallows (a finaliser, a C extension clearing the
+    pending error) is raised again at the next safe point (:func:`check`)."""
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
 def install() -> None:
-    """Record SIGTERM from now on (main thread only; elsewhere a no-op)."""
+    """Record SIGTERM from now on, and Ctrl-C unless it is ignored (a background job);
+    main thread only, elsewhere a no-op."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt)
 
 
 def installed() -> bool:
@@ -103,7 +117,11 @@ def signal_name() -> str:
 
 
 def check(where: str = "") -> None:
-    """Raise :class:`StopRequested` if a stop was requested (outside :func:`deferred`)."""
+    """Raise :class:`StopRequested` if a stop was requested (outside :func:`deferred`), and
+    in the main thread KeyboardInterrupt for a Ctrl-C that was swallowed on its way."""
+    if _interrupted.is_set() and threading.current_thread() is threading.main_thread():
+        _interrupted.clear()
+        raise KeyboardInterrupt
     if requested():
         raise StopRequested(where)
 
@@ -122,4 +140,5 @@ def sleep(seconds: float) -> bool:
 def reset() -> None:
     """Forget a request (tests that run several jobs in one process)."""
     _event.clear()
+    _interrupted.clear()
     _signal_name.clear()

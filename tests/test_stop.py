@@ -46,6 +46,30 @@ def test_the_signal_handler_records_and_forwards_to_a_child():
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_ctrl_c_swallowed_on_its_way_is_raised_again_at_the_next_check():
+    # (a KeyboardInterrupt raised inside a finaliser or cleared by a C extension is lost;
+    # a run would then go on to its end and exit 0)
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop.install()
+    try:
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):  # at once, as Python's own handler does
+            signal.raise_signal(signal.SIGINT)
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+        stop.check()  # once
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job ignores Ctrl-C
+        stop.install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_child_started_after_the_request_gets_it_at_once():
     stop.request()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
