@@ -174,8 +174,11 @@ def test_ctrl_c_says_what_was_kept_restores_the_terminal_and_resumes(tmp_path):
     run_path = out / "basenet" / "c"
     master, terminal = pty.openpty()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+    # Ctrl-C as at a terminal: a test suite started in the background (``cmd &``, nohup)
+    # ignores SIGINT, which its children inherit, and such a run rightly goes on
     proc = subprocess.Popen([sys.executable, "-m", "cvtrain", *args], cwd=ROOT, env=env,
-                            stdout=terminal, stderr=subprocess.PIPE, text=True)
+                            stdout=terminal, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(terminal)
     shown = []
 
