@@ -200,7 +200,8 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     The epoch is augmented before its first batch is handed on (in groups of at most
     :data:`AUGMENT_GROUP_BYTES`): the chunks on every core while the step waits, then the
     step while the stream waits. On a CPU that measured faster than augmenting beside the
-    step (benchmarks/README.md). A group's chunks are sliced into batches without copies."""
+    step (benchmarks/README.md). A group's chunks are batched once, then sliced into their
+    batches (no ``unbatch`` copies)."""
     size = AUGMENT_CHUNK
 
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
@@ -331,7 +332,7 @@ def build_splits(
     shape = tuple(x_tr.shape[1:])
     # scale and normalise in one multiply-add: (x / 255 - mean) / std, with each channel's
     # values repeated along a row: (width, channels) where (channels,) would do the same,
-    # because TensorFlow's CPU kernels broadcast a last axis of 3 about 15x slower (the
+    # because TensorFlow's CPU kernels broadcast a last axis of 3 over 20x slower (the
     # difference was 14 % of BaseNet's training step; benchmarks/README.md)
     scale = _along_rows(1.0 / (255.0 * std), shape)
     offset = _along_rows(-mean / std, shape)
