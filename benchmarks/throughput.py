@@ -68,7 +68,14 @@ def parse_args():
                    help="JAX: each execution as one compiled call (scan) or one call per "
                         "batch (steps, Keras's own), for both columns [default: cvtrain's "
                         "choice, training.loop.LOOP]")
+    p.add_argument("--batch-split", default=None,
+                   help="TensorFlow on a CPU: training.batch_split for both columns "
+                        "[default: the job's, auto]")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    # internal: one repetition of one job in a process of its own (TensorFlow's threads
+    # are a process's, and cvtrain sets them per job), its result as a JSON line
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--archive", type=Path, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -123,21 +130,30 @@ def prepared_batches(x, labels, num_classes, batch_size, mean, std, epochs):
     return stream(), len(xb)
 
 
-def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
-    """One repetition of one job: cvtrain's pipeline, then the ceiling."""
+def measure_job(job: str, archive: Path, epochs: int, backend: str, jit="auto",
+                batch_split=None) -> dict:
+    """One repetition of one job: cvtrain's pipeline, then the ceiling (in a process of its
+    own: TensorFlow's threads are set once per process, as for ``cvtrain run``)."""
+    from cvtrain.data.cifar import load_cifar100
+    from cvtrain.spec import input_kind, load_spec
+    from cvtrain.training.device import configure_device
+
+    spec = load_spec(ROOT / "jobs" / "cifar" / f"{job}.yaml",
+                     ["data.num_classes=25", f"training.epochs={epochs}"]
+                     + ([f"training.batch_split={batch_split}"] if batch_split else []))
+    # unseeded: as fast; first, before anything starts TensorFlow (its threads per op)
+    device = configure_device(spec, 0, backend)
     import keras
     import numpy as np
 
     from cvtrain.data.registry import get_dataset
     from cvtrain.models import build_model
-    from cvtrain.spec import input_kind, load_spec
-    from cvtrain.training.device import configure_device, steps_per_execution
+    from cvtrain.training.device import steps_per_execution
     from cvtrain.training.loop import chosen_loop, scan_steps
     from cvtrain.training.run import build_optimizer
+    from cvtrain.training.split import split_batches
 
-    spec = load_spec(ROOT / "jobs" / "cifar" / f"{job}.yaml",
-                     ["data.num_classes=25", f"training.epochs={epochs}"])  # unseeded: as fast
-    device = configure_device(spec, 0, backend)
+    data = load_cifar100(archive, num_classes=25, progress=False)
     dataset = get_dataset(spec.data.dataset)
     splits = dataset.streams(spec, data, input_kind(spec), 0, None, 0)
     spe = steps_per_execution("auto", splits.steps_per_epoch, device["type"])
@@ -149,6 +165,7 @@ def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
                       jit_compile={"auto": "auto", "on": True, "off": False}[jit])
         if backend == "jax" and chosen_loop(device["type"]) == "scan":
             scan_steps(model)
+        split_batches(model, device["batch_split"])
         return model
 
     ours = timed_fit(compiled(splits.wrap(build_model(spec.model, splits.input_shape, 25))),
@@ -162,7 +179,24 @@ def measure_job(job: str, data, epochs: int, backend: str, jit="auto") -> dict:
                         epochs, steps, n_train)
     keras.backend.clear_session()
     return {"cvtrain": ours, "ceiling": ceiling, "steps_per_execution": spe,
-            "device": device["type"], "policy": device["precision_policy"]}
+            "device": device["type"], "policy": device["precision_policy"],
+            "batch_split": device["batch_split"]}
+
+
+def measure_apart(args, job: str, archive: Path) -> dict:
+    """:func:`measure_job` in a child process."""
+    argv = [sys.executable, __file__, "--one", job, "--archive", str(archive),
+            "--epochs", str(args.epochs), "--backend", args.backend, "--jit", args.jit]
+    for flag, value in (("--tf-augment-in", args.tf_augment_in),
+                        ("--jax-loop", args.jax_loop), ("--batch-split", args.batch_split)):
+        if value:
+            argv += [flag, value]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    for line in done.stdout.splitlines()[::-1]:
+        if line.startswith("{"):
+            return json.loads(line)
+    sys.exit(f"{job}: the measuring process failed (exit {done.returncode}):\n"
+             f"{done.stderr.strip()[-3000:]}")
 
 
 def seed_style(reference: Path, job: str, epochs: int) -> float | None:
@@ -219,21 +253,25 @@ def main() -> None:
     from cvtrain.training.backend import select_backend
 
     backend = select_backend(args.backend or "auto")
-    from cvtrain.data.cifar import load_cifar100, write_synthetic_cifar100
-
-    folder = Path(tempfile.mkdtemp(prefix="cvtrain-bench-"))
-    archive = write_synthetic_cifar100(folder, classes=25, train_per_class=500,
-                                       test_per_class=100, seed=0)
-    data = load_cifar100(archive, num_classes=25, progress=False)
-    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
-    if args.tf_augment_in:
-        from cvtrain.data import pipeline
-
-        pipeline.TF_AUGMENT_IN = args.tf_augment_in
+    args.backend = backend
     from cvtrain.training.loop import LOOP_ENV
 
     if args.jax_loop:
         os.environ[LOOP_ENV] = args.jax_loop
+    if args.one:
+        if args.tf_augment_in:
+            from cvtrain.data import pipeline
+
+            pipeline.TF_AUGMENT_IN = args.tf_augment_in
+        print(json.dumps(measure_job(args.one, args.archive, args.epochs, backend, args.jit,
+                                     args.batch_split)), flush=True)
+        return
+    from cvtrain.data.cifar import write_synthetic_cifar100
+
+    folder = Path(tempfile.mkdtemp(prefix="cvtrain-bench-"))
+    archive = write_synthetic_cifar100(folder, classes=25, train_per_class=500,
+                                       test_per_class=100, seed=0)
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     reference = args.reference if backend == "tensorflow" else Path("/nonexistent")
     loop = f" ({os.environ.get(LOOP_ENV) or 'loop: cvtrain default'})" if backend == "jax" else ""
     print(f"backend {backend}{loop}; {os.cpu_count()} CPUs; {args.epochs} epochs (first excluded), "
@@ -242,7 +280,7 @@ def main() -> None:
     for job in jobs:
         runs = {"cvtrain": [], "ceiling": [], "coursework": []}
         for _ in range(args.reps):  # interleaved: a slow spell hits every column alike
-            r = measure_job(job, data, args.epochs, backend, args.jit)
+            r = measure_apart(args, job, archive)
             runs["cvtrain"].append(r["cvtrain"])
             runs["ceiling"].append(r["ceiling"])
             if (s := seed_style(reference, job, args.epochs)) is not None:
@@ -252,13 +290,15 @@ def main() -> None:
                                                          strict=True))
         results[job] = {**med, "ratio": paired, "runs": runs,
                         "steps_per_execution": r["steps_per_execution"],
-                        "device": r["device"], "policy": r["policy"]}
+                        "device": r["device"], "policy": r["policy"],
+                        "batch_split": r["batch_split"]}
         line = (f"{job:<10} cvtrain {med['cvtrain']:8,.0f}  ceiling {med['ceiling']:8,.0f}  "
                 f"ratio {paired:5.2f}")
         if med["coursework"]:
             line += (f"   coursework {med['coursework']:7,.0f}  "
                      f"cvtrain/coursework {med['cvtrain'] / med['coursework']:5.2f}x")
-        print(f"{line}   (spe {r['steps_per_execution']}, {r['device']}, {r['policy']})",
+        split = f", batch in {r['batch_split']} parts" if r["batch_split"] > 1 else ""
+        print(f"{line}   (spe {r['steps_per_execution']}, {r['device']}, {r['policy']}{split})",
               flush=True)
     if args.features:
         f = features(backend, args.reps)

@@ -195,6 +195,9 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
     from cvtrain.output import print_table
     from cvtrain.training import RunInterrupted, RunTerminated
 
+    from cvtrain.training.split import plan_set
+
+    plan_set(specs)  # TensorFlow's threads are the process's: split all the jobs or none
     # several models in one process: TensorFlow's python logger warns about retracing
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     say = sys.stderr if as_json else sys.stdout

@@ -25,6 +25,9 @@ class BaseNetOptions(ModelOptions):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each convolution block")
     dense_units: int = Field(50, ge=1, description="width of the hidden dense layer")
 
+    def batch_statistics(self) -> bool:
+        return self.batch_norm
+
 
 class BonusOptions(ModelOptions):
     accepts: ClassVar[tuple[str, ...]] = ("tiny_images",)

@@ -44,6 +44,12 @@ class ModelOptions(BaseModel):
         """(option key, problem) pairs for an input of ``input_shape``; none by default."""
         return []
 
+    def batch_statistics(self) -> bool:
+        """Whether the model computes statistics over each batch in training
+        (BatchNormalization): then a batch may not be split into parts computed apart
+        (``training.batch_split``). Assumed unless a model says otherwise."""
+        return True
+
 
 @dataclass(frozen=True)
 class ModelEntry:

@@ -50,6 +50,9 @@ class DenseHeadOptions(FeatureHeadOptions):
     features: ClassVar[str] = "pooled"
     example_input_shape: ClassVar[tuple[int, ...]] = (2048,)
 
+    def batch_statistics(self) -> bool:
+        return False
+
 
 class MLPHeadOptions(FeatureHeadOptions):
     name: Literal["resnet50_features_mlp"]
@@ -57,6 +60,9 @@ class MLPHeadOptions(FeatureHeadOptions):
     example_input_shape: ClassVar[tuple[int, ...]] = (2048,)
     units: list[int] = Field([1024, 512], min_length=1, description="hidden Dense relu widths")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
+
+    def batch_statistics(self) -> bool:
+        return False
 
 
 class ConvHeadOptions(FeatureHeadOptions):

@@ -63,6 +63,11 @@ class Training(Strict):
     devices: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
         "auto", description="devices trained on in data parallel, each global batch of "
         "batch_size split between them; auto: every GPU the backend sees, else the CPU")
+    batch_split: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="TensorFlow on a CPU: each batch's forward and backward pass in "
+        "this many parts side by side, one core each (the same batch, loss and gradient); "
+        "auto: one part per core (at least 4 images each) for models without "
+        "BatchNormalization, else 1")
     checkpoint_minutes: int | float | None = Field(
         5, description="minutes between checkpoints within an epoch (written at the next "
         "pause between executions; a resume continues from that step with the same "
@@ -88,7 +93,7 @@ class Training(Strict):
         raise ValueError("expected a number of minutes >= 0 (0 or null: only at the end "
                          "of each epoch)")
 
-    @field_validator("steps_per_execution", "devices", mode="wrap")
+    @field_validator("steps_per_execution", "devices", "batch_split", mode="wrap")
     @classmethod
     def _auto_or_count(cls, value, handler):
         # one clear line instead of one error per member of the union

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cvtrain.errors import UsageError
 from cvtrain.training.backend import CPU_DEVICES_ENV, quiet_stderr
+from cvtrain.training.split import batch_parts
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
@@ -97,6 +98,7 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
 
     found = gpus(backend)
     # before anything starts TensorFlow's runtime (the CPU split needs that)
+    parts, split_note = batch_parts(spec, backend, bool(found), _cpu_devices())
     devices = replica_devices(backend, spec.training.devices, spec.training.batch_size,
                               bool(found))
     # seeds Python, numpy, Keras and, when installed, TensorFlow (imported for that even on
@@ -114,7 +116,8 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
             "jit_compile": spec.training.jit_compile, "deterministic": spec.seed is not None,
             "replicas": len(devices), "devices": [str(d) for d in devices],
             "global_batch": spec.training.batch_size,
-            "replica_batch": spec.training.batch_size // len(devices)}
+            "replica_batch": spec.training.batch_size // len(devices),
+            "batch_split": parts, "batch_split_note": split_note}
 
 
 def _cpu_devices() -> int:

@@ -35,6 +35,7 @@ from cvtrain.training.identity import (
 )
 from cvtrain.training.interrupt import RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
+from cvtrain.training.split import split_batches, whole_batches
 from cvtrain.training.metrics import run_metrics
 
 
@@ -330,7 +331,9 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     precision = f", {device['precision_policy']}" if device["mixed_precision"] else ""
     log.print(f"[bold]split[/]: {splits.train_size} train, {splits.validation_size} validation, "
               f"{splits.test_size} test images; {len(classes)} classes; "
-              f"{backend} on {device['type']}{precision}, {spe} steps per execution")
+              f"{backend} on {device['type']}{precision}, {spe} steps per execution"
+              + (f", each batch in {device['batch_split']} parts side by side (one core each)"
+                 if device["batch_split"] > 1 else ""))
     if device["replicas"] > 1:
         log.print(f"[bold]data parallel[/]: {device['replicas']} devices, "
                   f"{device['replica_batch']} images each of every batch of "
@@ -352,6 +355,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
         log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
         if backend == "jax" and chosen_loop(device["type"]) == "scan":
             device["scan_steps"] = scan_steps(model)
+        split_batches(model, device["batch_split"])
 
         # ---- fit, then evaluate on the test split
         elapsed_before = resume.elapsed_seconds if resume else 0.0
@@ -368,6 +372,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
             # from here to the local manifest a stop waits (seconds): the run folder is whole
             with stop.deferred():
                 test = model.evaluate(splits.test, verbose=0, return_dict=True)
+        whole_batches(model)  # what is saved is the model as built
 
     # ---- save: model, curves, metrics, then the manifest (last: the run is complete)
     with stop.deferred():
