@@ -4,9 +4,9 @@ CPU): ``training.batch_split``.
 A small network such as BaseNet cannot keep two cores busy at batch 32: its
 convolutions have 3 to 16 channels, and oneDNN's kernels at that size run about as fast on
 one thread as on two (BaseNet on prepared batches, 2 cores: 9,900-10,700 images/s with one
-thread per op against 10,600-12,600 with two). Split into halves, one core each, the same
-step runs 1.3-1.4x faster (16,600-17,400 against 12,200-13,300 images/s, one process per
-setting, a script kept out of the repository; ``benchmarks/throughput.py`` measures it).
+thread per op against 10,600-12,600 with two, a script kept out of the repository). Split
+into halves, one core each, the same step runs 1.3x faster (BaseNet's compute ceiling in
+``benchmarks/throughput.py``: 16,589 against 12,543 images/s; benchmarks/README.md).
 
 The model's forward pass takes each part of the batch through the whole network and joins
 the outputs; everything else is Keras's own step on the joined batch (the loss over the
