@@ -194,7 +194,6 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
     from cvtrain.errors import CvtrainError
     from cvtrain.output import print_table
     from cvtrain.training import RunInterrupted, RunTerminated
-
     from cvtrain.training.split import plan_set
 
     plan_set(specs)  # TensorFlow's threads are the process's: split all the jobs or none

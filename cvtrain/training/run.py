@@ -35,8 +35,8 @@ from cvtrain.training.identity import (
 )
 from cvtrain.training.interrupt import RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
-from cvtrain.training.split import split_batches, whole_batches
 from cvtrain.training.metrics import run_metrics
+from cvtrain.training.split import split_batches, whole_batches
 
 
 @dataclass

@@ -24,6 +24,7 @@ settings.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import TYPE_CHECKING
 
@@ -150,7 +151,7 @@ def split_batches(model, parts: int) -> bool:
         n = tf.shape(inputs)[0]
         cuts = [n * i // parts for i in range(parts + 1)]
         return tf.concat([part(inputs, n, a, b, training, mask)
-                          for a, b in zip(cuts, cuts[1:])], axis=0)
+                          for a, b in itertools.pairwise(cuts)], axis=0)
 
     model.call = call
     # functions traced before are of the whole batch
