@@ -59,7 +59,8 @@ def decide(monkeypatch):
 def test_auto_splits_a_model_without_batch_statistics_one_part_per_core(decide):
     assert decide(job("augment"))[0] == 2
     assert decide(job("deeper"), cores=16)[0] == 8  # at least 4 images a part of 32
-    assert decide(job("basenet", "training.batch_size=6"), cores=16)[0] == 1
+    parts, note = decide(job("basenet", "training.batch_size=6"), cores=16)
+    assert parts == 1 and "batches of 6" in note
 
 
 @pytest.mark.parametrize("spec_name,machine,why", [
@@ -82,6 +83,8 @@ def test_auto_does_not_split_off_tensorflow_on_one_cpu_and_a_number_is_refused(d
 
 def test_a_number_is_taken_or_refused_with_the_reason(decide):
     assert decide(job("basenet", "training.batch_split=3"), cores=1)[0] == 3
+    parts, note = decide(job("basenet", "training.batch_split=2"), one_thread=False)
+    assert parts == 2 and "several threads per op" in note  # asked for: split all the same
     assert decide(job("dropout", "training.batch_split=1"))[0] == 1
     with pytest.raises(UsageError, match="BatchNormalization.*expected auto or 1"):
         decide(job("dropout", "training.batch_split=2"))

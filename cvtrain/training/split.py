@@ -95,9 +95,13 @@ def batch_parts(spec: JobSpec, backend: str, has_gpus: bool,
             return 1, "not split: a job of this set must not be"
         parts = min(cores(), spec.training.batch_size // MIN_PART)
         if parts < 2:
-            return 1, f"not split: {cores()} core(s)"
-    if not _one_thread_per_op() and not asked:
-        return 1, "not split: TensorFlow already runs here with several threads per op"
+            return 1, (f"not split: {cores()} core(s), batches of "
+                       f"{spec.training.batch_size} (at least {MIN_PART} images a part)")
+    if not _one_thread_per_op():
+        if not asked:
+            return 1, "not split: TensorFlow already runs here with several threads per op"
+        return parts, (f"{parts} parts side by side, but TensorFlow already ran here with "
+                       "several threads per op (slower than one each)")
     return parts, f"{parts} parts side by side, one thread per op"
 
 
