@@ -4,8 +4,9 @@ ceiling on the same device and backend, and the coursework's pipeline when it is
     python benchmarks/throughput.py [--jobs augment,dropout] [--epochs 3] [--reps 3]
                                     [--backend tensorflow|jax] [--reference DIR] [--features]
 
-For each job and repetition, interleaved in one process (one subprocess for the
-coursework's pipeline):
+For each job and repetition, interleaved, in a process of its own as ``cvtrain run`` would
+be (TensorFlow's threads per op are a process's; ``training.batch_split`` sets them per
+job), then the coursework's pipeline in another:
 
 - cvtrain: the job's own streams and model as ``cvtrain run`` builds them (uint8 batches
   in a seeded order, augmentation where it runs on this backend: the ``tf.data`` threads on
@@ -14,7 +15,7 @@ coursework's pipeline):
   (11,250 training images after the validation split);
 - ceiling: the same network on prepared tensors (normalised float32 batches made before
   the timing, no augmentation, no shuffling; the job's batch sizes, its last smaller
-  batch included), with the same steps per execution;
+  batch included), with the same steps per execution and the same batch split;
 - coursework: ``seed_style.py`` from ``--reference`` (default ``../shared/reference``,
   TensorFlow only: ImageDataGenerator) for the jobs it can play (BaseNet and the improved
   model, with or without augmentation).
