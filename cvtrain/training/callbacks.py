@@ -24,7 +24,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
     """Keras callbacks: epoch timing, history.csv and TensorBoard scalars, progress, early
     stopping, then the checkpoints (each epoch's, those within an epoch, the one a stop
     request leaves) and the results upload (in that order). ``kept``
-    (:class:`cvtrain.training.run.Kept`) learns of each checkpoint."""
+    (:class:`cvtrain.training.interrupt.Kept`) learns of each checkpoint."""
     import keras
 
     from cvtrain.training import checkpoint

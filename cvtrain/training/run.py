@@ -33,7 +33,7 @@ from cvtrain.training.identity import (
     _same_run_in_results,
     fingerprint,
 )
-from cvtrain.training.interrupt import RunInterrupted, RunTerminated
+from cvtrain.training.interrupt import Kept, RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
 from cvtrain.training.split import split_batches, whole_batches
@@ -172,71 +172,6 @@ def _failed(run: runs.RunDir, exc: Exception, fresh: bool, logged: bool) -> None
     else:
         first = (str(exc).splitlines() or [""])[0]
         _append_log(run, f"failed: internal error: {type(exc).__name__}: {first}")
-
-
-class Kept:
-    """What a run stopped now would leave behind, said in one line."""
-
-    def __init__(self, run: runs.RunDir, rerun: str | None = None):
-        self.run = run
-        self.rerun = rerun
-        self.remote: str | None = None
-        self.state = "nothing"
-        self.checkpoint_epoch = 0
-        self.checkpoint_step = 0
-        self.checkpoint_remote = False
-
-    def epoch(self, epoch: int, remote: bool, step: int = 0) -> None:
-        """A checkpoint after ``epoch`` epochs (and ``step`` steps of the next) is kept."""
-        self.state, self.checkpoint_epoch, self.checkpoint_remote = "checkpoint", epoch, remote
-        self.checkpoint_step = step
-
-    def describe(self) -> str:
-        rerun = f"rerun with --run-id {self.run.run_id}"
-        if self.state == "complete":
-            return (f"the run is complete in {self.run.path}, its copy in {self.remote} is "
-                    f"not; {rerun} to finish the upload")
-        if self.state == "checkpoint":
-            where = f" (also in {self.remote})" if self.checkpoint_remote else ""
-            point = checkpoint.point(self.checkpoint_epoch, self.checkpoint_step)
-            return f"the checkpoint of {point} is kept{where}; {rerun} to resume"
-        if self.run.path.exists():
-            return f"no epoch had completed, nothing to keep; {rerun} to start it again"
-        return "before the run started, nothing to keep"
-
-    def command(self) -> str:
-        """The command that continues this run, to be typed."""
-        again = f"--run-id {self.run.run_id}"
-        if self.rerun:
-            return f"rerun with `{self.rerun} {again}`"
-        return f"rerun the same command with `{again}`"
-
-    def interrupted(self, fresh: bool) -> str:
-        """The line of a run interrupted by Ctrl-C, from what is on disk now (an interrupt
-        can come between a checkpoint and this object hearing of it). A new run with no
-        checkpoint yet is removed: nothing in it could be resumed."""
-        path = self.run.path
-        if not path.is_dir():
-            return "interrupted before the run started; nothing to keep"
-        if self.run.is_complete():
-            if self.state == "complete" and self.remote:
-                return (f"interrupted; the run is complete in {path}, its copy in "
-                        f"{self.remote} is not; {self.command()} to finish the upload")
-            return f"interrupted; the run is complete in {path}"
-        checkpoint.recover(path)
-        saved = checkpoint.read(path)
-        if saved is None:
-            if fresh:
-                self.run.discard()
-                return ("interrupted before the first epoch completed; nothing kept (the run "
-                        "folder is removed)")
-            return f"interrupted; no checkpoint in {path}; {self.command()} to start it again"
-        where = (f" (also in {self.remote})" if self.checkpoint_remote
-                 and (self.checkpoint_epoch, self.checkpoint_step) == (saved.epoch, saved.step)
-                 else "")
-        done = " (training done)" if saved.finished else ""
-        return (f"interrupted; checkpoint kept at {saved.describe()}{done} in {path}{where}; "
-                f"{self.command()} to {'finish' if saved.finished else 'resume'}")
 
 
 def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -> RunResult:
