@@ -29,6 +29,16 @@ def job_using(section: str, name: str):
     pytest.skip(f"no job in {JOBS} uses {section} {name}")
 
 
+def model_options(name: str, **kw):
+    """A registered model's options with ``kw``; no weights downloaded."""
+    from cvtrain.models import model_option_classes
+
+    cls = model_option_classes()[name]
+    if "weights" in cls.model_fields:
+        kw.setdefault("weights", "none")  # no downloads in tests
+    return cls(name=name, **kw)
+
+
 def _path_keys() -> list[tuple[str, str, str]]:
     from cvtrain.data.registry import list_datasets
     from cvtrain.models import list_models

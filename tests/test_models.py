@@ -2,16 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import model_options as options
 
 from cvtrain.errors import DataError
-from cvtrain.models import build_model, list_models, model_option_classes
-
-
-def options(name, **kw):
-    cls = model_option_classes()[name]
-    if "weights" in cls.model_fields:
-        kw.setdefault("weights", "none")  # no downloads in tests
-    return cls(name=name, **kw)
+from cvtrain.models import build_model, list_models
 
 
 @pytest.mark.parametrize("name", sorted(list_models()))

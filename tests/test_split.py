@@ -6,25 +6,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import JOBS, run_cli
+from conftest import model_options as options
 
 from cvtrain.data.cifar import write_synthetic_cifar100
 from cvtrain.errors import UsageError
-from cvtrain.models import build_model, list_models, model_option_classes
+from cvtrain.models import build_model, list_models
 from cvtrain.spec import load_spec
 from cvtrain.training import split
 
 
-def options(name, **kw):
-    cls = model_option_classes()[name]
-    if "weights" in cls.model_fields:
-        kw.setdefault("weights", "none")
-    return cls(name=name, **kw)
-
-
 def job(name="basenet", *overrides):
-    from conftest import JOBS
-
     return load_spec(JOBS / "cifar" / f"{name}.yaml", list(overrides))
 
 
