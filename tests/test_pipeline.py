@@ -17,6 +17,7 @@ from cvtrain.data.augment import (
     RESAMPLERS,
     RandomAffine,
     affine_matrices,
+    augment,
     resample_separable,
 )
 from cvtrain.data.cifar.dataset import Augment
@@ -215,6 +216,30 @@ def test_the_tf_data_and_numpy_streams_give_the_same_batches():
         np.testing.assert_array_equal(ya, yb)
 
 
+@pytest.mark.parametrize("rotation", [0.0, 15.0], ids=["axis-aligned", "rotated"])
+def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation):
+    """What the stream hands on is the transform of the epoch's images that the draws of
+    (seed, epoch, chunk) make, in NHWC, whatever layout it keeps its images in (axis-
+    aligned transforms read them transposed): images of 24 x 32 pixels, so that height and
+    width cannot be mixed up, against the matmul resampler or affine_transform."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (72, 24, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 5, 72)
+    opts = dict(shift=0.2, zoom=0.2, horizontal_flip=True, rotation=rotation, shear=0.0,
+                fill_mode="nearest")
+    got = [b.numpy() for b, _ in pipeline.train_stream(x, y, 5, 16, 1, 4, augment=dict(opts))]
+    assert [b.shape for b in got] == [(16, 24, 32, 3)] * 4 + [(8, 24, 32, 3)]
+    images = x[pipeline.epoch_order(72, 4, 0, 16)]
+    fold_in = tf.random.experimental.stateless_fold_in  # int64 keys, as in the stream
+    epoch_seed = fold_in(tf.constant([4, 1], tf.int64), tf.constant(0, tf.int64))
+    for chunk, (first, end) in ((0, (0, 64)), (2, (64, 72))):  # 4 batches, then the last
+        draws = tf.random.stateless_uniform(
+            (end - first, NUM_DRAWS), fold_in(epoch_seed, tf.constant(chunk, tf.int64)),
+            -1.0, 1.0)
+        want = augment(images[first:end], draws, resampler="matmul", **dict(opts))
+        np.testing.assert_allclose(np.concatenate(got)[first:end], want, atol=1e-3)
+
+
 def test_augmentation_acts_on_training_batches_only_and_repeats_with_the_seed():
     x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
     opts = dict(shift=0.1, zoom=0.1, horizontal_flip=True)
@@ -254,6 +279,10 @@ def test_separable_resampler_matches_image_projective_transform(fill_mode, resam
     transforms = affine_matrices(draws, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
                                  rotation=0.0, shear=0.0)
     ours = resample_separable(x, transforms, fill_mode, resampler)
+    if resampler == "gather":  # the images as the stream keeps them to augment: NWHC
+        np.testing.assert_allclose(resample_separable(tf.transpose(x, (0, 2, 1, 3)),
+                                                      transforms, fill_mode, resampler, True),
+                                   ours, atol=1e-3)
     x = tf.cast(x, tf.float32)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,

@@ -145,7 +145,12 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
                      augment=None, first_step=0):
     import tensorflow as tf
 
-    images = tf.constant(x)
+    from cvtrain.data.augment import separable
+
+    # an axis-aligned augmentation reads its images transposed (NWHC), once for the run:
+    # one transpose of float32 less an image (cvtrain.data.augment.resample_separable)
+    transposed = bool(augment) and separable(augment)
+    images = tf.constant(np.ascontiguousarray(x.swapaxes(1, 2)) if transposed else x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
     full, rest = divmod(n, batch_size)
@@ -154,7 +159,7 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
                                    for e in range(initial_epoch, epochs)],
                                   np.int32).reshape(-1, n))
 
-    shape = (batch_size, *x.shape[1:])
+    shape = (batch_size, *images.shape[1:])  # a batch as stored
 
     def epoch_batches(i, skip=0):
         # one gather per epoch, then batches are slices: no per-batch or per-sample work;
@@ -168,12 +173,13 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
         if augment:
             epoch_seed = tf.random.experimental.stateless_fold_in(
                 tf.constant([seed, 1], tf.int64), tf.cast(i, tf.int64) + initial_epoch)
-            batches = _augmented(tf, batches, epoch_seed, shape, augment, skip, full)
+            batches = _augmented(tf, batches, epoch_seed, shape, augment, skip, full,
+                                 transposed)
         if rest:  # the last, smaller batch
             last = (xs[left * batch_size:], ys[left * batch_size:])
             if augment:
-                last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment),
-                        last[1])
+                last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment,
+                                 transposed=transposed), last[1])
             batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
         return batches  # uint8 when not augmented: the model's input casts it in the step
 
@@ -190,7 +196,8 @@ def _tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_e
     return stream.with_options(options)
 
 
-def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: int):
+def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: int,
+               transposed: bool = False):
     """An epoch's whole batches (``skip`` of its ``full`` left out) augmented in chunks of
     :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-op overhead that
     dominates on a batch of 32, while a chunk still fits in cache. Chunk k holds the
@@ -200,24 +207,27 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     The epoch is augmented before its first batch is handed on (in groups of at most
     :data:`AUGMENT_GROUP_BYTES`): the chunks on every core while the step waits, then the
     step while the stream waits. On a CPU that measured faster than augmenting beside the
-    step (benchmarks/README.md). A group's chunks are batched once, then sliced into their
-    batches (no ``unbatch`` copies)."""
+    step (benchmarks/README.md). A group is a ``window`` of chunks, each chunk then sliced
+    into its batches: no copies (batching the group into one tensor copied every augmented
+    image once more, about 3 % of BaseNet's epoch)."""
     size = AUGMENT_CHUNK
+    # ``shape`` is a batch as stored; augmented, it is NHWC
+    out_shape = (shape[0], shape[2], shape[1], shape[3]) if transposed else shape
 
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
         xb, yb = batch
         out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
-                       skip_rows, rows)
-        return tf.reshape(out, (-1, *shape)), yb
+                       skip_rows, rows, transposed)
+        return tf.reshape(out, (-1, *out_shape)), yb
 
     def one_chunk(ds, chunk, skip_rows=0, rows=None):  # a chunk's batches, one by one
         return ds.batch(size).map(
             lambda xb, yb: augment_chunk(tf.constant(chunk, tf.int64), (xb, yb), skip_rows,
                                          rows)).unbatch()
 
-    def sliced(xs, ys):  # a group of chunks, as its batches
-        return tf.data.Dataset.from_tensor_slices(
-            (tf.reshape(xs, (-1, *shape)), tf.reshape(ys, (-1, *ys.shape[2:]))))
+    def sliced(xs, ys):  # a group of chunks (a window of them), as its batches
+        return tf.data.Dataset.zip((xs, ys)).flat_map(
+            lambda xc, yc: tf.data.Dataset.from_tensor_slices((xc, yc)))
 
     parts = []
     chunk, into = divmod(skip, size)
@@ -231,7 +241,7 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     parts.append(batches.take(whole * size).batch(size, drop_remainder=True)  # maybe none
                  .enumerate(chunk)
                  .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                 .batch(group).flat_map(sliced))
+                 .window(group).flat_map(sliced))
     if short:  # the epoch's last chunk, of fewer batches
         parts.append(one_chunk(batches.skip(whole * size), chunk + whole))
     stream = parts[0]
@@ -256,7 +266,7 @@ AUGMENT_CHUNK = 4
 
 
 def _augment(tf, images, epoch_seed, chunk, options: dict, skip_rows: int = 0,
-             rows: int | None = None):
+             rows: int | None = None, transposed: bool = False):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
     chunk); ``images`` the chunk's last images, when its first ``skip_rows`` of ``rows``
     were trained on before a checkpoint (the draws are those of the whole chunk)."""
@@ -266,7 +276,8 @@ def _augment(tf, images, epoch_seed, chunk, options: dict, skip_rows: int = 0,
         (tf.shape(images)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
         -1.0, 1.0)
-    return augment(images, draws[skip_rows:], resampler="gather", **options)
+    return augment(images, draws[skip_rows:], resampler="gather", transposed=transposed,
+                   **options)
 
 
 def eval_stream(x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int):
