@@ -270,7 +270,7 @@ def test_augmentation_and_dropout_states_survive_a_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("fill_mode, resampler",
-                         itertools.product(["nearest", "constant"], RESAMPLERS))
+                         list(itertools.product(["nearest", "constant"], RESAMPLERS)))
 def test_separable_resampler_matches_image_projective_transform(fill_mode, resampler):
     rng = np.random.default_rng(1)
     # uint8 in, as the stream gives it (the gather resampler reads rows before the cast)
@@ -291,7 +291,7 @@ def test_separable_resampler_matches_image_projective_transform(fill_mode, resam
 
 
 @pytest.mark.parametrize("rotation, shear, fill_mode",
-                         itertools.product([0.0, 20.0], [0.0, 10.0], ["reflect", "wrap"]))
+                         list(itertools.product([0.0, 20.0], [0.0, 10.0], ["reflect", "wrap"])))
 def test_full_affine_path_matches_image_projective_transform(rotation, shear, fill_mode):
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)

@@ -13,8 +13,9 @@ Order of operations, each for a reason:
    multiply-add at the front of the model being trained (:func:`build_splits`'s ``wrap``).
    On JAX, images cross to the device as uint8 and the augmentation layer
    (:class:`~cvtrain.data.augment.RandomAffine`) runs inside the compiled step; on
-   TensorFlow the same augmentation math runs in the ``tf.data`` threads, where it overlaps
-   the step (measured: ``benchmarks/throughput.py``).
+   TensorFlow the same augmentation math runs in the ``tf.data`` threads, on every core
+   before an epoch's batches are handed on (measured faster than in the step or beside
+   it: ``benchmarks/throughput.py``, ``benchmarks/README.md``).
 
 The training stream spans all epochs and is fed to ``fit`` with ``steps_per_epoch``: the
 shuffle order is a function of (seed, epoch) alone, and the augmentation's random numbers
@@ -359,8 +360,8 @@ def build_splits(
         options = {"shift": augment.shift, "zoom": augment.zoom,
                    "horizontal_flip": augment.horizontal_flip, "rotation": augment.rotation,
                    "shear": augment.shear, "fill_mode": augment.fill_mode}
-    # where augmentation measures fastest: TensorFlow's tf.data threads overlap it with the
-    # step (on CPUs the step leaves cores idle); elsewhere it runs inside the compiled step
+    # where augmentation measures fastest: TensorFlow's tf.data threads, each epoch before
+    # its batches (see _augmented); elsewhere inside the compiled step
     in_stream = options is not None and _on_tensorflow() and TF_AUGMENT_IN == "stream"
 
     def wrap(network):
