@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cvtrain.data import pipeline
+from cvtrain.data import pipeline, tfstream
 from cvtrain.data.augment import (
     NUM_DRAWS,
     RESAMPLERS,
@@ -146,10 +146,10 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
     aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=10)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
     steps = full.steps_per_epoch
-    assert steps == 23 and pipeline.AUGMENT_CHUNK == 4
+    assert steps == 23 and tfstream.AUGMENT_CHUNK == 4
     batches = [x.numpy() for x, _ in full.train]
     if group:  # the uninterrupted stream above held each epoch whole
-        monkeypatch.setattr(pipeline, "AUGMENT_GROUP_BYTES", group * 16 * 32 * 32 * 3 * 4)
+        monkeypatch.setattr(tfstream, "AUGMENT_GROUP_BYTES", group * 16 * 32 * 32 * 3 * 4)
         grouped = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
         for got, want in zip([x.numpy() for x, _ in grouped.train], batches, strict=True):
             np.testing.assert_array_equal(got, want)
@@ -209,7 +209,7 @@ def test_the_tf_data_and_numpy_streams_give_the_same_batches():
     data = fake_data(n_train=100)
     args = (data.x_train, data.y_train, 5, 16, 3, 7, 1)
     ours = list(pipeline._numpy_train_stream(*args))
-    theirs = [(x.numpy(), y.numpy()) for x, y in pipeline._tf_train_stream(*args)]
+    theirs = [(x.numpy(), y.numpy()) for x, y in tfstream.tf_train_stream(*args)]
     assert len(ours) == len(theirs) == 2 * 7
     for (xa, ya), (xb, yb) in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(xa, xb)

@@ -80,13 +80,14 @@ def augment(images, draws, resampler: str = "matmul", transposed: bool = False, 
     fill_mode); ``resampler`` one of :data:`RESAMPLERS` for axis-aligned transforms.
     ``transposed``: ``images`` come as NWHC (see :func:`resample_separable`)."""
     fill_mode = options.pop("fill_mode")
-    if transposed and not separable({**options, "fill_mode": fill_mode}):
+    axis_aligned = separable({**options, "fill_mode": fill_mode})
+    if transposed and not axis_aligned:
         images, transposed = ops.transpose(images, (0, 2, 1, 3)), False
     height, width = images.shape[1], images.shape[2]
     if transposed:
         height, width = width, height
     transforms = affine_matrices(draws, height, width, **options)
-    if separable({**options, "fill_mode": fill_mode}):
+    if axis_aligned:
         return resample_separable(images, transforms, fill_mode, resampler, transposed)
     return ops.image.affine_transform(ops.cast(images, "float32"), transforms,
                                       interpolation="bilinear", fill_mode=fill_mode,
