@@ -145,9 +145,9 @@ def resample_separable(x, transforms, fill_mode: str, resampler: str = "matmul",
     """Axis-aligned transforms (m01 = m10 = 0), one axis at a time: what
     ``affine_transform`` gives for shift, zoom and flip (tested), with fewer operations.
     ``transposed`` (``gather`` only): ``x`` comes as NWHC, as the ``tf.data`` stream keeps
-    its images to augment: the columns are then gathered first, as its rows, and one
-    transpose (of uint8, before this) is left of the two of float32 that NHWC takes; 15 %
-    less time an image."""
+    its images to augment (transposed once a run, as uint8): the columns are then gathered
+    first, as its rows, with one float32 transpose where NHWC takes two; 15 % less time
+    an image."""
     if transposed:
         if resampler != "gather":
             raise ValueError("transposed images: expected the gather resampler")
