@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cvtrain.data import pipeline, tfstream
+from cvtrain.data import cpu_resample, pipeline, tfstream
 from cvtrain.data.augment import (
     NUM_DRAWS,
     RESAMPLERS,
@@ -134,16 +134,18 @@ def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group", [None, 3], ids=["epoch-at-once", "groups-of-3-batches"])
-def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(group,
+@pytest.mark.parametrize("group, rotation", [(None, 0), (3, 10)],
+                         ids=["epoch-at-once-compiled-kernel", "groups-of-3-batches-tf-ops"])
+def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(group, rotation,
                                                                              monkeypatch):
     """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
     resumed at a step inside a chunk, at a chunk's start, or with only the short last
     batch left, the rest of the epoch is what the uninterrupted stream gave, to the bit;
     the skipped batches are never augmented (the first chunk's draws are sliced). The same
-    when the epoch is augmented in groups smaller than it (across chunks)."""
+    when the epoch is augmented in groups smaller than it (across chunks), and for both
+    the compiled kernel (axis-aligned) and the tf.data ops (rotated)."""
     data = fake_data(n_train=400)  # 360 training images: 22 full batches of 16 and one of 8
-    aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=10)
+    aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=rotation)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
     steps = full.steps_per_epoch
     assert steps == 23 and tfstream.AUGMENT_CHUNK == 4
@@ -216,12 +218,17 @@ def test_the_tf_data_and_numpy_streams_give_the_same_batches():
         np.testing.assert_array_equal(ya, yb)
 
 
-@pytest.mark.parametrize("rotation", [0.0, 15.0], ids=["axis-aligned", "rotated"])
-def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation):
+@pytest.mark.parametrize("rotation, kernel", [(0.0, True), (0.0, False), (15.0, False)],
+                         ids=["axis-aligned-compiled-kernel", "axis-aligned-tf-ops", "rotated"])
+def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation, kernel,
+                                                                        monkeypatch, capsys):
     """What the stream hands on is the transform of the epoch's images that the draws of
-    (seed, epoch, chunk) make, in NHWC, whatever layout it keeps its images in (axis-
-    aligned transforms read them transposed): images of 24 x 32 pixels, so that height and
-    width cannot be mixed up, against the matmul resampler or affine_transform."""
+    (seed, epoch, chunk) make, in NHWC, whichever way it resamples (the compiled kernel,
+    or tf.data ops where numba is missing, which it says once): images of 24 x 32 pixels,
+    so that height and width cannot be mixed up, against the matmul resampler or
+    affine_transform."""
+    if not kernel:
+        monkeypatch.setattr(cpu_resample, "_MISSING", "numba cannot be imported (a test)")
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (72, 24, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 5, 72)
@@ -238,6 +245,35 @@ def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation
             -1.0, 1.0)
         want = augment(images[first:end], draws, resampler="matmul", **dict(opts))
         np.testing.assert_allclose(np.concatenate(got)[first:end], want, atol=1e-3)
+    said = capsys.readouterr().err
+    if rotation or kernel:
+        assert "numba" not in said
+    else:
+        assert said.count("cvtrain: augmentation in tf.data ops, slower: numba cannot be "
+                          "imported (a test)") == 1
+
+
+@pytest.mark.parametrize("fill_mode, channels",
+                         list(itertools.product(["nearest", "constant"], [3, 1])))
+def test_compiled_kernel_is_the_separable_resampler_on_the_images_it_is_given(fill_mode,
+                                                                              channels):
+    """The compiled kernel reads ``images[index]`` (any order, repeats) and resamples it as
+    resample_separable does: non-square images, shifts and zooms that reach past the edges,
+    flips, three channels (its unrolled loop) and one."""
+    assert cpu_resample.available() is None  # numba is a dependency
+    rng = np.random.default_rng(5)
+    images = rng.integers(1, 256, (40, 24, 32, channels), dtype=np.uint8)  # 0: the fill
+    index = rng.integers(0, 40, 50).astype(np.int32)
+    draws = rng.uniform(-1, 1, (50, NUM_DRAWS)).astype(np.float32)
+    transforms = np.asarray(affine_matrices(draws, 24, 32, shift=0.4, zoom=0.5,
+                                            horizontal_flip=True, rotation=0.0, shear=0.0))
+    ours = cpu_resample.resample(images, index, transforms, fill_mode)
+    assert ours.dtype == np.float32 and ours.shape == (50, 24, 32, channels)
+    want = resample_separable(images[index], transforms, fill_mode, "matmul")
+    np.testing.assert_allclose(ours, want, atol=1e-3)
+    assert (ours == 0).any() == (fill_mode == "constant")  # past the edges: zeros or edges
+    with pytest.raises(ValueError, match="fill_mode 'wrap'"):
+        cpu_resample.resample(images, index, transforms, "wrap")
 
 
 def test_augmentation_acts_on_training_batches_only_and_repeats_with_the_seed():
@@ -279,10 +315,6 @@ def test_separable_resampler_matches_image_projective_transform(fill_mode, resam
     transforms = affine_matrices(draws, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
                                  rotation=0.0, shear=0.0)
     ours = resample_separable(x, transforms, fill_mode, resampler)
-    if resampler == "gather":  # the images as the stream keeps them to augment: NWHC
-        np.testing.assert_allclose(resample_separable(tf.transpose(x, (0, 2, 1, 3)),
-                                                      transforms, fill_mode, resampler, True),
-                                   ours, atol=1e-3)
     x = tf.cast(x, tf.float32)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,

@@ -7,9 +7,9 @@ Each training image gets one projective transform composing shift, zoom, horizon
 rotation and shear about the image centre, applied in a single resampling, as the
 coursework's ImageDataGenerator does. Axis-aligned transforms (shift, zoom, flip) with
 ``nearest`` or ``constant`` fill are resampled one axis at a time (bilinear interpolation
-is separable) one axis at a time, as two small matrix products in a compiled step or as
-row gathers in ``tf.data`` threads; anything else goes through
-``keras.ops.image.affine_transform``.
+is separable), as two small matrix products in a compiled step, or in ``tf.data`` threads
+as a compiled loop over the images (:mod:`cvtrain.data.cpu_resample`; row gathers where
+numba is missing); anything else goes through ``keras.ops.image.affine_transform``.
 
 The random numbers come in as ``draws``: from the layer's ``SeedGenerator`` (its state is
 saved with each checkpoint, see :mod:`cvtrain.training.checkpoint`) or from a stateless
@@ -69,26 +69,20 @@ def separable(options: dict) -> bool:
 
 #: how :func:`resample_separable` applies each axis's interpolation: as matrix products
 #: (what compiled steps on accelerators run fastest) or as gathers of whole rows (fewest
-#: operations: what the tf.data threads run fastest on a CPU, about 9 us of one core per
-#: 32x32 image in chunks of 128 against 23 us for the products)
+#: operations: the tf.data threads' way on a CPU when numba is missing, about 10 us of one
+#: core per 32x32 image in chunks of 128 against 23 us for the products, and 2 us for
+#: :mod:`cvtrain.data.cpu_resample`)
 RESAMPLERS = ("matmul", "gather")
 
 
-def augment(images, draws, resampler: str = "matmul", transposed: bool = False, **options):
+def augment(images, draws, resampler: str = "matmul", **options):
     """``images`` (NHWC) transformed by the matrices ``draws`` make, in float32 (NHWC);
     options as :class:`RandomAffine`'s (shift, zoom, horizontal_flip, rotation, shear,
-    fill_mode); ``resampler`` one of :data:`RESAMPLERS` for axis-aligned transforms.
-    ``transposed``: ``images`` come as NWHC (see :func:`resample_separable`)."""
+    fill_mode); ``resampler`` one of :data:`RESAMPLERS` for axis-aligned transforms."""
     fill_mode = options.pop("fill_mode")
-    axis_aligned = separable({**options, "fill_mode": fill_mode})
-    if transposed and not axis_aligned:
-        images, transposed = ops.transpose(images, (0, 2, 1, 3)), False
-    height, width = images.shape[1], images.shape[2]
-    if transposed:
-        height, width = width, height
-    transforms = affine_matrices(draws, height, width, **options)
-    if axis_aligned:
-        return resample_separable(images, transforms, fill_mode, resampler, transposed)
+    transforms = affine_matrices(draws, images.shape[1], images.shape[2], **options)
+    if separable({**options, "fill_mode": fill_mode}):
+        return resample_separable(images, transforms, fill_mode, resampler)
     return ops.image.affine_transform(ops.cast(images, "float32"), transforms,
                                       interpolation="bilinear", fill_mode=fill_mode,
                                       fill_value=0.0, data_format="channels_last")
@@ -140,20 +134,9 @@ def _gather_rows(x, scale, offset, fill_mode: str):
     return low * w_low[:, :, None, None] + high * w_high[:, :, None, None]
 
 
-def resample_separable(x, transforms, fill_mode: str, resampler: str = "matmul",
-                       transposed: bool = False):
+def resample_separable(x, transforms, fill_mode: str, resampler: str = "matmul"):
     """Axis-aligned transforms (m01 = m10 = 0), one axis at a time: what
-    ``affine_transform`` gives for shift, zoom and flip (tested), with fewer operations.
-    ``transposed`` (``gather`` only): ``x`` comes as NWHC, as the ``tf.data`` stream keeps
-    its images to augment (transposed once a run, as uint8): the columns are then gathered
-    first, as its rows, with one float32 transpose where NHWC takes two; 15 % less time
-    an image."""
-    if transposed:
-        if resampler != "gather":
-            raise ValueError("transposed images: expected the gather resampler")
-        x = _gather_rows(x, transforms[:, 0], transforms[:, 2], fill_mode)  # NW'HC
-        return _gather_rows(ops.transpose(x, (0, 2, 1, 3)), transforms[:, 4],
-                            transforms[:, 5], fill_mode)
+    ``affine_transform`` gives for shift, zoom and flip (tested), with fewer operations."""
     if resampler == "gather":  # rows, then columns as the rows of the transposed images
         x = _gather_rows(x, transforms[:, 4], transforms[:, 5], fill_mode)
         x = _gather_rows(ops.transpose(x, (0, 2, 1, 3)), transforms[:, 0], transforms[:, 2],

@@ -13,9 +13,10 @@ Order of operations, each for a reason:
    multiply-add at the front of the model being trained (:func:`build_splits`'s ``wrap``).
    On JAX, images cross to the device as uint8 and the augmentation layer
    (:class:`~cvtrain.data.augment.RandomAffine`) runs inside the compiled step; on
-   TensorFlow the same augmentation math runs in the ``tf.data`` threads, on every core
-   before an epoch's batches are handed on (measured faster than in the step or beside
-   it: ``benchmarks/throughput.py``, ``benchmarks/README.md``).
+   TensorFlow the same augmentation math runs in the ``tf.data`` threads (shift, zoom and
+   flip as a compiled loop, :mod:`cvtrain.data.cpu_resample`), on every core before an
+   epoch's batches are handed on (measured faster than in the step or beside it:
+   ``benchmarks/throughput.py``, ``benchmarks/README.md``).
 
 The training stream spans all epochs and is fed to ``fit`` with ``steps_per_epoch``: the
 shuffle order is a function of (seed, epoch) alone, and the augmentation's random numbers

@@ -5,13 +5,18 @@ Each epoch is one gather of the images in its seeded order, then batches as slic
 augmenting, the epoch's batches are augmented in chunks of :data:`AUGMENT_CHUNK`, their
 random numbers keyed by (seed, epoch, chunk), on every core before the epoch's first
 batch is handed on: on a CPU that measured faster than augmenting beside the training
-step (``benchmarks/README.md``). A stream resumed within an epoch skips the batches
-trained on by index and gets exactly the rest of what the uninterrupted one gave.
+step (``benchmarks/README.md``). Shift, zoom and flip are resampled by a compiled loop
+(:mod:`cvtrain.data.cpu_resample`) that also does the epoch's gather; rotation and shear
+(or a machine without numba) take ``tf.data`` ops. A stream resumed within an epoch skips
+the batches trained on by index and gets exactly the rest of what the uninterrupted one
+gave.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 
 import numpy as np
 
@@ -25,19 +30,29 @@ AUGMENT_GROUP_BYTES = 256 << 20
 AUGMENT_CHUNK = 4
 
 
-def _augment(tf, images, epoch_seed, chunk, options: dict, skip_rows: int = 0,
-             rows: int | None = None, transposed: bool = False):
+def _augment(tf, batch, epoch_seed, chunk, options: dict, skip_rows: int = 0,
+             rows: int | None = None, source: np.ndarray | None = None):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
-    chunk); ``images`` the chunk's last images, when its first ``skip_rows`` of ``rows``
-    were trained on before a checkpoint (the draws are those of the whole chunk)."""
-    from cvtrain.data.augment import NUM_DRAWS, augment
+    chunk); ``batch`` the chunk's last images, when its first ``skip_rows`` of ``rows``
+    were trained on before a checkpoint (the draws are those of the whole chunk).
+    ``source``: the run's images, ``batch`` then their indices, augmented by the compiled
+    kernel (:mod:`cvtrain.data.cpu_resample`)."""
+    from cvtrain.data.augment import NUM_DRAWS, affine_matrices, augment
 
     draws = tf.random.stateless_uniform(
-        (tf.shape(images)[0] if rows is None else rows, NUM_DRAWS),
+        (tf.shape(batch)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
-        -1.0, 1.0)
-    return augment(images, draws[skip_rows:], resampler="gather", transposed=transposed,
-                   **options)
+        -1.0, 1.0)[skip_rows:]
+    if source is None:
+        return augment(batch, draws, resampler="gather", **options)
+    from cvtrain.data.cpu_resample import resample
+
+    fill_mode = options["fill_mode"]
+    transforms = affine_matrices(draws, *source.shape[1:3], **{
+        k: v for k, v in options.items() if k != "fill_mode"})
+    out = tf.numpy_function(lambda index, t: resample(source, index, t, fill_mode),
+                            [batch, transforms], tf.float32, stateful=False)
+    return tf.ensure_shape(out, (None, *source.shape[1:]))
 
 
 def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
@@ -46,12 +61,10 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     batches as slices; augmentation (when asked) in the stream's threads."""
     import tensorflow as tf
 
-    from cvtrain.data.augment import separable
-
-    # an axis-aligned augmentation reads its images transposed (NWHC), once for the run:
-    # one transpose of float32 less an image (cvtrain.data.augment.resample_separable)
-    transposed = bool(augment) and separable(augment)
-    images = tf.constant(np.ascontiguousarray(x.swapaxes(1, 2)) if transposed else x)
+    # axis-aligned augmentation by the compiled kernel: batches then carry the indices of
+    # their images (the kernel reads the images as it augments them), else the images
+    source = _kernel_source(x, augment)
+    images = None if source is not None else tf.constant(x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
     full, rest = divmod(n, batch_size)
@@ -60,13 +73,15 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
                                    for e in range(initial_epoch, epochs)],
                                   np.int32).reshape(-1, n))
 
-    shape = (batch_size, *images.shape[1:])  # a batch as stored
+    shape = (batch_size, *(() if images is None else x.shape[1:]))  # a batch as carried
+    out_shape = (batch_size, *x.shape[1:])  # a batch augmented
 
     def epoch_batches(i, skip=0):
         # one gather per epoch, then batches are slices: no per-batch or per-sample work;
         # ``skip``: batches of the epoch trained on before a checkpoint, left out by index
         order = orders[i][skip * batch_size:] if skip else orders[i]
-        xs, ys = tf.gather(images, order), tf.gather(onehot, order)
+        xs = order if images is None else tf.gather(images, order)
+        ys = tf.gather(onehot, order)
         left = full - skip  # whole batches to come
         batches = tf.data.Dataset.from_tensor_slices(
             (tf.reshape(xs[:left * batch_size], (left, *shape)),
@@ -74,13 +89,13 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
         if augment:
             epoch_seed = tf.random.experimental.stateless_fold_in(
                 tf.constant([seed, 1], tf.int64), tf.cast(i, tf.int64) + initial_epoch)
-            batches = _augmented(tf, batches, epoch_seed, shape, augment, skip, full,
-                                 transposed)
+            batches = _augmented(tf, batches, epoch_seed, shape, out_shape, augment, skip,
+                                 full, source)
         if rest:  # the last, smaller batch
             last = (xs[left * batch_size:], ys[left * batch_size:])
             if augment:
                 last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment,
-                                 transposed=transposed), last[1])
+                                 source=source), last[1])
             batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
         return batches  # uint8 when not augmented: the model's input casts it in the step
 
@@ -97,8 +112,8 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     return stream.with_options(options)
 
 
-def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: int,
-               transposed: bool = False):
+def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: int,
+               full: int, source: np.ndarray | None = None):
     """An epoch's whole batches (``skip`` of its ``full`` left out) augmented in chunks of
     :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-op overhead that
     dominates on a batch of 32, while a chunk still fits in cache. Chunk k holds the
@@ -112,13 +127,11 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     into its batches: no copies (batching the group into one tensor copied every augmented
     image once more, about 3 % of BaseNet's epoch)."""
     size = AUGMENT_CHUNK
-    # ``shape`` is a batch as stored; augmented, it is NHWC
-    out_shape = (shape[0], shape[2], shape[1], shape[3]) if transposed else shape
 
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
         xb, yb = batch
         out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
-                       skip_rows, rows, transposed)
+                       skip_rows, rows, source)
         return tf.reshape(out, (-1, *out_shape)), yb
 
     def one_chunk(ds, chunk, skip_rows=0, rows=None):  # a chunk's batches, one by one
@@ -138,7 +151,7 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
         parts.append(one_chunk(batches.take(head), chunk, into * shape[0], rows))
         batches, chunk = batches.skip(head), chunk + 1
     whole, short = divmod(max(0, full - chunk * size), size)
-    group = max(1, AUGMENT_GROUP_BYTES // (4 * math.prod(shape) * size))  # chunks
+    group = max(1, AUGMENT_GROUP_BYTES // (4 * math.prod(out_shape) * size))  # chunks
     parts.append(batches.take(whole * size).batch(size, drop_remainder=True)  # maybe none
                  .enumerate(chunk)
                  .map(augment_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -149,3 +162,25 @@ def _augmented(tf, batches, epoch_seed, shape, options: dict, skip: int, full: i
     for part in parts[1:]:
         stream = stream.concatenate(part)
     return stream
+
+
+def _kernel_source(x: np.ndarray, options: dict | None) -> np.ndarray | None:
+    """The run's images for the compiled kernel (:mod:`cvtrain.data.cpu_resample`) when it
+    applies: an axis-aligned augmentation, numba at hand (else the stream says once why
+    it augments with tf.data ops); None otherwise."""
+    from cvtrain.data.augment import separable
+
+    if not options or not separable(options):
+        return None
+    from cvtrain.data.cpu_resample import available
+
+    why = available()
+    if why is not None:
+        _say_once(f"augmentation in tf.data ops, slower: {why}")
+        return None
+    return np.ascontiguousarray(x)
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    print(f"cvtrain: {message}", file=sys.stderr)
