@@ -25,6 +25,10 @@ from cvtrain.data.pipeline import epoch_order
 #: the most bytes of augmented float32 batches an epoch's stream makes at once
 AUGMENT_GROUP_BYTES = 256 << 20
 
+#: augmented batches the stream holds ready for the step (a fixed number: autotuning is
+#: off for augmented streams, see :func:`tf_train_stream`)
+PREFETCH = 2
+
 #: batches augmented in one call by the tf.data stream (128 images: measured fastest per
 #: image on a CPU, see :data:`cvtrain.data.augment.RESAMPLERS`)
 AUGMENT_CHUNK = 4
@@ -104,11 +108,17 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     if first_step:  # resumed within the first epoch (built as the others are, in flat_map)
         first = tf.data.Dataset.range(1).flat_map(lambda i: epoch_batches(i, first_step))
         stream = first.concatenate(stream)
-    stream = stream.prefetch(tf.data.AUTOTUNE)
+    # augmented: a fixed buffer (what tf.data's autotuning would tune is off, below)
+    stream = stream.prefetch(PREFETCH if augment else tf.data.AUTOTUNE)
     # each augmentation call on one core: the training step already spreads its ops over
     # all of them, and ops that also spread theirs in these threads only contend with it
     options = tf.data.Options()
     options.threading.max_intra_op_parallelism = 1
+    if augment:
+        # tf.data's autotuning thread re-optimises a model that grows with every chunk's
+        # datasets: measured, it took about 5 % of BaseNet + augment's speed on 2 cores
+        # (benchmarks/README.md). Without it the chunks run on every core as before.
+        options.autotune.enabled = False
     return stream.with_options(options)
 
 
