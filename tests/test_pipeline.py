@@ -148,14 +148,15 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
     aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=rotation)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
     steps = full.steps_per_epoch
-    assert steps == 23 and tfstream.AUGMENT_CHUNK == 4
+    # chunks of 16 batches: 0-15, then a short one (16-21), then the last, smaller batch
+    assert steps == 23 and tfstream.AUGMENT_CHUNK == 16
     batches = [x.numpy() for x, _ in full.train]
     if group:  # the uninterrupted stream above held each epoch whole
         monkeypatch.setattr(tfstream, "AUGMENT_GROUP_BYTES", group * 16 * 32 * 32 * 3 * 4)
         grouped = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
         for got, want in zip([x.numpy() for x, _ in grouped.train], batches, strict=True):
             np.testing.assert_array_equal(got, want)
-    for epoch, step in ((0, 3), (0, 9), (0, 22), (1, 4), (1, 21)):
+    for epoch, step in ((0, 3), (0, 16), (0, 19), (0, 22), (1, 4), (1, 21)):
         resumed = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4, initial_epoch=epoch,
                                initial_step=step)
         partial = [x.numpy() for x, _ in resumed.partial]
@@ -167,8 +168,8 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
         assert len(rest) == (1 - epoch) * steps
         if rest:
             np.testing.assert_array_equal(np.concatenate(rest), np.concatenate(batches[steps:]))
-    # 16 whole batches of 22 (whole chunks only) and one of 8: resumed at a chunk's start,
-    # and with only the short batch left
+    # 16 whole batches of 22 (one whole chunk, no short one) and one of 8: resumed inside
+    # the chunk, and with only the last, smaller batch left
     full = build_splits(data, 5, 0.1, False, aug, 22, 1, seed=4)
     batches = [x.numpy() for x, _ in full.train]
     assert len(batches) == 17 and len(batches[-1]) == 8
@@ -239,7 +240,8 @@ def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation
     images = x[pipeline.epoch_order(72, 4, 0, 16)]
     fold_in = tf.random.experimental.stateless_fold_in  # int64 keys, as in the stream
     epoch_seed = fold_in(tf.constant([4, 1], tf.int64), tf.constant(0, tf.int64))
-    for chunk, (first, end) in ((0, (0, 64)), (2, (64, 72))):  # 4 batches, then the last
+    last = 4 // tfstream.AUGMENT_CHUNK + 1  # the key of the last, smaller batch
+    for chunk, (first, end) in ((0, (0, 64)), (last, (64, 72))):  # 4 batches, the last
         draws = tf.random.stateless_uniform(
             (end - first, NUM_DRAWS), fold_in(epoch_seed, tf.constant(chunk, tf.int64)),
             -1.0, 1.0)

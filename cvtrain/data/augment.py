@@ -34,22 +34,24 @@ NUM_DRAWS = 7
 
 
 def affine_matrices(draws, height: int, width: int, *, shift: float, zoom: float,
-                    horizontal_flip: bool, rotation: float, shear: float):
+                    horizontal_flip: bool, rotation: float, shear: float, xp=ops):
     """Per-image 8-vector projective transforms (output pixel -> input pixel), the format of
-    ``keras.ops.image.affine_transform``, from ``draws`` of shape (batch, NUM_DRAWS)."""
+    ``keras.ops.image.affine_transform``, from ``draws`` of shape (batch, NUM_DRAWS).
+    ``xp``: the functions to compute them with, ``keras.ops`` or ``numpy`` (what the
+    compiled resampler's callers hold; float32 either way)."""
     d = [draws[:, i] for i in range(NUM_DRAWS)]
-    ones = ops.ones_like(d[0])
-    zeros = ops.zeros_like(d[0])
+    ones = xp.ones_like(d[0])
+    zeros = xp.zeros_like(d[0])
     ty = d[0] * (shift * height)
     tx = d[1] * (shift * width)
     zy = ones + d[2] * zoom
     zx = ones + d[3] * zoom
-    flip = ops.where(d[4] < 0.0, -ones, ones) if horizontal_flip else ones
+    flip = xp.where(d[4] < 0.0, -ones, ones) if horizontal_flip else ones
     theta = d[5] * (rotation * math.pi / 180.0)
     shear_angle = d[6] * (shear * math.pi / 180.0)
     # M = Z . F . Shear . R (2x2); Shear . R = [[1, -sin s], [0, cos s]] . [[cos, -sin], [sin, cos]]
-    cos_t, sin_t = ops.cos(theta), ops.sin(theta)
-    sh_a, sh_c = -ops.sin(shear_angle), ops.cos(shear_angle)
+    cos_t, sin_t = xp.cos(theta), xp.sin(theta)
+    sh_a, sh_c = -xp.sin(shear_angle), xp.cos(shear_angle)
     m00 = zx * flip * (cos_t + sh_a * sin_t)
     m01 = zx * flip * (-sin_t + sh_a * cos_t)
     m10 = zy * sh_c * sin_t
@@ -58,7 +60,7 @@ def affine_matrices(draws, height: int, width: int, *, shift: float, zoom: float
     # input = c + M (output - c) + t
     a2 = cx - m00 * cx - m01 * cy + tx
     b2 = cy - m10 * cx - m11 * cy + ty
-    return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+    return xp.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
 
 
 def separable(options: dict) -> bool:

@@ -124,3 +124,15 @@ def resample(images: np.ndarray, index: np.ndarray, transforms: np.ndarray,
                 fill_mode == "nearest", out)
     return out
 
+
+def augment(images: np.ndarray, index: np.ndarray, draws: np.ndarray, **options) -> np.ndarray:
+    """:func:`cvtrain.data.augment.augment` of ``images[index]`` for axis-aligned options
+    (shift, zoom, horizontal_flip, fill_mode ``nearest`` or ``constant``; rotation and
+    shear 0), all in numpy and the compiled loop: the transforms from ``draws`` too (as
+    ``tf.data`` ops they cost more than the resampling itself)."""
+    from cvtrain.data.augment import affine_matrices
+
+    fill_mode = options.pop("fill_mode")
+    transforms = affine_matrices(np.asarray(draws, np.float32), *images.shape[1:3], xp=np,
+                                 **options)
+    return resample(images, index, transforms, fill_mode)
