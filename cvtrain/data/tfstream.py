@@ -30,9 +30,9 @@ AUGMENT_GROUP_BYTES = 256 << 20
 PREFETCH = 2
 
 #: batches augmented in one call by the tf.data stream, their random numbers keyed by the
-#: chunk (512 images: BaseNet + augment trained 1.13x as fast as with chunks of 128 on 2
-#: cores, in one process, fewer calls and fewer datasets a chunk; the tf.data ops' time an
-#: image is the same at 128 and 512, see :data:`cvtrain.data.augment.RESAMPLERS`)
+#: chunk (512 images: fewer calls and datasets than 128, so the wait for an epoch's first
+#: batch is shorter, 32 against 43 ms for 11,250 images on 2 cores; the tf.data ops take
+#: the same time an image at 128 and 512; ``benchmarks/augment_ab.py --stream``)
 AUGMENT_CHUNK = 16
 
 
@@ -115,8 +115,8 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     options.threading.max_intra_op_parallelism = 1
     if augment:
         # tf.data's autotuning thread re-optimises a model that grows with every chunk's
-        # datasets: measured, it took about 5 % of BaseNet + augment's speed on 2 cores
-        # (benchmarks/README.md). Without it the chunks run on every core as before.
+        # datasets: without it the wait for an epoch's first batch is shorter (32 against
+        # 38 ms, benchmarks/augment_ab.py --stream), and the chunks still run on every core
         options.autotune.enabled = False
     return stream.with_options(options)
 
