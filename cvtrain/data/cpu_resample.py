@@ -6,8 +6,8 @@ one axis at a time, ``nearest`` or ``constant`` fill), with the same float32 ope
 in the same order for the taps. Written as ``tf.data`` ops it takes a dozen passes over
 every image (gathers, casts, products, a transpose), each a trip through memory; here each
 image is read once, from where the dataset keeps it (the epoch's gather is the loop's
-index), interpolated row by row in a small buffer and written once: about a third of the
-ops' time a 32x32 image (``benchmarks/README.md``).
+index), interpolated row by row in a small buffer and written once: under a quarter of
+the ops' time a 32x32 image (``benchmarks/augment_ab.py --resample``).
 
 numba is a dependency of cvtrain; where it cannot be imported the stream keeps its
 ``tf.data`` ops (:func:`available` says which, and why).
@@ -121,7 +121,7 @@ def resample(images: np.ndarray, index: np.ndarray, transforms: np.ndarray,
         raise ValueError(f"fill_mode {fill_mode!r}: expected nearest or constant")
     out = np.empty((len(index), *images.shape[1:]), np.float32)
     _kernel(images, np.asarray(index, np.int64), np.asarray(transforms, np.float32),
-                fill_mode == "nearest", out)
+            fill_mode == "nearest", out)
     return out
 
 
@@ -129,7 +129,7 @@ def augment(images: np.ndarray, index: np.ndarray, draws: np.ndarray, **options)
     """:func:`cvtrain.data.augment.augment` of ``images[index]`` for axis-aligned options
     (shift, zoom, horizontal_flip, fill_mode ``nearest`` or ``constant``; rotation and
     shear 0), all in numpy and the compiled loop: the transforms from ``draws`` too (as
-    ``tf.data`` ops they cost more than the resampling itself)."""
+    ``tf.data`` ops they were some forty small ops a call)."""
     from cvtrain.data.augment import affine_matrices
 
     fill_mode = options.pop("fill_mode")
