@@ -134,9 +134,9 @@ def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group, rotation", [(None, 0), (3, 10)],
-                         ids=["epoch-at-once-compiled-kernel", "groups-of-3-batches-tf-ops"])
-def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(group, rotation,
+@pytest.mark.parametrize("grouped, rotation", [(False, 0), (True, 10)],
+                         ids=["epoch-at-once-compiled-kernel", "groups-of-a-chunk-tf-ops"])
+def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(grouped, rotation,
                                                                              monkeypatch):
     """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
     resumed at a step inside a chunk, at a chunk's start, or with only the short last
@@ -151,10 +151,14 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
     # chunks of 16 batches: 0-15, then a short one (16-21), then the last, smaller batch
     assert steps == 23 and tfstream.AUGMENT_CHUNK == 16
     batches = [x.numpy() for x, _ in full.train]
-    if group:  # the uninterrupted stream above held each epoch whole
-        monkeypatch.setattr(tfstream, "AUGMENT_GROUP_BYTES", group * 16 * 32 * 32 * 3 * 4)
-        grouped = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
-        for got, want in zip([x.numpy() for x, _ in grouped.train], batches, strict=True):
+    if grouped:  # batches of 8: 45, two whole chunks and a short one, held whole above
+        whole = [x.numpy() for x, _ in build_splits(data, 5, 0.1, False, aug, 8, 2,
+                                                     seed=4).train]
+        # groups of one chunk of float32 batches of 8: the epoch's two whole chunks apart
+        monkeypatch.setattr(tfstream, "AUGMENT_GROUP_BYTES",
+                            tfstream.AUGMENT_CHUNK * 8 * 32 * 32 * 3 * 4)
+        parts = build_splits(data, 5, 0.1, False, aug, 8, 2, seed=4)
+        for got, want in zip([x.numpy() for x, _ in parts.train], whole, strict=True):
             np.testing.assert_array_equal(got, want)
     for epoch, step in ((0, 3), (0, 16), (0, 19), (0, 22), (1, 4), (1, 21)):
         resumed = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4, initial_epoch=epoch,
@@ -231,17 +235,18 @@ def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation
     if not kernel:
         monkeypatch.setattr(cpu_resample, "_MISSING", "numba cannot be imported (a test)")
     rng = np.random.default_rng(3)
-    x = rng.integers(0, 256, (72, 24, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 5, 72)
+    x = rng.integers(0, 256, (75, 24, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 5, 75)
     opts = dict(shift=0.2, zoom=0.2, horizontal_flip=True, rotation=rotation, shear=0.0,
                 fill_mode="nearest")
-    got = [b.numpy() for b, _ in pipeline.train_stream(x, y, 5, 16, 1, 4, augment=dict(opts))]
-    assert [b.shape for b in got] == [(16, 24, 32, 3)] * 4 + [(8, 24, 32, 3)]
-    images = x[pipeline.epoch_order(72, 4, 0, 16)]
+    got = [b.numpy() for b, _ in pipeline.train_stream(x, y, 5, 4, 1, 4, augment=dict(opts))]
+    assert [b.shape for b in got] == [(4, 24, 32, 3)] * 18 + [(3, 24, 32, 3)]
+    images = x[pipeline.epoch_order(75, 4, 0, 4)]
     fold_in = tf.random.experimental.stateless_fold_in  # int64 keys, as in the stream
     epoch_seed = fold_in(tf.constant([4, 1], tf.int64), tf.constant(0, tf.int64))
-    last = 4 // tfstream.AUGMENT_CHUNK + 1  # the key of the last, smaller batch
-    for chunk, (first, end) in ((0, (0, 64)), (last, (64, 72))):  # 4 batches, the last
+    assert tfstream.AUGMENT_CHUNK == 16
+    # batches of 4: a whole chunk (the parallel path), a short one, the last smaller batch
+    for chunk, (first, end) in ((0, (0, 64)), (1, (64, 72)), (2, (72, 75))):
         draws = tf.random.stateless_uniform(
             (end - first, NUM_DRAWS), fold_in(epoch_seed, tf.constant(chunk, tf.int64)),
             -1.0, 1.0)

@@ -72,8 +72,9 @@ def separable(options: dict) -> bool:
 #: how :func:`resample_separable` applies each axis's interpolation: as matrix products
 #: (what compiled steps on accelerators run fastest) or as gathers of whole rows (fewest
 #: operations: the tf.data threads' way on a CPU when numba is missing, about 10 us of one
-#: core per 32x32 image in chunks of 128 against 23 us for the products, and 2 us for
-#: :mod:`cvtrain.data.cpu_resample`)
+#: core per 32x32 image against 23 us for the products (an earlier measurement), and 2.3
+#: us for :mod:`cvtrain.data.cpu_resample`; ``benchmarks/augment_ab.py --resample`` times
+#: the gathers and the loop)
 RESAMPLERS = ("matmul", "gather")
 
 
