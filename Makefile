@@ -157,7 +157,7 @@ image-cpu:
 image-cpu: BASE_IMAGE ?= $(CPU_BASE)
 
 run-docker:
-	CVTRAIN_MAKE=run-docker $(PYTHON) -m cvtrain run $(JOB) --backend docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
+	CVTRAIN_MAKE=run-docker $(PYTHON) -m cvtrain run $(JOB) --runner docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
 
 push:
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. REGISTRY=registry.example.com/team"; exit 2; }

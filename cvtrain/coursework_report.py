@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from cvtrain import runs
-from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+from cvtrain.console import fmt_diff, fmt_num, fmt_seconds
 from cvtrain.results import list_runs, read_text
 from cvtrain.storage.s3 import join
 

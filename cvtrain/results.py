@@ -17,24 +17,8 @@ from pathlib import Path
 from cvtrain import runs
 from cvtrain.errors import StorageError, UsageError
 from cvtrain.paths import default_out_dir
-from cvtrain.storage.s3 import S3Uri, is_s3, join
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """One run in a results root."""
-
-    root: str
-    job: str
-    run_id: str
-
-    @property
-    def location(self) -> str:
-        return runs.run_location(self.root, self.job, self.run_id)
-
-    @property
-    def label(self) -> str:
-        return f"{self.job}/{self.run_id}"
+from cvtrain.runs import RunFolder
+from cvtrain.storage.s3 import S3Uri, is_s3
 
 
 def default_root() -> str:
@@ -45,8 +29,8 @@ def _plain(part: str) -> bool:
     return bool(part) and part not in (".", "..") and "\\" not in part
 
 
-def resolve_run(run: str, root: str | None = None) -> RunRef:
-    """``run`` as a :class:`RunRef`: an s3 URI or folder ``<root>/<job>/<run-id>``, or
+def resolve_run(run: str, root: str | None = None) -> RunFolder:
+    """The run folder ``run`` names: an s3 URI or folder ``<root>/<job>/<run-id>``, or
     ``<job>/<run-id>`` under ``root`` (default: ./runs or $CVTRAIN_RUNS)."""
     if is_s3(run):
         uri = S3Uri.parse(run)
@@ -54,15 +38,15 @@ def resolve_run(run: str, root: str | None = None) -> RunRef:
         if len(parts) < 2 or not all(_plain(p) for p in parts[-2:]):
             raise UsageError(f"{run}: expected s3://bucket/prefix/<job>/<run-id>")
         base = f"s3://{uri.bucket}/" + "/".join(parts[:-2])
-        return RunRef(base, parts[-2], parts[-1])
+        return RunFolder(base, parts[-2], parts[-1])
     parts = run.strip("/").split("/")
     relative = len(parts) == 2 and not os.path.isabs(run) and all(_plain(p) for p in parts)
     if relative and (root is not None or not Path(run).is_dir()):
-        return RunRef(root or default_root(), parts[0], parts[1])
+        return RunFolder(root or default_root(), parts[0], parts[1])
     path = Path(run)
     if path.is_dir():
         path = path.resolve()
-        return RunRef(str(path.parent.parent), path.parent.name, path.name)
+        return RunFolder(str(path.parent.parent), path.parent.name, path.name)
     if path.exists():
         raise UsageError(f"{run}: not a folder; expected a run folder, "
                          "s3://bucket/prefix/<job>/<run-id>, or <job>/<run-id> under --root")
@@ -95,7 +79,7 @@ def _parse_metrics(text: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def run_row(ref: RunRef, metrics: dict | None, complete: bool) -> dict:
+def run_row(ref: RunFolder, metrics: dict | None, complete: bool) -> dict:
     """One line of ``results ls``: what a table or a script needs about a run."""
     m = metrics or {}
     report = m.get("report") or {}
@@ -163,12 +147,12 @@ def list_runs(root: str | None = None, job: str | None = None,
             for run_dir in sorted(p for p in job_dir.iterdir() if p.is_dir()):
                 found[(job_dir.name, run_dir.name)] = {
                     name for name in (runs.MANIFEST, runs.METRICS) if (run_dir / name).is_file()}
-    refs = {key: RunRef(root, *key) for key in sorted(found)}
+    refs = {key: RunFolder(root, *key) for key in sorted(found)}
 
     def metrics_of(key):
         if runs.METRICS not in found[key]:
             return None
-        return _parse_metrics(read_text(join(refs[key].location, runs.METRICS), endpoint_url))
+        return _parse_metrics(read_text(refs[key].join(runs.METRICS), endpoint_url))
 
     keys = list(refs)
     if is_s3(root) and len(keys) > 1:
@@ -180,62 +164,48 @@ def list_runs(root: str | None = None, job: str | None = None,
                                                                          strict=True)]
 
 
-def run_files(ref: RunRef, endpoint_url: str | None = None) -> list[tuple[str, int]]:
+def run_files(run: RunFolder, endpoint_url: str | None = None) -> list[tuple[str, int]]:
     """(relative path, size) of every file of the run, sorted; raises when there is none."""
-    if is_s3(ref.root):
+    if run.is_remote:
         from cvtrain.storage.s3 import list_objects
 
-        base = S3Uri.parse(ref.location).folder()
+        base = S3Uri.parse(run.location).folder()
         files = [(o.key[len(base.key):], o.size) for o in list_objects(base, endpoint_url)]
     else:
         from cvtrain.storage.plan import scan_local
 
-        files = [(rel, st.st_size) for rel, st in scan_local(Path(ref.location)).items()]
+        files = [(rel, st.st_size) for rel, st in scan_local(run.path).items()]
     if not files:
-        raise StorageError(f"{ref.location}: no such run (no files there; cvtrain results ls "
+        raise StorageError(f"{run.location}: no such run (no files there; cvtrain results ls "
                            "lists the runs)")
     return sorted(files)
 
 
-@dataclass
-class RunDetails:
-    ref: RunRef
-    metrics: dict | None
-    files: list[tuple[str, int]]
-
-    @property
-    def complete(self) -> bool:
-        return any(rel == runs.MANIFEST for rel, _ in self.files)
+def run_metrics(run: RunFolder, endpoint_url: str | None = None) -> dict | None:
+    """The run's ``metrics.json``, or None when it has none (or it is unreadable)."""
+    return _parse_metrics(read_text(run.join(runs.METRICS), endpoint_url))
 
 
-def show_run(ref: RunRef, endpoint_url: str | None = None) -> RunDetails:
-    files = run_files(ref, endpoint_url)
-    metrics = _parse_metrics(read_text(join(ref.location, runs.METRICS), endpoint_url))
-    return RunDetails(ref, metrics, files)
-
-
-@dataclass
-class FetchResult:
-    path: Path
-    complete: bool
-    problems: list[str]
-    stats: object
-
-
-def fetch_run(ref: RunRef, dest: Path, endpoint_url: str | None = None,
-              progress: bool = False) -> FetchResult:
+def fetch_run(run: RunFolder, dest: Path, endpoint_url: str | None = None,
+              progress: bool = False) -> tuple[RunFolder, object]:
     """Download the run into ``dest/<job>/<run-id>/`` (so ``dest`` is a results root) and
-    check every file against the manifest's sha256."""
+    check every file against the manifest's sha256: (the local copy, the copy's
+    :class:`~cvtrain.storage.SyncStats`). A copy that does not match its manifest is one
+    StorageError line; an incomplete run (no manifest) arrives unchecked."""
     from cvtrain.storage.transfer import sync
 
-    target = Path(dest) / ref.job / ref.run_id
-    src = ref.location + ("/" if is_s3(ref.location) else "")
-    stats = sync(src, target, endpoint_url=endpoint_url, progress=progress, missing_ok=True)
+    local = run.under(dest)
+    stats = sync(run.location + ("/" if run.is_remote else ""), local.path,
+                 endpoint_url=endpoint_url, progress=progress, missing_ok=True)
     if not stats.found:
-        raise StorageError(f"{ref.location}: no such run (no files there)")
-    complete = (target / runs.MANIFEST).is_file()
-    problems = runs.verify(target) if complete else []
-    return FetchResult(target, complete, problems, stats)
+        raise StorageError(f"{run.location}: no such run (no files there)")
+    problems = runs.verify(local.path) if local.is_complete() else []
+    if problems:
+        shown = "; ".join(problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise StorageError(f"{local.path}: its copy of {run.location} does not match its "
+                           f"manifest.json: {shown}{more}")
+    return local, stats
 
 
 def flatten(data, prefix: str = "") -> dict:
@@ -255,22 +225,22 @@ def flatten(data, prefix: str = "") -> dict:
 
 @dataclass
 class Comparison:
-    refs: list[RunRef]
+    refs: list[RunFolder]
     metrics: list[dict | None]
     spec_diff: dict[str, list]  # dotted key -> one value per run (only keys that differ)
     histories: list[list[dict]]
     plot: Path | None
 
 
-def compare_runs(refs: list[RunRef], plot: Path | None = None,
+def compare_runs(refs: list[RunFolder], plot: Path | None = None,
                  endpoint_url: str | None = None) -> Comparison:
     """Metrics side by side, the spec keys whose values differ, curves overlaid in ``plot``."""
     import yaml
 
     from cvtrain.spec.load import OVERRIDE_NOTE
 
-    def load(ref: RunRef):
-        texts = [read_text(join(ref.location, name), endpoint_url)
+    def load(ref: RunFolder):
+        texts = [read_text(ref.join(name), endpoint_url)
                  for name in (runs.METRICS, runs.SPEC, runs.HISTORY)]
         if all(t is None for t in texts):
             raise StorageError(f"{ref.location}: no such run (no metrics.json, spec.yaml or "
@@ -285,7 +255,7 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
         try:
             spec = yaml.safe_load(s_text) if s_text else {}
         except yaml.YAMLError:
-            raise StorageError(f"{join(ref.location, runs.SPEC)}: not valid YAML") from None
+            raise StorageError(f"{ref.join(runs.SPEC)}: not valid YAML") from None
         flat = flatten(spec if isinstance(spec, dict) else {})
         if isinstance(flat.get("description"), str):  # the words, not the --set note
             flat["description"] = flat["description"].split(OVERRIDE_NOTE, 1)[0]
@@ -300,6 +270,8 @@ def compare_runs(refs: list[RunRef], plot: Path | None = None,
             diff[key] = [None if v is missing else v for v in values]
     _data_by_content(diff, metrics)
     if plot is not None:
+        from cvtrain.plots import plot_overlay
+
         plot_overlay(refs, histories, plot)
     return Comparison(refs, metrics, diff, histories, plot)
 
@@ -315,37 +287,3 @@ def _data_by_content(diff: dict[str, list], metrics: list[dict | None]) -> None:
         diff.pop("data.path", None)
     else:
         diff["data.sha256"] = [d[:12] for d in digests]
-
-
-def plot_overlay(refs: list[RunRef], histories: list[list[dict]], dest: Path) -> None:
-    """Loss and accuracy of every run in one figure: training dashed, validation solid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    for i, (ref, rows) in enumerate(zip(refs, histories, strict=True)):
-        color = colors[i % len(colors)]
-        epochs = [r.get("epoch") for r in rows]
-        for ax, key in ((axes[0], "loss"), (axes[1], "accuracy")):
-            ax.plot(epochs, [r.get(key) for r in rows], linestyle="--", color=color,
-                    marker="x", markersize=4, label=f"{ref.label} training")
-            ax.plot(epochs, [r.get(f"val_{key}") for r in rows], linestyle="-", color=color,
-                    marker=".", label=f"{ref.label} validation")
-    for ax, label in ((axes[0], "loss"), (axes[1], "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("training dashed, validation solid")
-    fig.tight_layout()
-    dest = Path(dest)
-    if dest.parent and not dest.parent.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)

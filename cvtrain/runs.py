@@ -1,6 +1,6 @@
 """The run folder: ``<out>/<job-name>/<run-id>/`` and the files every run leaves in it.
 
-The contract the storage, docker and cloud backends build on:
+The contract storage, the docker runner and the cloud runner build on:
 
 - ``spec.yaml``      the fully resolved job spec
 - ``metrics.json``   test accuracy/loss, best epoch, epochs run, timings, versions, device
@@ -18,20 +18,25 @@ The contract the storage, docker and cloud backends build on:
                      the run is complete)
 
 A folder without ``manifest.json`` is an incomplete run.
+
+:class:`RunFolder` names a run folder wherever it is (a local folder or a bucket), and
+:class:`RunResult` says what became of a run; every part of cvtrain speaks of runs in these
+two types. :func:`run_location` is the one place ``<root>/<job>/<run-id>`` is spelled.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
 import secrets
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cvtrain import manifest
 from cvtrain.errors import UsageError
 
 MANIFEST = "manifest.json"
@@ -90,35 +95,70 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder, ``<root>/<job>/<run-id>``, wherever it is: ``root`` is a results
+    root, a local folder or ``s3://bucket/prefix``. The methods that make and seal a folder
+    (:meth:`prepare`, :meth:`finalize`, ...) are for a local one; a remote one is read
+    through :mod:`cvtrain.results` and written by :class:`cvtrain.storage.RunUploader`."""
 
+    root: str
+    job: str
+    run_id: str
 
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class RunDir:
-    """One run's folder: ``claim`` picks it, ``prepare`` makes it, ``finalize`` seals it."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __post_init__(self):
+        object.__setattr__(self, "root", os.fspath(self.root))
+        check_part(self.job, "job")
+        check_part(self.run_id, "--run-id")
 
     @classmethod
-    def claim(cls, out: Path, job_name: str, run_id: str | None = None) -> RunDir:
-        """The folder of this run (a new id when none is given). Nothing is written yet:
-        call :meth:`prepare` once the run is ready to start; a complete run already there
-        is the caller's to reuse or refuse."""
-        return cls(Path(run_location(out, job_name, run_id or new_run_id())))
+    def new(cls, root: str | os.PathLike, job: str, run_id: str | None = None) -> RunFolder:
+        """The folder of a run of ``job`` under ``root`` (a new id when none is given).
+        Nothing is written yet: :meth:`prepare` makes it once the run is ready to start."""
+        return cls(os.fspath(root), job, run_id or new_run_id())
 
-    def prepare(self) -> RunDir:
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> RunFolder:
+        """The run folder at a local ``path`` (``<root>/<job>/<run-id>``)."""
+        path = Path(path)
+        return cls(str(path.parent.parent), path.parent.name, path.name)
+
+    @property
+    def location(self) -> str:
+        return run_location(self.root, self.job, self.run_id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.job}/{self.run_id}"
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.root
+
+    @property
+    def path(self) -> Path:
+        """The local folder (a remote run has none here: fetch it first)."""
+        if self.is_remote:
+            raise UsageError(f"{self.location}: not a local folder")
+        return Path(self.location)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def join(self, name: str) -> str:
+        """Where ``name`` of this run is: a local path or a URI."""
+        if self.is_remote:
+            return f"{self.location}/{name}"
+        return os.path.join(self.location, name)
+
+    def under(self, root: str | os.PathLike) -> RunFolder:
+        """The same run under another results root (its copy there)."""
+        return RunFolder(os.fspath(root), self.job, self.run_id)
+
+    def is_complete(self) -> bool:
+        return self.file(MANIFEST).is_file()
+
+    def prepare(self) -> RunFolder:
         if self.path.exists():
             # an interrupted run: nothing in it is trustworthy without its manifest
             shutil.rmtree(self.path)
@@ -134,32 +174,30 @@ class RunDir:
         except OSError:  # other runs of the job, or gone already
             pass
 
-    @property
-    def run_id(self) -> str:
-        return self.path.name
-
-    @property
-    def job_name(self) -> str:
-        return self.path.parent.name
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def is_complete(self) -> bool:
-        return (self.path / MANIFEST).is_file()
-
     def finalize(self) -> dict:
         """Write ``manifest.json`` listing every result file (size, sha256), last."""
-        files = []
-        for p in sorted(self.path.rglob("*")):
-            rel = p.relative_to(self.path).as_posix()
-            if p.is_file() and is_result(rel):
-                files.append({"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)})
-        manifest = {"job": self.job_name, "run_id": self.run_id,
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "files": files}
-        write_json(self.path / MANIFEST, manifest)
-        return manifest
+        rels = [p.relative_to(self.path).as_posix() for p in sorted(self.path.rglob("*"))
+                if p.is_file()]
+        built = manifest.build(self.path, [r for r in rels if is_result(r)],
+                               job=self.job, run_id=self.run_id)
+        manifest.write_json(self.file(MANIFEST), built)
+        return built
+
+
+@dataclass
+class RunResult:
+    """What became of a run: its folder (None where it is no folder this machine sees, a
+    container's say), its ``metrics.json`` (None when it did not complete) and its exit
+    code (0: complete)."""
+
+    run: RunFolder | None
+    metrics: dict | None = None
+    code: int = 0
+
+    def to_json(self) -> dict:
+        """The metrics and where the run folder is (``cvtrain run --json``)."""
+        return {**(self.metrics or {}),
+                "run_folder": None if self.run is None else self.run.location}
 
 
 #: what a run on synthetic data says where a difference from the report would be
@@ -175,18 +213,10 @@ def is_synthetic(metrics: dict | None) -> bool:
 
 def verify(run_path: Path) -> list[str]:
     """Problems with a run folder against its manifest (empty list: complete and intact)."""
-    run_path = Path(run_path)
-    manifest_path = run_path / MANIFEST
+    manifest_path = Path(run_path) / MANIFEST
     if not manifest_path.is_file():
         return ["no manifest.json: incomplete run"]
-    problems = []
-    for entry in json.loads(manifest_path.read_text())["files"]:
-        p = run_path / entry["path"]
-        if not p.is_file():
-            problems.append(f"{entry['path']}: missing")
-        elif p.stat().st_size != entry["size"] or sha256_file(p) != entry["sha256"]:
-            problems.append(f"{entry['path']}: content differs from manifest")
-    return problems
+    return manifest.problems(run_path, json.loads(manifest_path.read_text()))
 
 
 def parse_history(text: str | None) -> list[dict]:

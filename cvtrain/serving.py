@@ -1,5 +1,5 @@
 """A trained run put to use: its raw-image model (``classifier.keras``, see
-:mod:`cvtrain.training.classifier`) found, checked against the run's manifest, loaded with
+:mod:`cvtrain.training.raw_image_model`) found, checked against the run's manifest, loaded with
 plain Keras and run on images (``cvtrain predict``), or exported (``cvtrain export``).
 
 A run is a run folder, ``<job>/<run-id>`` under a results root, or an ``s3://`` URI: a
@@ -18,22 +18,30 @@ from typing import Any
 
 import numpy as np
 
-from cvtrain import runs
+from cvtrain import manifest, runs
 from cvtrain.errors import DataError, StorageError
 from cvtrain.images import Item, batches
+from cvtrain.runs import RunFolder
 
 
 @dataclass
-class RunModel:
+class Classifier:
     """A run's classifier, loaded: what predictions need to know about it."""
 
-    path: Path  # the local run folder
-    label: str  # <job>/<run-id>
-    root: str  # its results root (a folder or s3://...)
+    run: RunFolder  # the local run folder (a run in a bucket: its checked copy)
+    source: RunFolder  # where the run was found (a results root's folder or a bucket's)
     model: Any
     classes: list[str]
     info: dict
     metrics: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def label(self) -> str:
+        return self.run.label
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -51,63 +59,57 @@ def _read_json(path: Path):
 
 
 def locate(run: str, root: str | None = None, endpoint_url: str | None = None,
-           progress: bool = False) -> tuple[Path, str, str]:
-    """(local run folder, ``<job>/<run-id>``, results root) of ``run``; a run in a bucket
-    is fetched into the cache and checked against its manifest first."""
+           progress: bool = False) -> tuple[RunFolder, RunFolder]:
+    """(the run folder ``run`` names, its local folder): a run in a bucket is fetched into
+    the cache and checked against its manifest first."""
     from cvtrain.results import fetch_run, resolve_run
-    from cvtrain.storage.s3 import S3Uri, is_s3
+    from cvtrain.storage.s3 import S3Uri
 
-    ref = resolve_run(run, root)
-    if is_s3(ref.root):
+    found = resolve_run(run, root)
+    if found.is_remote:
         from cvtrain.paths import cache_dir
 
-        uri = S3Uri.parse(ref.root)
-        dest = cache_dir() / "runs" / uri.bucket / uri.key.strip("/")
-        fetched = fetch_run(ref, dest, endpoint_url=endpoint_url, progress=progress)
-        if fetched.problems:
-            raise StorageError(f"{ref.location}: its copy in {fetched.path} does not match its "
-                               f"manifest.json: {'; '.join(fetched.problems[:3])}")
-        return fetched.path, ref.label, ref.root
-    path = Path(ref.location)
-    if not path.is_dir():
-        raise StorageError(f"{ref.location}: no such run folder (cvtrain results ls "
-                           f"{ref.root} lists the runs)")
-    return path, ref.label, ref.root
+        uri = S3Uri.parse(found.root)
+        local, _ = fetch_run(found, cache_dir() / "runs" / uri.bucket / uri.key.strip("/"),
+                             endpoint_url=endpoint_url, progress=progress)
+        return found, local
+    if not found.path.is_dir():
+        raise StorageError(f"{found.location}: no such run folder (cvtrain results ls "
+                           f"{found.root} lists the runs)")
+    return found, found
 
 
-def check(path: Path, root: str) -> dict:
+def check(local: RunFolder, found: RunFolder) -> dict:
     """The run's ``classifier.json``, once the run is complete and its classifier, its
-    description and its classes match the manifest; else one line saying what to do."""
-    from cvtrain.storage.s3 import is_s3
-
-    if not (path / runs.MANIFEST).is_file():
+    description and its classes match the manifest; else one line saying what to do.
+    ``found``: where the run was found, for the command that trains it again."""
+    path = local.path
+    if not local.is_complete():
         raise StorageError(f"{path}: incomplete run (no {runs.MANIFEST}); its classifier is "
                            "saved when it completes: rerun it with the same --run-id to "
                            "finish it")
-    if not (path / runs.CLASSIFIER).is_file():
-        where = f"--results {root}" if is_s3(root) else f"--out {root}"
+    if not local.file(runs.CLASSIFIER).is_file():
+        where = f"--results {found.root}" if found.is_remote else f"--out {found.root}"
         raise StorageError(f"{path}: no {runs.CLASSIFIER} (a run trained before cvtrain saved "
                            f"a model that takes raw images, or one whose {runs.LOG} says why "
                            "it was not saved); train it again to get one: "
                            f"cvtrain run {path / runs.SPEC} {where} --force")
-    manifest = _read_json(path / runs.MANIFEST)
-    listed = {f.get("path"): f for f in manifest.get("files", [])}
+    listed = manifest.listed(_read_json(local.file(runs.MANIFEST)))
     for name in (runs.CLASSIFIER, runs.CLASSIFIER_INFO, runs.CLASSES):
-        entry, file = listed.get(name), path / name
-        if (entry is None or not file.is_file() or file.stat().st_size != entry.get("size")
-                or runs.sha256_file(file) != entry.get("sha256")):
-            raise StorageError(f"{file}: does not match the run's {runs.MANIFEST} (changed "
-                               "or damaged since the run completed)")
-    return _read_json(path / runs.CLASSIFIER_INFO)
+        if name not in listed or manifest.problems(path, {"files": [listed[name]]}):
+            raise StorageError(f"{path / name}: does not match the run's {runs.MANIFEST} "
+                               "(changed or damaged since the run completed)")
+    return _read_json(local.file(runs.CLASSIFIER_INFO))
 
 
 def load(run: str, root: str | None = None, endpoint_url: str | None = None,
-         backend: str = "auto", progress: bool = False) -> RunModel:
+         backend: str = "auto", progress: bool = False) -> Classifier:
     """Find, check and load the classifier of ``run`` with Keras on ``backend``."""
     from cvtrain.training.backend import select_backend
 
-    path, label, root = locate(run, root, endpoint_url, progress)
-    info = check(path, root)
+    found, local = locate(run, root, endpoint_url, progress)
+    info = check(local, found)
+    path = local.path
     name = select_backend(backend)
     import keras
 
@@ -123,7 +125,7 @@ def load(run: str, root: str | None = None, endpoint_url: str | None = None,
         raise DataError(f"{path / runs.CLASSES}: expected {model.output_shape[-1]} class names "
                         "(one per output of the classifier)")
     metrics = _read_json(path / runs.METRICS) if (path / runs.METRICS).is_file() else {}
-    return RunModel(path, label, root, model, [str(c) for c in classes], info, metrics)
+    return Classifier(local, found, model, [str(c) for c in classes], info, metrics)
 
 
 @dataclass
@@ -132,7 +134,7 @@ class Prediction:
     top: list[tuple[int, float]]  # (class index, probability), most likely first
 
 
-def predict(loaded: RunModel, items: list[Item], batch_size: int = 64, top_k: int = 3,
+def predict(loaded: Classifier, items: list[Item], batch_size: int = 64, top_k: int = 3,
             resize: bool = False, on_batch: Callable[[int], None] | None = None,
             on_error: Callable[[Item], None] | None = None) -> list[Prediction]:
     """The top ``top_k`` classes of every readable item, in the order of ``items``;
@@ -152,7 +154,7 @@ def predict(loaded: RunModel, items: list[Item], batch_size: int = 64, top_k: in
     return [done[id(item)] for item in items if id(item) in done]
 
 
-def accuracy(loaded: RunModel, predictions: list[Prediction]) -> dict | None:
+def accuracy(loaded: Classifier, predictions: list[Prediction]) -> dict | None:
     """Top-1 accuracy over the predictions whose true class is known, or None."""
     labelled = [p for p in predictions if p.item.label is not None]
     if not labelled:

@@ -1,5 +1,5 @@
 """AWS Batch backend: the translation (golden files), local paths refused before any AWS
-call, the in-container entry, status rendering, and :class:`BatchBackend` and the CLI
+call, the in-container entry, status rendering, and :class:`BatchRunner` and the CLI
 against moto's server over HTTP (Batch, ECR, CloudWatch Logs, S3, STS, CloudFormation).
 No AWS account: moto runs in its own process on 127.0.0.1, with Batch's Docker-free
 backend (jobs are never run).
@@ -31,7 +31,7 @@ from cvtrain.cloud.batch import (
     OUT_ON_DEMAND_QUEUE,
     OUT_REPOSITORY,
     OUT_SPOT_QUEUE,
-    BatchBackend,
+    BatchRunner,
     Target,
 )
 from cvtrain.cloud.entry import entry_plan
@@ -133,7 +133,7 @@ def test_submission_golden_single_and_sweep(tiny_spec):
 
 
 def test_sweeps_expand_in_the_spec_layer_up_to_the_array_limit(tiny_spec):
-    backend = BatchBackend(env={})
+    backend = BatchRunner(env={})
     target = dict(queue=QUEUE, image="img", results=f"s3://{BUCKET}/runs")
     plan = backend.plan(tiny_spec, ["training.epochs=1,2", "model.dropout=0.2,0.4"], **target)
     assert [v.overrides for v in plan.variants] == [
@@ -189,7 +189,7 @@ def test_every_local_path_is_refused_before_the_target(key, section, name):
     spec = job_using(section, name)
     spec = with_values(spec, {p.key: "s3://b/elsewhere" for p in local_paths(spec)})
     spec = with_values(spec, {key: "/some/local/file"})
-    backend = BatchBackend(env={})
+    backend = BatchRunner(env={})
     with pytest.raises(UsageError) as err:
         backend.plan(spec)
     assert str(err.value) == (f"{key}: /some/local/file: a local path is not visible in a "
@@ -243,13 +243,13 @@ def test_backend_entry_applies_the_variant_to_the_spec():
     sweep = json.dumps([["training.epochs=3"], ["training.epochs=1", "training.batch_size=8"]])
     env = entry_env(JOB_TEXT, AWS_BATCH_JOB_ID="feed:1", AWS_BATCH_JOB_ARRAY_INDEX="1",
                     CVTRAIN_SWEEP=sweep)
-    job = BatchBackend(env=env).entry()
+    job = BatchRunner(env=env).entry()
     assert job.spec.name == "tiny" and job.spec.training.epochs == 1
     assert job.spec.training.batch_size == 8 and job.plan.run_id == "feed-1"
-    assert job.location == "s3://b/runs/tiny/feed-1"
+    assert job.run.location == "s3://b/runs/tiny/feed-1"
     bad = entry_env(JOB_TEXT, CVTRAIN_SWEEP=json.dumps([[], [], ["training.epochs=-1"]]))
     with pytest.raises(SpecError, match=r"^\$CVTRAIN_SPEC_B64: training.epochs"):
-        BatchBackend(env=bad).entry()
+        BatchRunner(env=bad).entry()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -478,7 +478,7 @@ def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, mon
     container resumes the run from its checkpoint; refused while the job still runs, for
     a job that succeeded, and with options that would change the run."""
     job = write_job("tiny.yaml", JOB_TEXT)
-    backend = BatchBackend(env={}, version="0.1.0")
+    backend = BatchRunner(env={}, version="0.1.0")
     first = backend.submit(backend.plan(load_spec(job), ["training.epochs=3,5"], queue=QUEUE,
                                         image=f"{REPO_URI}:{TAG}",
                                         results=f"s3://{BUCKET}/runs"), check=False)
@@ -510,8 +510,8 @@ def test_submit_resume_continues_a_timed_out_run(cloud, moto_url, write_job, mon
     plan = backend.plan_resume(child, **options)
     assert plan.resumes == f"{first.job_id}-1" and not plan.array
     done = backend.submit(plan, check=False)
-    assert done.runs[0].run_id == f"{first.job_id}-1"
-    assert done.runs[0].location == f"s3://{BUCKET}/runs/tiny/{first.job_id}-1"
+    assert done.children[0].run.run_id == f"{first.job_id}-1"
+    assert done.children[0].run.location == f"s3://{BUCKET}/runs/tiny/{first.job_id}-1"
     # what the new container will do: the same run id, the child's variant, the results
     new = batch_client(moto_url).describe_jobs(jobs=[done.job_id])["jobs"][0]
     env = {e["name"]: e["value"] for e in new["container"]["environment"]}
@@ -592,13 +592,13 @@ def test_preflight_checks_inputs_and_what_the_job_role_may_do(cloud, moto_url):
                     job_role_arn=role)
     spec = load_spec(BASENET_JOB, ["data.num_classes=5",
                                    f"data.path=s3://{BUCKET}/datasets/cifar.tar.gz"])
-    lines = BatchBackend.preflight(target, [spec])
+    lines = BatchRunner.preflight(target, [spec])
     assert f"data.path: s3://{BUCKET}/datasets/cifar.tar.gz (1 object, 10 B)" in lines
     assert lines[-1] == f"job role: {role} may read the inputs and write s3://{BUCKET}/runs"
 
     elsewhere = with_values(spec, {"data.path": f"s3://{BUCKET}/other/cifar.tar.gz"})
     with pytest.raises(CloudError) as info:
-        BatchBackend.preflight(target, [spec, elsewhere])  # a sweep variant reads elsewhere
+        BatchRunner.preflight(target, [spec, elsewhere])  # a sweep variant reads elsewhere
     assert str(info.value) == (f"data.path s3://{BUCKET}/other/cifar.tar.gz: the job role "
                                f"{role} does not allow s3:GetObject on "
                                f"arn:aws:s3:::{BUCKET}/other/cifar.tar.gz")
@@ -606,16 +606,16 @@ def test_preflight_checks_inputs_and_what_the_job_role_may_do(cloud, moto_url):
 
     with pytest.raises(CloudError, match=r"results s3://.*/elsewhere: the job role .* does not "
                                          r"allow s3:PutObject on arn:aws:s3:::.*/elsewhere/"):
-        BatchBackend.preflight(Target(**{**target.__dict__,
+        BatchRunner.preflight(Target(**{**target.__dict__,
                                          "results": f"s3://{BUCKET}/elsewhere"}), [spec])
 
     missing = with_values(spec, {"data.path": f"s3://{BUCKET}/datasets/nope.tar.gz"})
     with pytest.raises(CloudError, match="data.path: s3://.*/nope.tar.gz: no such object"):
-        BatchBackend.preflight(target, [missing])
+        BatchRunner.preflight(target, [missing])
 
     # a folder: listed under its prefix, one of its objects read
     folder = with_values(spec, {"data.path": f"s3://{BUCKET}/datasets/w"})
-    lines = BatchBackend.preflight(target, [folder])
+    lines = BatchRunner.preflight(target, [folder])
     assert f"data.path: s3://{BUCKET}/datasets/w (2 objects, 20 B)" in lines
 
 
@@ -648,22 +648,22 @@ def test_gpus_beyond_what_the_queue_s_instances_have_are_refused(cloud, moto_url
     target = Target(queue="gpu-test-queue", image=f"{REPO_URI}:{TAG}",
                     results=f"s3://{BUCKET}/runs")
     with pytest.raises(CloudError) as info:
-        BatchBackend.preflight(target, [], gpus=16)
+        BatchRunner.preflight(target, [], gpus=16)
     assert str(info.value) == ("--gpus 16: the instance types of queue gpu-test-queue (g4dn, "
                                "g5.2xlarge) have at most 8 GPUs; the job would wait RUNNABLE "
                                "for ever")
-    assert BatchBackend.preflight(target, [], gpus=8)[1].startswith("queue: gpu-test-queue")
+    assert BatchRunner.preflight(target, [], gpus=8)[1].startswith("queue: gpu-test-queue")
     # the unmanaged test queue says nothing of its instances: not judged
-    assert BatchBackend.preflight(Target(**{**target.__dict__, "queue": QUEUE}), [], gpus=16)
+    assert BatchRunner.preflight(Target(**{**target.__dict__, "queue": QUEUE}), [], gpus=16)
 
 
 def test_submit_from_stack_outputs_and_dry_run(cloud, write_job):
-    backend = BatchBackend(env={}, version="0.1.0")
+    backend = BatchRunner(env={}, version="0.1.0")
     target = backend.resolve_target(stack="cvtrain-test")
     assert target == Target(queue=QUEUE, image=f"{REPO_URI}:{TAG}",
                             results=f"s3://{BUCKET}/runs", log_group=LOG_GROUP)
     assert backend.resolve_target(spot=False, stack="cvtrain-test").queue == OFF_QUEUE
-    assert BatchBackend(env={"CVTRAIN_STACK": "cvtrain-test", "CVTRAIN_BATCH_QUEUE": "q"},
+    assert BatchRunner(env={"CVTRAIN_STACK": "cvtrain-test", "CVTRAIN_BATCH_QUEUE": "q"},
                         version="0.1.0").resolve_target() == \
         Target(queue="q", image=target.image, results=target.results, log_group=LOG_GROUP)
     with pytest.raises(CloudError, match="no such CloudFormation stack"):
@@ -697,8 +697,8 @@ def test_submit_json_prints_the_ids_alone(cloud, moto_url, write_job):
 
 
 def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write_job):
-    """BatchBackend without the CLI: plan from the stack, submit, status, logs, cancel."""
-    backend = BatchBackend(version="0.1.0")
+    """BatchRunner without the CLI: plan from the stack, submit, status, logs, cancel."""
+    backend = BatchRunner(version="0.1.0")
     spec = load_spec(write_job("tiny.yaml", JOB_TEXT))
     plan = backend.plan(spec, ["training.epochs=1,2"], stack="cvtrain-test", gpus=0,
                         attempts=2)
@@ -708,10 +708,10 @@ def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write
                                                        "results", "data.path", "job role"]
     assert done.registered and done.definition_arn.startswith("arn:aws:batch:")
     assert done.array and done.job_name == "cvtrain-tiny-sweep"
-    assert [(r.index, r.overrides, r.run_id) for r in done.runs] == [
+    assert [(c.index, c.overrides, c.run.run_id) for c in done.children] == [
         (0, ["training.epochs=1"], f"{done.job_id}-0"),
         (1, ["training.epochs=2"], f"{done.job_id}-1")]
-    assert done.runs[1].location == f"s3://{BUCKET}/runs/tiny/{done.job_id}-1"
+    assert done.children[1].run.location == f"s3://{BUCKET}/runs/tiny/{done.job_id}-1"
 
     parent = batch_client(moto_url).describe_jobs(jobs=[done.job_id])["jobs"][0]
     assert parent["arrayProperties"]["size"] == 2 and parent["jobQueue"].endswith(QUEUE)
@@ -721,7 +721,7 @@ def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write
                            check=False)
     assert not again.registered and again.definition_arn == done.definition_arn
     assert again.checks == [] and not again.array
-    assert again.runs[0].run_id == again.job_id
+    assert again.children[0].run.run_id == again.job_id
 
     report = backend.status()
     assert [r.job_id for r in report.rows] == [done.job_id, again.job_id]
@@ -735,7 +735,7 @@ def test_backend_from_python_submits_observes_and_cancels(cloud, moto_url, write
 
 
 def test_status_with_nothing_recorded(cloud):
-    report = BatchBackend().status()
+    report = BatchRunner().status()
     assert report.nothing_recorded and report.rows == []
     assert report.record == Path(cloud["CVTRAIN_STATE_DIR"]) / "submitted.jsonl"
     proc = run_cli("status")
@@ -932,7 +932,7 @@ def test_array_parent_has_no_log(cloud):
     made = aws.submit({"jobName": "cvtrain-arr", "jobQueue": QUEUE, "jobDefinition": arn,
                        "arrayProperties": {"size": 2}})
     with pytest.raises(UsageError, match=f"e.g. {made['jobId']}:0"):
-        list(BatchBackend().logs(made["jobId"]))
+        list(BatchRunner().logs(made["jobId"]))
 
 
 def test_cloud_commands_do_not_import_boto3_for_help():
@@ -964,11 +964,11 @@ def test_submit_a_set_as_one_array_job(cloud, moto_url, write_job):
     env = {e["name"]: e["value"] for e in parent["container"]["environment"]}
     assert defs.ENV_SPEC not in env and defs.ENV_SWEEP not in env
     for index, name in enumerate(("tiny", "other")):
-        entry = BatchBackend({**env, defs.ENV_JOB_ID: done["job_id"],
+        entry = BatchRunner({**env, defs.ENV_JOB_ID: done["job_id"],
                               defs.ENV_ARRAY_INDEX: str(index)}).entry()
         assert entry.spec.name == name and entry.plan.run_id == f"{done['job_id']}-{index}"
         assert (entry.spec.training.epochs, entry.spec.training.batch_size) == (1, 8)
-        assert entry.location == f"s3://{BUCKET}/runs/{name}/{done['job_id']}-{index}"
+        assert entry.run.location == f"s3://{BUCKET}/runs/{name}/{done['job_id']}-{index}"
 
     text = run_cli(*submit_args(one, two, "--no-check"))
     assert text.returncode == 0, text.stderr

@@ -22,13 +22,13 @@ from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 from test_batch import BUCKET, QUEUE, REPO_URI, TAG, batch_client, cloud, moto_url  # noqa: F401
 
 from cvtrain.cloud import definitions as defs
-from cvtrain.cloud.batch import BatchBackend
+from cvtrain.cloud.batch import BatchRunner
 from cvtrain.cloud.setparts import FEATURES, HEADS, feature_groups, split_set
 from cvtrain.cloud.setparts import JOBS as REST
+from cvtrain.console import RunLog
 from cvtrain.data.birds import load_cub200, write_synthetic_cub200
 from cvtrain.data.birds import shared as sharing
 from cvtrain.data.birds.features import feature_key, load_or_extract
-from cvtrain.report import RunLog
 from cvtrain.spec import load_spec
 
 HEADS_JOBS = ["resnet50_features_dense", "resnet50_features_mlp", "resnet50_maps_convhead"]
@@ -135,7 +135,7 @@ def test_publish_then_fetch_checks_every_file(where, tmp_path, request):
     manifest = sharing.publish(entry, "k1", shared, log)
     assert manifest == shared.location("k1", sharing.MANIFEST)
     doc = json.loads(_read(shared, "k1", sharing.MANIFEST))
-    assert doc["key"] == "k1" and {f["name"] for f in doc["files"]} == {
+    assert doc["key"] == "k1" and {f["path"] for f in doc["files"]} == {
         "meta.json", "train_pooled.npy", "test_pooled.npy", "train_maps.npy", "test_maps.npy"}
 
     dest = tmp_path / "elsewhere" / "k1"
@@ -159,7 +159,7 @@ def test_publish_then_fetch_checks_every_file(where, tmp_path, request):
     damaged = tmp_path / "damaged" / "k1"
     assert sharing.fetch("k1", damaged, shared, log) is None
     assert not damaged.exists() and not list(damaged.parent.iterdir())
-    assert "test_pooled.npy does not match the manifest; extracting here" in said.getvalue()
+    assert "test_pooled.npy: content differs from manifest; extracting here" in said.getvalue()
 
 
 def _read(shared, *parts) -> str:
@@ -248,7 +248,7 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
     features_env = _env(results, tmp_path, "feat-1", **{
         defs.ENV_SPEC: defs.encode_spec(specs[0].to_yaml()),
         defs.ENV_TASK: defs.TASK_FEATURES})
-    assert BatchBackend(env=features_env).entry().plan.task == defs.TASK_FEATURES
+    assert BatchRunner(env=features_env).entry().plan.task == defs.TASK_FEATURES
     proc = run_cli("run-batch", env=features_env)  # the container's command, as on Batch
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"cvtrain run-batch: backbone features for resnet50_features_dense -> " \
@@ -272,9 +272,9 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
         defs.ENV_SPECS: defs.encode_specs([s.to_yaml() for s in specs]),
         defs.ENV_ARRAY_INDEX: "2"})
     monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "instance-2"))
-    head = BatchBackend(env=heads_env).entry()
+    head = BatchRunner(env=heads_env).entry()
     assert head.spec.name == "resnet50_maps_convhead"  # the maps: the large kind
-    assert BatchBackend.run_entry(head) == 0
+    assert BatchRunner.run_entry(head).code == 0
     metrics = json.loads(_get(s3, f"runs/{head.spec.name}/heads-1-2/metrics.json"))
     assert metrics["dataset"]["features"]["shared"] == done["shared"]
     assert metrics["dataset"]["features"]["key"] == key
@@ -283,8 +283,8 @@ def test_features_job_then_heads_that_fetch_then_one_that_extracts(birds, tmp_pa
     s3.client.delete_object(Bucket=s3.bucket, Key=f"runs/.features/{key}/features.json")
     monkeypatch.setattr(features_mod, "extract", real_extract)
     monkeypatch.setenv("CVTRAIN_CACHE", str(tmp_path / "instance-3"))
-    first = BatchBackend(env={**heads_env, defs.ENV_ARRAY_INDEX: "0"}).entry()
-    assert BatchBackend.run_entry(first) == 0
+    first = BatchRunner(env={**heads_env, defs.ENV_ARRAY_INDEX: "0"}).entry()
+    assert BatchRunner.run_entry(first).code == 0
     metrics = json.loads(_get(s3, f"runs/{first.spec.name}/heads-1-0/metrics.json"))
     assert metrics["dataset"]["features"]["cache"] == "miss"
     assert metrics["dataset"]["features"]["shared"] == done["shared"]  # shared again
@@ -310,11 +310,11 @@ def test_a_features_job_for_a_job_without_features_is_refused(tmp_path):
     env = _env("s3://b/runs", tmp_path, "f", **{
         defs.ENV_SPEC: defs.encode_spec(spec("basenet", f"data.path={CIFAR_S3}").to_yaml()),
         defs.ENV_TASK: defs.TASK_FEATURES})
-    backend = BatchBackend(env=env)
+    backend = BatchRunner(env=env)
     with pytest.raises(UsageError, match="trains on tiny_images, not backbone features"):
         backend.run_features(backend.entry())
     with pytest.raises(UsageError, match="CVTRAIN_TASK=train: expected features"):
-        BatchBackend(env={**env, defs.ENV_TASK: "train"}).entry()
+        BatchRunner(env={**env, defs.ENV_TASK: "train"}).entry()
 
 
 # ---------------------------------------------------------------------------- submitting
@@ -357,12 +357,12 @@ def test_submit_a_set_with_heads_waits_for_one_features_job(cloud, moto_url):  #
     assert not described[features["job_id"]].get("dependsOn")
     env = {e["name"]: e["value"] for e in described[features["job_id"]]["container"]["environment"]}
     assert env[defs.ENV_TASK] == defs.TASK_FEATURES and env[defs.ENV_RESULTS].endswith("/runs")
-    job = BatchBackend({**env, defs.ENV_JOB_ID: features["job_id"]}).entry()
+    job = BatchRunner({**env, defs.ENV_JOB_ID: features["job_id"]}).entry()
     assert job.plan.task == defs.TASK_FEATURES and job.spec.data.path == BIRDS_S3
     # a heads child: its own spec, as any set's child
     heads_env = {e["name"]: e["value"] for e in
                  described[heads["job_id"]]["container"]["environment"]}
-    child = BatchBackend({**heads_env, defs.ENV_JOB_ID: heads["job_id"],
+    child = BatchRunner({**heads_env, defs.ENV_JOB_ID: heads["job_id"],
                           defs.ENV_ARRAY_INDEX: "1"}).entry()
     assert child.spec.name == "resnet50_features_mlp" and child.plan.task is None
 

@@ -14,9 +14,9 @@ from conftest import JOBS, ROOT, run_cli
 from rich.console import Console
 
 from cvtrain import runs
+from cvtrain.console import RunLog
 from cvtrain.data.birds import load_cub200, write_synthetic_cub200
 from cvtrain.errors import DataError
-from cvtrain.report import RunLog
 from cvtrain.spec import load_spec
 from cvtrain.training import run_job
 

@@ -185,7 +185,7 @@ def test_a_mixed_precision_network_is_saved_in_float32(keras_globals):
 
     from cvtrain.models import build_model
     from cvtrain.spec import load_spec
-    from cvtrain.training.classifier import float32_copy
+    from cvtrain.training.raw_image_model import float32_copy
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     network = build_model(load_spec(ROOT / "jobs/cifar/dropout.yaml").model, (32, 32, 3), 5)
@@ -210,8 +210,8 @@ def test_a_classifier_that_cannot_be_built_leaves_the_run_complete(birds, tmp_pa
     from rich.console import Console
 
     import cvtrain.data.birds.features as features
+    from cvtrain.console import RunLog
     from cvtrain.errors import DataError
-    from cvtrain.report import RunLog
     from cvtrain.spec import load_spec
     from cvtrain.training import run_job
 

@@ -6,7 +6,6 @@ import io
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from conftest import JOBS, run_cli
@@ -15,7 +14,7 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from cvtrain.cli import app
-from cvtrain.output import print_table
+from cvtrain.console import print_table
 
 BOX = re.compile("[─-╿]")  # box-drawing characters
 RUN_ID = "20261128-061200-3f9a1c2b"
@@ -53,7 +52,7 @@ def test_tables_keep_identifiers_whole_at_any_width(terminal, width):
 
 
 def test_run_log_prints_the_summary_whole_on_the_terminal_and_in_log_txt(tmp_path):
-    from cvtrain.report import RunLog, summary_table
+    from cvtrain.console import RunLog, summary_table
 
     metrics = {"job": BIRDS[1], "run_id": RUN_ID, "test_accuracy": 0.43, "test_loss": 2.3,
                "report": {"test_accuracy": 0.4313, "test_loss": 2.3488}, "epochs_run": 15,
@@ -104,16 +103,17 @@ def test_a_set_of_folders_runs_in_the_same_order(tmp_path):
     """`cvtrain run jobs` (and submit) take a folder's jobs as the steps build on each
     other; jobs named one by one keep the order given; a job of a user's folder without a
     description of its own comes after its described siblings."""
-    from cvtrain.cli.run import load_set
+    from cvtrain.sets import load_set
 
-    assert [s.name for s in load_set([str(JOBS)], [], 0)] == STEPS + BIRDS
-    assert [s.name for s in load_set(["dropout", str(JOBS / "birds"), "basenet"], [], 0)] \
-        == ["dropout", *BIRDS, "basenet"]
+    def names(refs):
+        return [spec.name for _, spec in load_set(refs, [], 0)]
+
+    assert names([str(JOBS)]) == STEPS + BIRDS
+    assert names(["dropout", str(JOBS / "birds"), "basenet"]) == ["dropout", *BIRDS, "basenet"]
     for name in ("basenet.yaml", "normalize.yaml"):
         (tmp_path / name).write_text((JOBS / "cifar" / name).read_text())
     (tmp_path / "a_mine.yaml").write_text("extends: basenet.yaml\ntraining: {epochs: 1}\n")
-    assert [s.name for s in load_set([str(tmp_path)], [], 0)] == \
-        ["basenet", "normalize", "a_mine"]
+    assert names([str(tmp_path)]) == ["basenet", "normalize", "a_mine"]
 
 
 def test_jobs_list_outside_the_checkout_hints_at_cvtrain_jobs(tmp_path, monkeypatch):
@@ -182,8 +182,9 @@ def test_results_compare_json(tmp_path):
 def test_run_json_is_alone_on_stdout(monkeypatch, tmp_path):
     """`cvtrain run --json`: the run's own lines and summary table on stderr, the metrics
     as JSON on stdout; for a set, a list with each job's status."""
-    from cvtrain.report import summary_table
+    from cvtrain.console import summary_table
     from cvtrain.runners import LocalRunner
+    from cvtrain.runs import RunFolder, RunResult
 
     def fake_run(self, spec, *, out=None, run_id=None, **options):
         metrics = {"job": spec.name, "run_id": RUN_ID, "test_accuracy": 0.5, "test_loss": 2.0,
@@ -191,8 +192,7 @@ def test_run_json_is_alone_on_stdout(monkeypatch, tmp_path):
         path = tmp_path / spec.name / RUN_ID
         options["log"].print(f"[bold]run[/] {spec.name} / {RUN_ID} -> {path}")
         options["log"].print(summary_table(metrics, path))
-        self.last = SimpleNamespace(run=SimpleNamespace(path=path), metrics=metrics)
-        return 0
+        return RunResult(RunFolder.at(path), metrics)
 
     monkeypatch.setattr(LocalRunner, "run", fake_run)
     runner = CliRunner()
@@ -209,8 +209,12 @@ def test_run_json_is_alone_on_stdout(monkeypatch, tmp_path):
     assert [(r["job"], r["status"], r["run"]["run_id"]) for r in rows] == [
         ("basenet", "done", RUN_ID), ("dropout", "done", RUN_ID)]
     assert "== [2/2] dropout" in several.stderr
-    refused = runner.invoke(app, ["run", "basenet", "--json", "--backend", "docker"])
+    refused = runner.invoke(app, ["run", "basenet", "--json", "--runner", "docker"])
     assert refused.exit_code != 0
+    # the runner's old option name still works for a release, saying so
+    old = runner.invoke(app, ["run", "basenet", "--json", "--backend", "docker"])
+    assert old.exit_code != 0 and "--backend is deprecated" in old.stderr
+    assert "only with --runner local" in str(old.exception)
 
 
 def test_help_is_classic_and_escapes_defaults(monkeypatch):

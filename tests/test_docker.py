@@ -28,7 +28,7 @@ from s3_server import s3, s3_server  # noqa: F401  (fixtures)
 
 from cvtrain import runs
 from cvtrain.errors import DataError, UsageError
-from cvtrain.runners import BACKENDS, LocalRunner, Runner, get_runner
+from cvtrain.runners import RUNNERS, LocalRunner, Runner, get_runner
 from cvtrain.runners.docker import (
     C_CACHE,
     C_JOB,
@@ -280,10 +280,10 @@ def test_plan_keeps_uri_data_paths(tmp_path):
     assert not any(t.startswith("/data") for t in mounts_of(plan.argv))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_every_backend_has_a_runner(backend):
-    runner = get_runner(backend)
-    assert isinstance(runner, Runner) and runner.name == backend
+@pytest.mark.parametrize("name", RUNNERS)
+def test_every_runner_name_has_a_runner(name):
+    runner = get_runner(name)
+    assert isinstance(runner, Runner) and runner.name == name
 
 
 def test_runners():
@@ -311,7 +311,7 @@ def docker_cli(tmp_path, *args, path: str, env=None):
     if not data.exists():
         run_cli("data", "synth", "cifar100", data, "--classes", "3", "--train-per-class", "2",
                 "--test-per-class", "1")
-    return run_cli("run", "basenet", "--backend", "docker", "--image", "cvtrain:cpu",
+    return run_cli("run", "basenet", "--runner", "docker", "--image", "cvtrain:cpu",
                    "--set", f"data.path={data / 'cifar-100-binary.tar.gz'}",
                    "--out", tmp_path / "runs", *args,
                    env={"PATH": path, "CVTRAIN_CACHE": str(tmp_path / "cache"), **(env or {})})
@@ -414,7 +414,7 @@ def test_docker_options_need_the_docker_backend():
     result = run_cli("run", "basenet", "--image", "x", "--gpus", "all")
     assert result.returncode == 2
     assert one_error_line(result) == \
-        "cvtrain: error: --image, --gpus: only with --backend docker"
+        "cvtrain: error: --image, --gpus: only with --runner docker"
 
 
 # ---------------------------------------------------------------------------- with an engine
@@ -487,7 +487,7 @@ def test_image_answers_version_and_lists_its_jobs(engine, tmp_path, write_job):
 def test_run_in_a_container_leaves_a_complete_run_folder(engine, tmp_path, synth_data):
     out = tmp_path / "runs"
     cache = tmp_path / "cache"
-    result = run_cli("run", "basenet", "--backend", "docker", "--image", engine,
+    result = run_cli("run", "basenet", "--runner", "docker", "--image", engine,
                      "--gpus", "none", "--set", "training.epochs=1",
                      "--set", "data.num_classes=5", "--set", f"data.path={synth_data}",
                      "--seed", "0", "--out", out, "--run-id", "ci-docker",
@@ -510,7 +510,7 @@ def test_run_in_a_container_leaves_a_complete_run_folder(engine, tmp_path, synth
     assert yaml.safe_load((run / runs.SPEC).read_text())["data"]["path"] == \
         "/data/0/cifar-100-binary.tar.gz"
     # the same id with another spec: the container refuses, and its exit code comes back
-    again = run_cli("run", "basenet", "--backend", "docker", "--image", engine, "--gpus",
+    again = run_cli("run", "basenet", "--runner", "docker", "--image", engine, "--gpus",
                     "none", "--set", f"data.path={synth_data}", "--out", out, "--run-id",
                     "ci-docker", env={"CVTRAIN_CACHE": str(cache)})
     assert again.returncode == 2
@@ -525,7 +525,7 @@ def test_run_in_a_container_to_a_bucket(engine, request, tmp_path, synth_data):
         pytest.skip("cvtrain run has no --results option yet")
     bucket = request.getfixturevalue("s3")  # after the skip: the server starts only if needed
     root = bucket.uri("runs")
-    result = run_cli("run", "basenet", "--backend", "docker", "--image", engine,
+    result = run_cli("run", "basenet", "--runner", "docker", "--image", engine,
                      "--gpus", "none", "--set", "training.epochs=1",
                      "--set", "data.num_classes=5", "--set", f"data.path={synth_data}",
                      "--seed", "0", "--run-id", "ci-s3", "--results", root,
@@ -554,7 +554,7 @@ def test_run_in_a_container_to_a_bucket(engine, request, tmp_path, synth_data):
 def test_container_errors_and_exit_codes_come_back(engine, tmp_path):
     empty = tmp_path / "no-data-here"
     empty.mkdir()
-    result = run_cli("run", "basenet", "--backend", "docker", "--image", engine, "--gpus",
+    result = run_cli("run", "basenet", "--runner", "docker", "--image", engine, "--gpus",
                      "none", "--set", f"data.path={empty}", "--out", tmp_path / "runs",
                      env={"CVTRAIN_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 3, result.stderr  # DataError inside the container
@@ -563,7 +563,7 @@ def test_container_errors_and_exit_codes_come_back(engine, tmp_path):
 
 @pytest.mark.docker
 def test_missing_image_with_a_real_engine(engine, tmp_path, synth_data):
-    result = run_cli("run", "basenet", "--backend", "docker", "--image",
+    result = run_cli("run", "basenet", "--runner", "docker", "--image",
                      "cvtrain-no-such-image:0", "--gpus", "none",
                      "--set", f"data.path={synth_data}", "--out", tmp_path)
     assert result.returncode == 2
@@ -574,7 +574,7 @@ def test_missing_image_with_a_real_engine(engine, tmp_path, synth_data):
 @pytest.mark.docker
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has GPUs")
 def test_no_gpu_runtime_with_a_real_engine(engine, tmp_path, synth_data):
-    result = run_cli("run", "basenet", "--backend", "docker", "--image", engine,
+    result = run_cli("run", "basenet", "--runner", "docker", "--image", engine,
                      "--gpus", "all", "--set", f"data.path={synth_data}", "--out", tmp_path,
                      env={"CVTRAIN_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 2, result.stderr
@@ -596,7 +596,7 @@ def test_sigterm_goes_on_to_the_container_and_its_exit_code_comes_back(tmp_path)
     run_cli("data", "synth", "cifar100", data, "--classes", "3", "--train-per-class", "2",
             "--test-per-class", "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cvtrain", "run", "basenet", "--backend", "docker", "--image",
+        [sys.executable, "-m", "cvtrain", "run", "basenet", "--runner", "docker", "--image",
          "cvtrain:cpu", "--gpus", "none", "--set",
          f"data.path={data / 'cifar-100-binary.tar.gz'}", "--out", str(tmp_path / "runs")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,4 +1,4 @@
-"""A set of jobs under ``--backend docker``: each job in its own container, in order, with
+"""A set of jobs under ``--runner docker``: each job in its own container, in order, with
 the set's lines and table, a failure reported while the rest go on, and complete runs
 reused. The container hands its run's metrics back through ``$CVTRAIN_RESULT_FILE``.
 
@@ -20,6 +20,7 @@ from test_docker import IMAGE, engine, fake_docker, mounts_of, synth_data  # noq
 from cvtrain import runs
 from cvtrain.runners.docker import C_RESULT, C_RUNS, DockerRunner
 from cvtrain.runners.result import RESULT_FILE_ENV, read_result, write_result
+from cvtrain.runs import RunFolder, RunResult
 from cvtrain.spec import load_spec
 
 
@@ -38,17 +39,18 @@ def test_plan_gives_the_container_a_folder_for_its_result(tmp_path):
 
 def test_a_result_handed_back_names_the_host_run_folder(tmp_path):
     target = tmp_path / "run.json"
-    write_result({"run_id": "r1", "run_folder": "/runs/basenet/r1"}, environ={})
+    inside = RunResult(RunFolder(C_RUNS, "basenet", "r1"),
+                       {"run_id": "r1", "test_accuracy": 0.5})
+    write_result(inside, environ={})
     assert not target.exists()  # nobody asked
-    write_result({"run_id": "r1", "test_accuracy": 0.5, "run_folder": "/runs/basenet/r1"},
-                 environ={RESULT_FILE_ENV: str(target)})
+    write_result(inside, environ={RESULT_FILE_ENV: str(target)})
     got = read_result(target, {C_RUNS: tmp_path / "out"})
-    assert got.metrics == {"run_id": "r1", "test_accuracy": 0.5}
+    assert got.metrics == {"run_id": "r1", "test_accuracy": 0.5} and got.code == 0
     assert got.run.path == tmp_path / "out" / "basenet" / "r1"
-    assert read_result(target, {}).run.path is None  # scratch in the container
-    assert read_result(tmp_path / "missing.json", {}) is None
+    assert read_result(target, {}).run is None  # scratch in the container
+    assert read_result(tmp_path / "missing.json", {}, 2) == RunResult(None, None, 2)
     target.write_text("{not json")
-    assert read_result(target, {}) is None
+    assert read_result(target, {}).metrics is None
 
 
 # a stand-in engine: each container prints a line; zz_broken fails with exit 2, the others
@@ -88,7 +90,7 @@ def test_a_set_with_a_stand_in_engine(tmp_path):
     archive = tmp_path / "cifar-100-binary.tar.gz"
     archive.write_bytes(b"mounted only")
     env = {"PATH": f"{bin_}:/usr/bin:/bin", "CVTRAIN_CACHE": str(tmp_path / "cache")}
-    done = run_cli("run", _set_folder(tmp_path), "normalize", "--backend", "docker",
+    done = run_cli("run", _set_folder(tmp_path), "normalize", "--runner", "docker",
                    "--image", "cvtrain:cpu", "--gpus", "none", "--set", f"data.path={archive}",
                    "--out", tmp_path / "runs", env=env)
     assert done.returncode == 2, done.stderr
@@ -99,7 +101,7 @@ def test_a_set_with_a_stand_in_engine(tmp_path):
     assert "r-basenet" in text and "r-normalize" in text and "0.2500" in text  # the table
     assert "1 of 3 jobs failed" in done.stderr and "Traceback" not in done.stderr
     # no image: one line before any job starts
-    none = run_cli("run", _set_folder(tmp_path / "again"), "--backend", "docker", "--image",
+    none = run_cli("run", _set_folder(tmp_path / "again"), "--runner", "docker", "--image",
                    "cvtrain:nope", "--gpus", "none", "--set", f"data.path={archive}",
                    "--out", tmp_path / "runs", env=env)
     assert none.returncode == 2 and "== [1/" not in none.stdout
@@ -111,7 +113,7 @@ def test_a_set_in_containers(engine, tmp_path, synth_data):  # noqa: F811
     """Two CIFAR jobs and a broken one, each in a container: the broken one is reported and
     the others go on; the two again reuse their complete runs."""
     out, cache = tmp_path / "runs", tmp_path / "cache"
-    args = ["--backend", "docker", "--image", engine, "--gpus", "none", "--set",
+    args = ["--runner", "docker", "--image", engine, "--gpus", "none", "--set",
             "training.epochs=1", "--set", "data.num_classes=5", "--set",
             f"data.path={synth_data}", "--seed", "0", "--out", out]
     first = run_cli("run", _set_folder(tmp_path), "normalize", *args,
@@ -162,7 +164,7 @@ def test_sigterm_ends_a_set_after_the_container_it_reached(tmp_path):
     archive = tmp_path / "cifar-100-binary.tar.gz"
     archive.write_bytes(b"mounted only")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cvtrain", "run", str(_set_folder(tmp_path)), "--backend",
+        [sys.executable, "-m", "cvtrain", "run", str(_set_folder(tmp_path)), "--runner",
          "docker", "--image", "cvtrain:cpu", "--gpus", "none", "--set",
          f"data.path={archive}", "--out", str(tmp_path / "runs")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

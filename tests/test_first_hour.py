@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from cvtrain import coursework_report, runs
+from cvtrain import coursework_report, manifest, runs
 from cvtrain.errors import StorageError, UsageError
 from cvtrain.results import compare_runs, list_runs, resolve_run
 from cvtrain.spec import load_spec, spec_from_text
@@ -23,11 +23,11 @@ def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path=
              batch=32, complete=True, sets=()):
     """A run folder as `cvtrain run` leaves it, without training: spec, metrics, history."""
     spec = load_spec(BASENET, [f"data.path={path}", f"training.batch_size={batch}", *sets])
-    run = runs.RunDir(root / spec.name / run_id).prepare()
+    run = runs.RunFolder(root, spec.name, run_id).prepare()
     run.file(runs.SPEC).write_text(spec.to_yaml())
     run.file(runs.HISTORY).write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds,"
                                       "learning_rate\n1,2.0,0.3,2.1,0.25,1.0,0.01\n")
-    runs.write_json(run.file(runs.METRICS), {
+    manifest.write_json(run.file(runs.METRICS), {
         "job": spec.name, "run_id": run_id, "test_accuracy": accuracy, "test_loss": 1.5,
         "best_epoch": 1, "epochs_run": 1, "wall_seconds": 3.0, "seed": 0,
         "started": f"2026-01-01T00:00:0{len(run_id) % 10}+00:00",
@@ -44,22 +44,22 @@ def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path=
 
 
 def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
-    from cvtrain.training.identity import _refuse_other_spec
+    from cvtrain.training.identity import refuse_other_spec
 
-    run = runs.RunDir(tmp_path / "basenet" / "r").prepare()
+    run = runs.RunFolder(tmp_path, "basenet", "r").prepare()
     started = load_spec(BASENET, ["training.epochs=2"], seed=0)
     run.file(runs.SPEC).write_text(started.to_yaml())
-    _refuse_other_spec(run, started, "was started with")  # the same spec: resumes
+    refuse_other_spec(run, started, "was started with")  # the same spec: resumes
     now = load_spec(BASENET, ["training.epochs=2"])  # --seed 0 left out
     with pytest.raises(UsageError) as err:
-        _refuse_other_spec(run, now, "was started with")
+        refuse_other_spec(run, now, "was started with")
     text = str(err.value)
     assert "this run id was started with a different spec (seed: 0 then, none now)" in text
     assert "to resume, repeat the options it was started with (--seed 0)" in text
     assert text.endswith("to start afresh, choose another --run-id")
     other = load_spec(BASENET, ["training.epochs=3"], seed=0)
     with pytest.raises(UsageError) as err:
-        _refuse_other_spec(run, other, "was started with")
+        refuse_other_spec(run, other, "was started with")
     assert "(training.epochs: 2 then, 3 now)" in str(err.value)  # not the description
     assert "(--set training.epochs=2)" in str(err.value)
 
@@ -97,7 +97,7 @@ def test_runs_on_synthetic_data_are_marked_and_never_compared_with_the_report(tm
 def test_the_run_summary_marks_synthetic_data():
     from rich.console import Console
 
-    from cvtrain.report import summary_table
+    from cvtrain.console import summary_table
 
     metrics = {"job": "basenet", "run_id": "x", "test_accuracy": 0.987, "test_loss": 0.1,
                "epochs_run": 3, "best_epoch": 3, "wall_seconds": 5.0,

@@ -71,7 +71,7 @@ def test_batches_keep_one_shape_each_and_failures_alone(tmp_path):
 
 def _old_run(root):
     """A complete run folder as cvtrain wrote them before the raw-image model."""
-    run = runs.RunDir(root / "basenet" / "old").prepare()
+    run = runs.RunFolder(root, "basenet", "old").prepare()
     run.file(runs.SPEC).write_text("name: basenet\n")
     run.file(runs.METRICS).write_text("{}")
     run.file(runs.CLASSES).write_text('["a", "b"]')

@@ -112,7 +112,7 @@ def test_checkpoint_minutes_changes_neither_the_job_nor_its_fingerprint(write_jo
     the key)."""
     from cvtrain import runs
     from cvtrain.errors import UsageError
-    from cvtrain.training.identity import _refuse_other_spec, fingerprint
+    from cvtrain.training.identity import fingerprint, refuse_other_spec
 
     path = write_job("job.yaml", "description: ten epochs\n" + MINIMAL)
     plain = load_spec(path, seed=0)
@@ -123,17 +123,17 @@ def test_checkpoint_minutes_changes_neither_the_job_nor_its_fingerprint(write_jo
         assert other.training.checkpoint_minutes == parsed
         assert other.description == "ten epochs"
         assert fingerprint(other, "d" * 64) == fingerprint(plain, "d" * 64)
-    run = runs.RunDir(tmp_path / "run")
+    run = runs.RunFolder.at(tmp_path / "run")
     run.path.mkdir()
     older = plain.to_yaml().replace("  checkpoint_minutes: 5\n", "")
     for then in (load_spec(path, ["training.checkpoint_minutes=0"], seed=0).to_yaml(), older):
         run.file(runs.SPEC).write_text(then)
-        _refuse_other_spec(run, plain, "was started with")  # not refused
+        refuse_other_spec(run, plain, "was started with")  # not refused
     changed = load_spec(path, ["training.epochs=3", "training.checkpoint_minutes=1"], seed=0)
     assert changed.description == "ten epochs; changed by --set training.epochs=3"
     assert fingerprint(changed, "d" * 64) != fingerprint(plain, "d" * 64)
     with pytest.raises(UsageError, match=r"\(training.epochs: 30 then, 3 now\)"):
-        _refuse_other_spec(run, changed, "was started with")
+        refuse_other_spec(run, changed, "was started with")
 
 
 def test_extends_cycle_is_refused(write_job):

@@ -73,8 +73,8 @@ def assert_complete_everywhere(s3, run_path, prefix, uninterrupted):
 # (where, signal, what the interrupted attempt must say on stderr)
 POINTS = [
     # the local manifest just written, nothing of the finish uploaded yet
-    ("cvtrain.runs:RunDir.finalize", "SIGKILL", None),
-    ("cvtrain.runs:RunDir.finalize", "SIGTERM", "its copy in s3://"),
+    ("cvtrain.runs:RunFolder.finalize", "SIGKILL", None),
+    ("cvtrain.runs:RunFolder.finalize", "SIGTERM", "its copy in s3://"),
     # every file uploaded but the manifest
     ("cvtrain.storage.runs:RunUploader._delete@1", "SIGKILL", None),
     # the bucket complete, the checkpoints not yet deleted

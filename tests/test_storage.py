@@ -20,7 +20,7 @@ from s3_server import (  # noqa: F401 - fixtures
 )
 
 from cvtrain import storage
-from cvtrain.runs import MANIFEST, RunDir, verify
+from cvtrain.runs import MANIFEST, RunFolder, verify
 from cvtrain.storage import transfer
 
 
@@ -225,7 +225,7 @@ def test_localize_pulls_into_the_cache_once(s3, tmp_path, monkeypatch):
 
 
 def _fake_run(root, job="basenet", run_id="r1"):
-    run = RunDir(root / job / run_id).prepare()
+    run = RunFolder(root, job, run_id).prepare()
     run.file("spec.yaml").write_text("name: basenet\n")
     run.file("history.csv").write_text("epoch,loss\n1,2.0\n")
     (run.path / "tensorboard" / "train").mkdir(parents=True)
@@ -245,7 +245,7 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
         base = tmp_path / "results" / "basenet" / "r1"
         return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()}
 
-    up = storage.RunUploader(run.path, results)
+    up = storage.RunUploader(run, results)
     first = up.sync()
     assert _counts(first) == (3, 0, 14 + 17 + 100, 0)  # spec.yaml, history.csv, events
     assert MANIFEST not in remote_files()
@@ -269,11 +269,11 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
                               "model.keras", "metrics.json", MANIFEST}
 
     back = tmp_path / "back" / "basenet" / "r1"
-    assert storage.download_run(results, "basenet", "r1", back)
+    assert storage.download_run(RunFolder(results, "basenet", "r1"), back)
     assert verify(back) == []
-    assert not storage.download_run(results, "basenet", "nope", tmp_path / "none")
+    assert not storage.download_run(RunFolder(results, "basenet", "nope"), tmp_path / "none")
     # a complete run with this id is seen as such (the run reuses it, never overwrites it)
-    again = storage.RunUploader(run.path, results)
+    again = storage.RunUploader(run, results)
     assert again.remote_complete()
     assert again.remote_manifest() == run.file(MANIFEST).read_bytes()
 
@@ -281,7 +281,7 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
 def test_run_uploader_resumes_and_drops_stale_remote_files(s3, tmp_path):
     run = _fake_run(tmp_path / "out")
     results = s3.uri("res")
-    up = storage.RunUploader(run.path, results)
+    up = storage.RunUploader(run, results)
     run.file("stale.ckpt").write_bytes(b"old")
     assert _counts(up.sync()) == (4, 0, 14 + 17 + 100 + 3, 0)
 
@@ -293,13 +293,13 @@ def test_run_uploader_resumes_and_drops_stale_remote_files(s3, tmp_path):
     assert keys() == kept | {"stale.ckpt"}
     # interrupted: a new process pulls the incomplete run and carries on
     resumed = tmp_path / "resumed" / "basenet" / "r1"
-    assert storage.download_run(results, "basenet", "r1", resumed)
+    assert storage.download_run(RunFolder(results, "basenet", "r1"), resumed)
     assert set(_tree(resumed)) == kept | {"stale.ckpt"}
     (resumed / "stale.ckpt").unlink()
-    up2 = storage.RunUploader(resumed, results)
+    up2 = storage.RunUploader(RunFolder.at(resumed), results)
     # identical files already there: all three skipped by checksum, nothing sent
     assert _counts(up2.sync()) == (0, 3, 0, 14 + 17 + 100)
-    RunDir(resumed).finalize()
+    RunFolder.at(resumed).finalize()
     done = up2.finish()
     assert done.sent_names == [MANIFEST]
     assert _counts(done) == (1, 0, (resumed / MANIFEST).stat().st_size, 0)

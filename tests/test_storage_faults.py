@@ -213,20 +213,20 @@ def test_localize_through_faults(faulty, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_uploader_through_faults(faulty, tmp_path):
-    from cvtrain.runs import RunDir, verify
+    from cvtrain.runs import RunFolder, verify
 
-    run = RunDir(tmp_path / "out" / "basenet" / "r1").prepare()
+    run = RunFolder(tmp_path / "out", "basenet", "r1").prepare()
     run.file("spec.yaml").write_text("name: basenet\n")
     (run.path / "tensorboard").mkdir()
     for i in range(30):
         run.file(f"tensorboard/events{i}").write_bytes(os.urandom(5000))
     faulty.proxy.configure(rate=0.2, seed=9)
-    up = storage.RunUploader(run.path, faulty.uri("results"))
+    up = storage.RunUploader(run, faulty.uri("results"))
     up.sync()
     run.finalize()
     up.finish()
     back = tmp_path / "back" / "basenet" / "r1"
-    assert storage.download_run(faulty.uri("results"), "basenet", "r1", back)
+    assert storage.download_run(RunFolder(faulty.uri("results"), "basenet", "r1"), back)
     assert verify(back) == []
 
 

@@ -10,8 +10,8 @@ from conftest import JOBS, run_cli
 from rich.console import Console
 
 from cvtrain import runs
+from cvtrain.console import RunLog
 from cvtrain.data.cifar import write_synthetic_cifar100
-from cvtrain.report import RunLog
 from cvtrain.spec import load_spec
 from cvtrain.training import run_job
 

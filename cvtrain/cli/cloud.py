@@ -1,6 +1,6 @@
 """``cvtrain submit / status / logs / cancel``: jobs on AWS Batch; ``run-batch`` (hidden) is
 what a Batch container runs. Parsing options and printing only: the work is
-:class:`cvtrain.cloud.batch.BatchBackend`'s (boto3 is imported inside its AWS calls)."""
+:class:`cvtrain.cloud.batch.BatchRunner`'s (boto3 is imported inside its AWS calls)."""
 
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def submit(
 ) -> None:
     """Submit JOB (a sweep of it, or a set of jobs) to GPU instances on AWS Batch; print ids
     and results."""
-    from cvtrain.cli.run import load_set
-    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.batch import BatchRunner
     from cvtrain.errors import UsageError
+    from cvtrain.sets import load_set
 
-    backend = BatchBackend()
+    runner = BatchRunner()
     options = dict(queue=queue, image=image, results=results, spot=spot, stack=stack,
                    gpus=gpus, vcpus=vcpus, memory_mib=memory, attempts=attempts,
                    timeout_seconds=int(timeout_hours * 3600))
@@ -71,20 +71,20 @@ def submit(
         if jobs or set_ or sweep or seed is not None:
             raise UsageError(f"--resume {resume}: give no JOB, --set, --sweep or --seed; the "
                              "run continues with the spec it was started with")
-        plan = backend.plan_resume(resume, **options)
+        plan = runner.plan_resume(resume, **options)
     elif not jobs:
         raise UsageError("submit: expected JOB (a job file, name or folder), or --resume "
                          "JOB_ID")
     else:
-        specs = load_set(jobs, set_, seed)  # every job checked before any AWS call
+        specs = [spec for _, spec in load_set(jobs, set_, seed)]  # all checked before AWS
         if len(specs) > 1 and sweep:
             raise UsageError(f"--sweep: one job at a time; {len(specs)} jobs were given")
-        plan = (backend.plan_set(specs, **options) if len(specs) > 1
-                else backend.plan(specs[0], sweep, **options))
+        plan = (runner.plan_set(specs, **options) if len(specs) > 1
+                else runner.plan(specs[0], sweep, **options))
     if dry_run:
         print(json.dumps(plan.to_json(), indent=2))
         return
-    done = backend.submit(plan, check=check)
+    done = runner.submit(plan, check=check)
     if as_json:
         print(json.dumps(submission_json(done, plan), indent=2))
         return
@@ -97,16 +97,16 @@ def submit(
         _print_parts(done)
         return
     print(f"submitted {done.job_name}: {done.job_id}"
-          + (f" (array of {len(done.runs)}{' jobs' if plan.is_set else ''})"
+          + (f" (array of {len(done.children)}{' jobs' if plan.is_set else ''})"
              if done.array else ""))
     if done.array:
-        for run in done.runs[:50]:
-            what = run.job if plan.is_set else " ".join(run.overrides)
-            print(f"  {done.job_id}:{run.index}  {what}  -> {run.location}/")
-        if len(done.runs) > 50:
-            print(f"  ... and {len(done.runs) - 50} more, run ids {done.job_id}-<index>")
+        for child in done.children[:50]:
+            what = child.run.job if plan.is_set else " ".join(child.overrides)
+            print(f"  {done.job_id}:{child.index}  {what}  -> {child.run.location}/")
+        if len(done.children) > 50:
+            print(f"  ... and {len(done.children) - 50} more, run ids {done.job_id}-<index>")
     else:
-        print(f"results: {done.runs[0].location}/"
+        print(f"results: {done.children[0].run.location}/"
               + (f" (continues run {plan.resumes})" if plan.resumes else ""))
     print(f"follow it: cvtrain status {done.job_id}; cvtrain logs {done.job_id}"
           f"{':0' if done.array else ''} --follow")
@@ -121,12 +121,12 @@ def _print_parts(done) -> None:
             what = f"array of {job.size} jobs" if job.size else job.jobs[0]
         print(f"submitted {job.job_name}: {job.job_id} ({what}"
               + (f"; starts after {job.after}" if job.after else "") + ")")
-    for run in done.runs[:50]:
-        print(f"  {done.child_id(run)}  {run.job}  -> {run.location}/")
-    if len(done.runs) > 50:
-        print(f"  ... and {len(done.runs) - 50} more")
+    for child in done.children[:50]:
+        print(f"  {done.child_id(child)}  {child.run.job}  -> {child.run.location}/")
+    if len(done.children) > 50:
+        print(f"  ... and {len(done.children) - 50} more")
     ids = " ".join(job.job_id for job in done.jobs)
-    print(f"follow them: cvtrain status {ids}; cvtrain logs {done.child_id(done.runs[0])} "
+    print(f"follow them: cvtrain status {ids}; cvtrain logs {done.child_id(done.children[0])} "
           "--follow")
 
 
@@ -137,10 +137,10 @@ def submission_json(done, plan) -> dict:
     doc = {"job_id": done.job_id, "job_name": done.job_name, "array": done.array,
            "job_definition": done.definition_arn, "registered": done.registered,
            "image": done.image, "checks": list(done.checks), "resumes": plan.resumes,
-           "runs": [{"job_id": done.child_id(run),
-                     "index": run.index, "job": run.job, "overrides": list(run.overrides),
-                     "run_id": run.run_id, "results": f"{run.location}/"}
-                    for run in done.runs]}
+           "runs": [{"job_id": done.child_id(child), "index": child.index,
+                     "job": child.run.job, "overrides": list(child.overrides),
+                     "run_id": child.run.run_id, "results": f"{child.run.location}/"}
+                    for child in done.children]}
     if done.jobs:
         doc["jobs"] = [{"role": j.role, "job_id": j.job_id, "job_name": j.job_name,
                         "size": j.size, "after": j.after, "jobs": list(j.jobs)}
@@ -160,11 +160,11 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.batch import BatchRunner
     from cvtrain.cloud.status import short_image
-    from cvtrain.output import print_table
+    from cvtrain.console import print_table
 
-    report = BatchBackend().status(job_ids or [])
+    report = BatchRunner().status(job_ids or [])
     if report.nothing_recorded:
         print(f"no jobs submitted from here yet ({report.record})")
         return
@@ -194,9 +194,9 @@ def logs(
                                 "ends, going on to each retried attempt's own log."),
 ) -> None:
     """Print a Batch job's log (CloudWatch Logs, the latest attempt)."""
-    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.batch import BatchRunner
 
-    for line in BatchBackend().logs(job_id, follow=follow):
+    for line in BatchRunner().logs(job_id, follow=follow):
         print(line, flush=True)
 
 
@@ -205,9 +205,9 @@ def cancel(
     reason: str = typer.Option("cancelled with cvtrain cancel", "--reason"),
 ) -> None:
     """Cancel (terminate) a Batch job, whatever its state."""
-    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.batch import BatchRunner
 
-    BatchBackend().cancel(job_id, reason)
+    BatchRunner().cancel(job_id, reason)
     print(f"cancelled {job_id}")
 
 
@@ -215,34 +215,34 @@ def run_batch() -> None:
     """Inside a Batch container: run the job in $CVTRAIN_SPEC_B64 (variant
     $AWS_BATCH_JOB_ARRAY_INDEX of $CVTRAIN_SWEEP) into $CVTRAIN_RESULTS, with a run id that
     is the same in every attempt, so a retry resumes from the checkpoint."""
-    from cvtrain.cloud.batch import BatchBackend
+    from cvtrain.cloud.batch import BatchRunner
 
-    backend = BatchBackend()
-    entry = backend.entry()
+    runner = BatchRunner()
+    entry = runner.entry()
     plan = entry.plan
     if plan.task:  # a features job: no run, the backbone's features shared in the results
-        _features_batch(backend, entry)
+        _features_batch(runner, entry)
         return
     print(f"cvtrain run-batch: {entry.spec.name}, run id {plan.run_id}"
           + (f", variant {plan.index}: {' '.join(plan.overrides)}" if plan.index is not None
              else "")
           + (f", attempt {plan.attempt}" if plan.attempt else "")
-          + f" -> {entry.location}/", flush=True)
-    code = backend.run_entry(entry)
-    if code:
-        raise typer.Exit(code)
+          + f" -> {entry.run.location}/", flush=True)
+    result = runner.run_entry(entry)
+    if result.code:
+        raise typer.Exit(result.code)
 
 
-def _features_batch(backend, entry) -> None:
+def _features_batch(runner, entry) -> None:
     """A features job: what it found or extracted, and where it is shared."""
+    from cvtrain.console import RunLog
     from cvtrain.data.birds.shared import SHARED_FOLDER
-    from cvtrain.report import RunLog
 
     where = f"{entry.plan.results}/{SHARED_FOLDER}/"
     print(f"cvtrain run-batch: backbone features for {entry.spec.name}"
           + (f", attempt {entry.plan.attempt}" if entry.plan.attempt else "")
           + f" -> {where}", flush=True)
-    got = backend.run_features(entry, log=RunLog())
+    got = runner.run_features(entry, log=RunLog())
     if got.get("shared"):
         print(f"cvtrain run-batch: features {got.get('key')} "
               f"{'extracted and ' if got.get('cache') == 'miss' else ''}"

@@ -28,9 +28,8 @@ def list_jobs(
     import json
     import sys
 
-    from cvtrain.output import print_table
+    from cvtrain.console import fmt_num, print_table
     from cvtrain.paths import jobs_dir
-    from cvtrain.report import fmt_num
     from cvtrain.spec import SpecError, load_spec
     from cvtrain.spec.catalog import in_steps_order, job_files, jobs_hint
 

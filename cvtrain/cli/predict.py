@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cvtrain.cli.results import ENDPOINT_HELP, ROOT_HELP, RUN_HELP
-from cvtrain.output import console, print_table
+from cvtrain.console import console, print_table
 
 #: more images than this get a progress bar (on a terminal)
 PROGRESS_FROM = 256

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cvtrain.output import print_table
+from cvtrain.console import print_table
 
 app = typer.Typer(help="Runs in a results root (a local folder or s3://bucket/prefix): "
                        "list, show, fetch, compare, report.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def ls(
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """A table of the runs: accuracy and loss beside the report's, epochs, time, complete."""
-    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.console import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import default_root, list_runs
     from cvtrain.runs import SYNTHETIC_NOTE
 
@@ -76,17 +76,19 @@ def show(
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """The run's metrics beside the report's, and its files with their sizes."""
-    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
-    from cvtrain.results import resolve_run, show_run
-    from cvtrain.runs import SYNTHETIC_NOTE, is_synthetic
+    from cvtrain.console import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.results import resolve_run, run_files, run_metrics
+    from cvtrain.runs import MANIFEST, SYNTHETIC_NOTE, is_synthetic
     from cvtrain.storage import human_bytes
 
-    details = show_run(resolve_run(run, root), endpoint_url=endpoint_url)
-    ref, m = details.ref, details.metrics or {}
+    ref = resolve_run(run, root)
+    files = run_files(ref, endpoint_url)
+    metrics = run_metrics(ref, endpoint_url)
+    complete, m = any(rel == MANIFEST for rel, _ in files), metrics or {}
     if as_json:
         print(json.dumps({"run": ref.label, "location": ref.location,
-                          "complete": details.complete, "metrics": details.metrics,
-                          "files": [{"path": rel, "size": size} for rel, size in details.files]},
+                          "complete": complete, "metrics": metrics,
+                          "files": [{"path": rel, "size": size} for rel, size in files]},
                          indent=2))
         return
     report = m.get("report") or {}
@@ -104,16 +106,16 @@ def show(
         table.add_row("epochs", f"{m['epochs_run']} (best {m.get('best_epoch')})", "", "")
     table.add_row("wall time", fmt_seconds(m.get("wall_seconds")), "", "")
     table.add_row("started", _when(m.get("started")), "", "")
-    table.add_row("complete", _complete(details.complete), "", "")
+    table.add_row("complete", _complete(complete), "", "")
     if not m:
         table.add_row("metrics.json", "[yellow]missing or unreadable[/]", "", "")
     print_table(table)
-    files = Table(title="files", title_justify="left")
-    files.add_column("path", no_wrap=True)
-    files.add_column("size", justify="right")
-    for rel, size in details.files:
-        files.add_row(rel, human_bytes(size))
-    print_table(files)
+    listing = Table(title="files", title_justify="left")
+    listing.add_column("path", no_wrap=True)
+    listing.add_column("size", justify="right")
+    for rel, size in files:
+        listing.add_row(rel, human_bytes(size))
+    print_table(listing)
 
 
 @app.command("fetch")
@@ -125,20 +127,15 @@ def fetch(
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """Download a run folder and check every file against its manifest's sha256."""
-    from cvtrain.errors import StorageError
     from cvtrain.results import fetch_run, resolve_run
 
-    result = fetch_run(resolve_run(run, root), dest, endpoint_url=endpoint_url,
-                       progress=sys.stderr.isatty())
-    if result.problems:
-        shown = "; ".join(result.problems[:3])
-        more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
-        raise StorageError(f"{result.path}: does not match its manifest.json: {shown}{more}")
-    print(f"{result.path}: {result.stats.summary()}")
-    if result.complete:
-        print(f"{result.path}: every file matches manifest.json")
+    local, stats = fetch_run(resolve_run(run, root), dest, endpoint_url=endpoint_url,
+                             progress=sys.stderr.isatty())
+    print(f"{local.path}: {stats.summary()}")
+    if local.is_complete():
+        print(f"{local.path}: every file matches manifest.json")
     else:
-        print(f"cvtrain: warning: {result.path}: incomplete run (no manifest.json); "
+        print(f"cvtrain: warning: {local.path}: incomplete run (no manifest.json); "
               "files not verified", file=sys.stderr)
 
 
@@ -164,8 +161,8 @@ def compare(
     endpoint_url: str = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
 ) -> None:
     """Metrics side by side, the spec values that differ, and the curves in one plot."""
+    from cvtrain.console import fmt_num, fmt_seconds
     from cvtrain.errors import UsageError
-    from cvtrain.report import fmt_num, fmt_seconds
     from cvtrain.results import compare_runs, resolve_run
 
     if len(runs_) < 2:
@@ -231,7 +228,7 @@ def report(
 ) -> None:
     """The coursework's table with ours beside it: the latest complete run of every job."""
     from cvtrain import coursework_report
-    from cvtrain.report import fmt_diff, fmt_num, fmt_seconds
+    from cvtrain.console import fmt_diff, fmt_num, fmt_seconds
     from cvtrain.results import default_root
 
     built = coursework_report.build(root or default_root(), jobs, endpoint_url)

@@ -1,8 +1,8 @@
-"""Cloud backends for ``cvtrain submit`` / ``status`` / ``logs`` / ``cancel`` and the hidden
+"""Cloud runners for ``cvtrain submit`` / ``status`` / ``logs`` / ``cancel`` and the hidden
 ``run-batch`` a Batch container runs.
 
-- :mod:`cvtrain.cloud.batch`: :class:`~cvtrain.cloud.batch.BatchBackend`, AWS Batch as a
-  backend (our words mapped onto Batch's): resolving the target, refusing local paths,
+- :mod:`cvtrain.cloud.batch`: :class:`~cvtrain.cloud.batch.BatchRunner`, AWS Batch as a
+  runner (our words mapped onto Batch's): resolving the target, refusing local paths,
   planning, submitting, status, logs, cancel and the in-container entry. Its methods
   return dataclasses; the CLI only parses and prints.
 - :mod:`cvtrain.cloud.definitions`: the translation into Batch's words (job definition,
@@ -16,6 +16,6 @@
 - :mod:`cvtrain.cloud.record`: the local record of the jobs submitted from here.
 
 Sweeps are expanded in the spec layer (:func:`cvtrain.spec.expand_sweep`), local paths
-found by :func:`cvtrain.spec.local_paths`, run folders placed by
-:func:`cvtrain.runs.run_location`.
+found by :func:`cvtrain.spec.local_paths`, run folders named by
+:class:`cvtrain.runs.RunFolder`.
 """

@@ -1,4 +1,4 @@
-"""The AWS calls behind :class:`cvtrain.cloud.batch.BatchBackend`: stack outputs,
+"""The AWS calls behind :class:`cvtrain.cloud.batch.BatchRunner`: stack outputs,
 pre-submit checks, job definition reuse, submission, status, logs, cancel.
 
 boto3 is imported inside functions only. Credentials, region and endpoints come from
@@ -62,7 +62,7 @@ def client(service: str, region: str | None = None):
         import boto3
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - boto3 is a dependency
-        raise CloudError("AWS backends need boto3: pip install boto3") from exc
+        raise CloudError("AWS Batch needs boto3: pip install boto3") from exc
     with errors(f"{service} client"):
         made = boto3.session.Session().client(
             service, region_name=region,

@@ -1,4 +1,4 @@
-"""The AWS Batch backend: :class:`BatchBackend` submits, observes and cancels jobs, and runs
+"""The AWS Batch runner: :class:`BatchRunner` submits, observes and cancels jobs, and runs
 a job's variant inside a Batch container. Its methods return plain data; the CLI
 (:mod:`cvtrain.cli.cloud`) parses options and prints.
 """
@@ -32,17 +32,17 @@ from cvtrain.cloud.definitions import (
 )
 from cvtrain.cloud.entry import entry_plan
 from cvtrain.cloud.plans import (
+    BatchChild,
     Entry,
     StatusReport,
     Submission,
     SubmitPlan,
     SubmittedJob,
-    SubmittedRun,
     Target,
 )
 from cvtrain.cloud.status import TERMINAL_STATES, status_rows
 from cvtrain.errors import UsageError
-from cvtrain.runs import run_location
+from cvtrain.runs import RunFolder, RunResult
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec, Variant
@@ -57,8 +57,9 @@ OUT_LOG_GROUP = "LogGroup"
 OUT_RESULTS = "ResultsUri"
 
 
-class BatchBackend:
-    """AWS Batch as a cvtrain backend. How our words map onto Batch's:
+class BatchRunner:
+    """AWS Batch as a cvtrain runner: a job's run in a container on a cloud GPU. How our
+    words map onto Batch's:
 
     ============================  =========================================================
     cvtrain                       AWS Batch
@@ -271,10 +272,10 @@ class BatchBackend:
             index = i if plan.array else None
             run_id = plan.resumes or run_id_for(job_id, index)
             name = variant.spec.name
-            runs.append(SubmittedRun(index, variant.overrides, run_id,
-                                     run_location(plan.target.results, name, run_id), name))
+            runs.append(BatchChild(index, variant.overrides,
+                                   RunFolder(plan.target.results, name, run_id)))
         return Submission(job_id=job_id, job_name=made["jobName"], definition_arn=arn,
-                          registered=registered, runs=runs, checks=checks,
+                          registered=registered, children=runs, checks=checks,
                           image=plan.options.image)
 
     @staticmethod
@@ -285,7 +286,7 @@ class BatchBackend:
         names = [v.spec.name for v in plan.variants]
         ids: list[str] = []
         jobs: list[SubmittedJob] = []
-        runs: dict[int, SubmittedRun] = {}
+        runs: dict[int, BatchChild] = {}
         for part in plan.parts:
             after = ids[part.after] if part.after is not None else None
             made = aws.submit({**part.submit_job, "jobDefinition": arn,
@@ -305,11 +306,10 @@ class BatchBackend:
             for position, i in enumerate(part.indices):
                 index = position if part.array else None
                 run_id = run_id_for(job_id, index)
-                runs[i] = SubmittedRun(index, [], run_id,
-                                       run_location(plan.target.results, names[i], run_id),
-                                       names[i], batch_job=job_id)
+                runs[i] = BatchChild(index, [], RunFolder(plan.target.results, names[i], run_id),
+                                     batch_job=job_id)
         return Submission(job_id=ids[0], job_name=jobs[0].job_name, definition_arn=arn,
-                          registered=registered, runs=[runs[i] for i in sorted(runs)],
+                          registered=registered, children=[runs[i] for i in sorted(runs)],
                           checks=checks, image=plan.options.image, jobs=jobs)
 
     @staticmethod
@@ -359,12 +359,12 @@ class BatchBackend:
 
         plan = entry_plan(self.env)
         spec = spec_from_text(plan.spec_yaml, f"${ENV_SPEC}", plan.overrides)
-        return Entry(plan, spec, run_location(plan.results, spec.name, plan.run_id))
+        return Entry(plan, spec, RunFolder(plan.results, spec.name, plan.run_id))
 
     @staticmethod
-    def run_entry(entry: Entry) -> int:
+    def run_entry(entry: Entry) -> RunResult:
         """Run it here with the local runner, with the run id every attempt shares (so a
-        retried attempt resumes from the checkpoint in the results); its exit code."""
+        retried attempt resumes from the checkpoint in the results); what became of it."""
         from cvtrain.data.birds.shared import sharing
         from cvtrain.runners import get_runner
 
@@ -382,5 +382,5 @@ class BatchBackend:
         return extract_and_share(entry.spec, entry.plan.results, log=log)
 
 
-__all__ = ["BatchBackend", "BatchOptions", "Entry", "StatusReport", "SubmitPlan",
-           "Submission", "SubmittedRun", "Target"]
+__all__ = ["BatchChild", "BatchOptions", "BatchRunner", "Entry", "StatusReport", "SubmitPlan",
+           "Submission", "Target"]

@@ -1,6 +1,6 @@
 """What ``cvtrain run-batch`` does inside a Batch container, read from its environment:
 the spec, the sweep variant of this array child and the run id every attempt shares.
-Pure: the backend (:meth:`cvtrain.cloud.batch.BatchBackend.entry`) validates and runs it.
+Pure: the runner (:meth:`cvtrain.cloud.batch.BatchRunner.entry`) validates and runs it.
 """
 
 from __future__ import annotations

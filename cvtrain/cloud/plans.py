@@ -1,5 +1,5 @@
-"""What the Batch backend plans, submits and reports: plain records, no AWS calls
-(:class:`cvtrain.cloud.batch.BatchBackend` makes and uses them)."""
+"""What the Batch runner plans, submits and reports: plain records, no AWS calls
+(:class:`cvtrain.cloud.batch.BatchRunner` makes and uses them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cvtrain.cloud.definitions import BatchOptions, set_name
 from cvtrain.cloud.entry import EntryPlan
 from cvtrain.cloud.status import StatusRow
+from cvtrain.runs import RunFolder
 
 if TYPE_CHECKING:
     from cvtrain.cloud.setparts import Part
@@ -65,15 +66,13 @@ class SubmitPlan:
 
 
 @dataclass(frozen=True)
-class SubmittedRun:
-    """One run a submission makes: an array child (``index``) or the single job."""
+class BatchChild:
+    """One Batch job of a submission that leaves a run: an array child (``index``) or the
+    single job, the run folder it will leave in the results."""
 
     index: int | None
     overrides: list[str]
-    run_id: str
-    location: str
-    #: the job it runs (a set's children run different jobs)
-    job: str = ""
+    run: RunFolder
     #: the Batch job (array parent) it belongs to, when a set was split in several
     batch_job: str = ""
 
@@ -101,7 +100,7 @@ class Submission:
     job_name: str
     definition_arn: str
     registered: bool
-    runs: list[SubmittedRun]
+    children: list[BatchChild]
     #: what was checked before submitting (empty with ``check=False``)
     checks: list[str] = field(default_factory=list)
     #: the image the job runs (an ECR image by digest)
@@ -111,12 +110,12 @@ class Submission:
 
     @property
     def array(self) -> bool:
-        return any(run.index is not None for run in self.runs)
+        return any(child.index is not None for child in self.children)
 
-    def child_id(self, run: SubmittedRun) -> str:
-        """The Batch job id of one run: ``PARENT:N`` for an array child."""
-        parent = run.batch_job or self.job_id
-        return parent if run.index is None else f"{parent}:{run.index}"
+    def child_id(self, child: BatchChild) -> str:
+        """The Batch job id of one child: ``PARENT:N`` for an array child."""
+        parent = child.batch_job or self.job_id
+        return parent if child.index is None else f"{parent}:{child.index}"
 
 
 @dataclass(frozen=True)
@@ -134,4 +133,4 @@ class Entry:
 
     plan: EntryPlan
     spec: JobSpec
-    location: str
+    run: RunFolder

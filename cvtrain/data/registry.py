@@ -16,10 +16,10 @@ the rest of cvtrain needs to know about the dataset:
   lists; ``streams``: turning it into the train/validation/test streams ``fit`` consumes;
 - ``raw_images``: how images come as they are (uint8 RGB files) and the layers that
   prepare them as the streams did, for the run's raw-image model (``classifier.keras``,
-  :mod:`cvtrain.training.classifier`).
+  :mod:`cvtrain.training.raw_image_model`).
 
 Local paths among its options are named by ``DatasetOptions.path_fields``; the docker
-runner mounts them and the cloud backend refuses them (see :func:`cvtrain.spec.local_paths`).
+runner mounts them and the Batch runner refuses them (see :func:`cvtrain.spec.local_paths`).
 Importing a dataset module must not import TensorFlow.
 """
 
@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict
 from cvtrain.registry import Registry
 
 if TYPE_CHECKING:
+    from cvtrain.console import RunLog
     from cvtrain.data.pipeline import Splits
-    from cvtrain.report import RunLog
     from cvtrain.spec import JobSpec
 
 # Modules whose import registers a dataset (see cvtrain.registry for why they are listed).

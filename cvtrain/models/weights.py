@@ -62,6 +62,6 @@ def weights_identity(weights: str, seed: int) -> str:
         return "imagenet"
     if weights.lower() == "none":
         return f"random-init-seed-{seed}"
-    from cvtrain.runs import sha256_file
+    from cvtrain.manifest import sha256_file
 
     return "sha256:" + sha256_file(Path(resolve_weights(weights)))

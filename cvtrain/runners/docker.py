@@ -1,4 +1,4 @@
-"""The docker backend: ``cvtrain run JOB --backend docker`` runs the same ``cvtrain run`` in
+"""The docker runner: ``cvtrain run JOB --runner docker`` runs the same ``cvtrain run`` in
 the cvtrain image, through the ``docker`` command line (no SDK dependency).
 
 :func:`build_run_argv` (in :mod:`cvtrain.runners.docker_argv`) turns a plan (mounts,
@@ -6,7 +6,8 @@ environment names, user, GPUs, network) into the ``docker run`` argument list an
 nothing else, so it is tested without an engine.
 :class:`DockerRunner` makes the plan from the resolved spec and the host's environment,
 checks the engine and the image, runs the container with its output streamed live and
-returns the container's exit code.
+returns what became of the run (the container's exit code, and the run folder and metrics
+the container handed back).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from cvtrain.errors import CvtrainError, DataError, UsageError
 from cvtrain.runners import Runner
 from cvtrain.runners.docker_argv import DEFAULT_NETWORK, Mount, build_run_argv, gpu_args
+from cvtrain.runs import RunResult
 
 DEFAULT_IMAGE = "cvtrain:latest"
 DEFAULT_GPUS = "all"
@@ -118,9 +120,6 @@ class DockerRunner(Runner):
     """
 
     name = "docker"
-
-    #: the last run's metrics and host run folder (None: it failed, or left no metrics)
-    last = None
 
     def __init__(self, image: str | None = None, gpus: str | None = None,
                  network: str | None = None, docker: str = "docker",
@@ -226,7 +225,7 @@ class DockerRunner(Runner):
         """The daemon's version; one clear :class:`DockerError` when there is none."""
         if shutil.which(self.docker, path=self.environ.get("PATH")) is None:
             raise DockerError(f"{self.docker}: command not found; install Docker "
-                              "(https://docs.docker.com/engine/install/) or use --backend local")
+                              "(https://docs.docker.com/engine/install/) or use --runner local")
         where = self.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
             done = self._docker("version", "--format", "{{.Server.Version}}")
@@ -293,11 +292,10 @@ class DockerRunner(Runner):
 
     def run(self, spec, *, out: Path | None = None, run_id: str | None = None,
             results: str | None = None, endpoint_url: str | None = None,
-            force: bool = False) -> int:
-        """Run ``spec`` in a container; the container's exit code."""
+            force: bool = False) -> RunResult:
+        """Run ``spec`` in a container: what became of it (the container's exit code)."""
         from cvtrain.runners.result import read_result
 
-        self.last = None
         self.check_engine()
         self.check_image()
         with tempfile.TemporaryDirectory(prefix="cvtrain-docker-") as tmp:
@@ -321,13 +319,13 @@ class DockerRunner(Runner):
 
                 print(f"cvtrain: {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
             code, tail = self.stream(plan.argv)
-            if code == 0:
-                self.last = read_result(result_dir / "run.json", plan.shown)
+            result = (read_result(result_dir / "run.json", plan.shown) if code == 0
+                      else RunResult(None, None, code))
         if code == 125 and _NO_GPU_RUNTIME.search(tail):
             raise GpuRuntimeMissing(
                 f"--gpus {self.gpus}: this Docker engine has no GPU runtime; install the NVIDIA "
                 "driver and the NVIDIA Container Toolkit, or run with --gpus none")
-        return code
+        return result
 
 
 __all__ = ["DEFAULT_GPUS", "DEFAULT_IMAGE", "DEFAULT_NETWORK", "PASS_ENV", "DockerError",

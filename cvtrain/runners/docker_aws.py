@@ -1,4 +1,4 @@
-"""The AWS configuration a ``--backend docker`` run takes into its container when a
+"""The AWS configuration a ``--runner docker`` run takes into its container when a
 profile is used: the host's ``~/.aws``, read-only."""
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ ModelSpec = _union(model_option_classes(), "name")
 class JobSpec(Strict):
     """A fully resolved experiment: data, model, training and the report's numbers.
 
-    Validated once, then treated as read-only: runners and backends copy it
+    Validated once, then treated as read-only: runners copy it
     (``model_copy``) rather than change it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)

@@ -1,6 +1,6 @@
 """Sweeps: ``--sweep key=v1,v2`` axes expanded into one validated spec per combination.
 
-Expanded here, in the spec layer, so every backend can run the same variants: AWS Batch
+Expanded here, in the spec layer, so every runner can run the same variants: AWS Batch
 makes one array job of them, and each variant is checked like a job file before anything
 is submitted.
 """

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from cvtrain.errors import StorageError
-from cvtrain.runs import CHECKPOINT, MANIFEST, is_transient, run_location
+from cvtrain.runs import CHECKPOINT, MANIFEST, RunFolder, is_transient
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref, safe_relative, scan_local
 from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3
@@ -21,7 +21,7 @@ from cvtrain.storage.transfer import SyncStats, execute, sync
 
 
 class RunUploader:
-    """Mirror one local run folder to ``<results_uri>/<job>/<run-id>/`` while it is written.
+    """Mirror one local run folder to its copy under ``results_uri`` while it is written.
 
     ``sync()`` after each checkpoint sends the files that changed since the last call (never
     ``manifest.json`` nor a half-written checkpoint; the checkpoint's ``state.json`` after
@@ -31,15 +31,14 @@ class RunUploader:
     paths in the order their uploads completed.
     """
 
-    def __init__(self, run_path: Path, results_uri: str, endpoint_url: str | None = None,
+    def __init__(self, run: RunFolder, results_uri: str, endpoint_url: str | None = None,
                  workers: int = WORKERS):
-        self.run_path = Path(run_path)
-        self.job = self.run_path.parent.name
-        self.run_id = self.run_path.name
+        self.run_path = run.path
         self.results_uri = os.fspath(results_uri)
         self.endpoint_url = endpoint_url
         self.workers = workers
-        self.remote = run_location(self.results_uri, self.job, self.run_id)
+        #: where the copy is (a URI or a local path)
+        self.remote = run.under(self.results_uri).location
         self.order: list[str] = []
         self._sent: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) as uploaded
         self._remote: dict[str, Ref] | None = None   # what the remote run held at the start
@@ -170,10 +169,10 @@ class RunUploader:
                 self._target(rel).path.unlink(missing_ok=True)
 
 
-def download_run(results_uri: str, job: str, run_id: str, dest: Path,
-                 endpoint_url: str | None = None, progress: bool = False) -> bool:
-    """Pull ``<results_uri>/<job>/<run_id>/`` into ``dest``; False when nothing is there."""
-    src = run_location(results_uri, job, run_id)
-    src = src + "/" if is_s3(src) else src
+def download_run(run: RunFolder, dest: Path, endpoint_url: str | None = None,
+                 progress: bool = False) -> bool:
+    """Pull the run folder ``run`` (a copy in a results root) into ``dest``; False when
+    nothing is there."""
+    src = run.location + ("/" if run.is_remote else "")
     stats = sync(src, Path(dest), endpoint_url=endpoint_url, progress=progress, missing_ok=True)
     return stats.found and stats.sent + stats.skipped > 0

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvtrain import stop
+from cvtrain.console import byte_progress
 from cvtrain.errors import StorageError, UsageError
-from cvtrain.report import byte_progress
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.objects import copy as _copy
 from cvtrain.storage.plan import Pair, _same, plan, safe_relative

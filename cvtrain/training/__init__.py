@@ -3,6 +3,6 @@ callbacks, device set-up, checkpoints, SIGTERM handling and ``metrics.json`` eac
 module of its own."""
 
 from cvtrain.training.interrupt import RunInterrupted, RunTerminated
-from cvtrain.training.run import RunResult, run_job
+from cvtrain.training.run import run_job
 
-__all__ = ["RunInterrupted", "RunResult", "RunTerminated", "run_job"]
+__all__ = ["RunInterrupted", "RunTerminated", "run_job"]

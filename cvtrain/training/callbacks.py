@@ -14,12 +14,12 @@ import csv
 import time
 
 from cvtrain import runs, stop
+from cvtrain.console import RunLog
 from cvtrain.errors import StorageError
-from cvtrain.report import RunLog
 from cvtrain.spec import JobSpec
 
 
-def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs: int,
+def make_callbacks(spec: JobSpec, run: runs.RunFolder, log: RunLog, splits, epochs: int,
                    seed: int, resume, elapsed_before: float, uploader, kept=None):
     """Keras callbacks: epoch timing, history.csv and TensorBoard scalars, progress, early
     stopping, then the checkpoints (each epoch's, those within an epoch, the one a stop
@@ -171,7 +171,7 @@ def make_callbacks(spec: JobSpec, run: runs.RunDir, log: RunLog, splits, epochs:
     return recorder, callbacks
 
 
-def read_history(run: runs.RunDir) -> list[dict]:
+def read_history(run: runs.RunFolder) -> list[dict]:
     """The rows of an earlier attempt's history.csv (for a resumed run)."""
     try:
         text = run.file(runs.HISTORY).read_text(encoding="utf-8")

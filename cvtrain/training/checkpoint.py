@@ -13,8 +13,8 @@ executions of the training step):
 - ``best.weights.npz``   early stopping's best weights so far, when it restores them
 - ``state.json``         epochs completed, training steps done of the next one (0 at an
                          epoch's end), whether training is over (all epochs, or early
-                         stopping), the run's seed, early-stopping state, seconds spent, and
-                         the sha256 of each file above
+                         stopping), the run's seed, early-stopping state, seconds spent; a
+                         manifest (:mod:`cvtrain.manifest`) of the files above
 
 It is replaced atomically (written beside, then renamed), so a run killed at any moment
 leaves either the previous epoch's checkpoint or the new one, never half of one. A copy
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cvtrain import manifest
 from cvtrain.errors import EXIT_TERMINATED  # noqa: F401 - where runs' users look for it
-from cvtrain.runs import CHECKPOINT, CHECKPOINT_TRANSIENT, sha256_file
+from cvtrain.runs import CHECKPOINT, CHECKPOINT_TRANSIENT
 
 DIR = CHECKPOINT
 STATE = "state.json"
@@ -105,11 +106,10 @@ def read(run_path: Path) -> Resume | None:
         state = json.loads((path / STATE).read_text())
     except (OSError, ValueError):
         return None
-    if not (path / MODEL).is_file():
+    if not (path / MODEL).is_file() or not manifest.well_formed(state):
         return None
-    for name, digest in (state.get("files") or {}).items():
-        if not (path / name).is_file() or sha256_file(path / name) != digest:
-            return None
+    if manifest.problems(path, state):
+        return None
     return Resume(epoch=int(state["epoch"]), finished=bool(state.get("finished")),
                   seed=int(state["seed"]),
                   elapsed_seconds=float(state.get("elapsed_seconds", 0.0)),
@@ -150,13 +150,11 @@ def write(run_path: Path, model, epoch: int, seed: int, elapsed_seconds: float,
                                    for i, v in enumerate(model.metrics_variables)})
     if best_weights is not None:
         np.savez(tmp / BEST, **{f"w{i}": w for i, w in enumerate(best_weights)})
-    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-    # state.json last, naming the files it goes with (an upload sends it last, too)
-    (tmp / STATE).write_text(json.dumps({
-        "epoch": epoch, "step": step, "finished": finished, "seed": seed,
-        "elapsed_seconds": round(elapsed_seconds, 3),
-        "epoch_seconds": round(epoch_seconds, 3), "early_stopping": early_stopping,
-        "files": files}, indent=2))
+    # state.json last, a manifest of the files it goes with (an upload sends it last, too)
+    (tmp / STATE).write_text(json.dumps(manifest.build(
+        tmp, [p.name for p in sorted(tmp.iterdir())], epoch=epoch, step=step,
+        finished=finished, seed=seed, elapsed_seconds=round(elapsed_seconds, 3),
+        epoch_seconds=round(epoch_seconds, 3), early_stopping=early_stopping), indent=2))
     # two renames: at every instant either checkpoint/ or checkpoint.old/ is whole
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

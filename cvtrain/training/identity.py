@@ -9,7 +9,6 @@ from pathlib import Path
 
 from cvtrain import runs
 from cvtrain.errors import UsageError
-from cvtrain.runs import run_location
 from cvtrain.spec import JobSpec
 from cvtrain.spec.schema import NOT_IN_RESULT
 
@@ -40,13 +39,15 @@ def fingerprint(spec: JobSpec, data_sha256: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
+def same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunFolder | None:
     """A complete run of this job under ``out`` whose metrics carry this fingerprint."""
     folder = Path(out) / spec.name
     if not folder.is_dir():
         return None
     for path in sorted(folder.iterdir(), reverse=True):  # the newest first
-        run = runs.RunDir(path)
+        if not path.is_dir():
+            continue
+        run = runs.RunFolder.at(path)
         if not run.is_complete():
             continue
         try:
@@ -58,8 +59,8 @@ def _same_run(out: Path, spec: JobSpec, print_: str) -> runs.RunDir | None:
     return None
 
 
-def _same_run_in_results(results: str, endpoint_url: str | None, out: Path, spec: JobSpec,
-                         print_: str) -> runs.RunDir | None:
+def same_run_in_results(results: str, endpoint_url: str | None, out: Path, spec: JobSpec,
+                         print_: str) -> runs.RunFolder | None:
     """The newest complete run of this job with this fingerprint in the results root
     (``--results``: a folder or an ``s3://`` prefix), fetched into ``out`` (checked
     against its manifest); None when there is none."""
@@ -75,17 +76,17 @@ def _same_run_in_results(results: str, endpoint_url: str | None, out: Path, spec
     if not matches:
         return None
     run_id = max(r["run_id"] for r in matches)  # run ids begin with their start time
-    run = runs.RunDir(Path(out) / spec.name / run_id)
+    run = runs.RunFolder(out, spec.name, run_id)
     if not run.is_complete():
-        download_run(results, spec.name, run_id, run.path, endpoint_url=endpoint_url)
+        download_run(run.under(results), run.path, endpoint_url=endpoint_url)
         if runs.verify(run.path):
-            raise StorageError(f"{run_location(results, spec.name, run_id)}: the complete run "
+            raise StorageError(f"{run.under(results).location}: the complete run "
                                f"with this fingerprint did not arrive whole in {run.path}; "
                                "remove that folder and run again, or train anew with --force")
     return run
 
 
-def _refuse_other_spec(run: runs.RunDir, spec: JobSpec, what: str) -> None:
+def refuse_other_spec(run: runs.RunFolder, spec: JobSpec, what: str) -> None:
     """UsageError naming the keys that differ (their values then and now) and how to go
     on, when this run id was started with another spec than ``spec``."""
     earlier = run.file(runs.SPEC)

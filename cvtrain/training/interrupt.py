@@ -29,7 +29,7 @@ class RunInterrupted(CvtrainError):
 class Kept:
     """What a run stopped now would leave behind, said in one line."""
 
-    def __init__(self, run: runs.RunDir, rerun: str | None = None):
+    def __init__(self, run: runs.RunFolder, rerun: str | None = None):
         self.run = run
         self.rerun = rerun
         self.remote: str | None = None

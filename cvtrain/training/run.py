@@ -1,6 +1,6 @@
 """One training run, top to bottom: data -> model -> fit -> evaluate -> save.
 
-:func:`run_job` is what ``cvtrain run`` calls in every backend; it knows nothing of where
+:func:`run_job` is what ``cvtrain run`` calls in every runner; it knows nothing of where
 it runs. It writes the run folder described in :mod:`cvtrain.runs`, ``manifest.json``
 last. The dataset (:mod:`cvtrain.data.registry`) turns its files into streams, the model
 registry builds the network; callbacks, the device, checkpoints and ``metrics.json`` each
@@ -12,37 +12,32 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cvtrain import runs, stop
+from cvtrain import manifest, runs, stop
+from cvtrain.console import RunLog, summary_table
 from cvtrain.errors import UsageError
 from cvtrain.paths import default_out_dir
-from cvtrain.report import RunLog, plot_curves, summary_table
+from cvtrain.plots import plot_curves
+from cvtrain.runs import RunResult
 from cvtrain.spec import JobSpec, check_local_paths, input_kind
 from cvtrain.spec.checks import is_uri
-from cvtrain.training import checkpoint, classifier
+from cvtrain.training import checkpoint, raw_image_model
 from cvtrain.training.backend import select_backend
 from cvtrain.training.callbacks import make_callbacks
 from cvtrain.training.device import configure_device, data_parallel, steps_per_execution
 from cvtrain.training.fitting import fit
 from cvtrain.training.identity import (
-    _refuse_other_spec,
-    _same_run,
-    _same_run_in_results,
     fingerprint,
+    refuse_other_spec,
+    same_run,
+    same_run_in_results,
 )
 from cvtrain.training.interrupt import Kept, RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
 from cvtrain.training.split import split_batches, whole_batches
-
-
-@dataclass
-class RunResult:
-    run: runs.RunDir
-    metrics: dict
 
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
@@ -80,7 +75,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
     check_local_paths(spec)
     dataset = get_dataset(spec.data.dataset)
     backend = select_backend(spec.training.backend, deterministic=spec.seed is not None)
-    run = runs.RunDir.claim(out or default_out_dir(), spec.name, run_id)
+    run = runs.RunFolder.new(out or default_out_dir(), spec.name, run_id)
     kept = Kept(run, rerun)
     attempt = {"fresh": False, "logged": False}  # a new folder made; log.txt attached
     try:
@@ -89,11 +84,11 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
         if results is not None:
             from cvtrain.storage import RunUploader, download_run
 
-            uploader = RunUploader(run.path, results, endpoint_url=endpoint_url)
+            uploader = RunUploader(run, results, endpoint_url=endpoint_url)
             kept.remote = uploader.remote
             remote_complete = uploader.remote_complete()  # an unusable location fails now
             if not run.path.exists() and run_id is not None:
-                download_run(results, spec.name, run.run_id, run.path, endpoint_url=endpoint_url)
+                download_run(run.under(results), run.path, endpoint_url=endpoint_url)
             elif remote_complete and not run.is_complete():
                 raise UsageError(f"{uploader.remote}: a complete run with this id is in the "
                                  f"results, but {run.path} holds an unfinished one; remove "
@@ -108,9 +103,9 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
         stop.check()
         print_ = fingerprint(spec, data.sha256)
         if run_id is None and resume is None and spec.seed is not None and not force:
-            same, where = _same_run(out or default_out_dir(), spec, print_), ""
+            same, where = same_run(out or default_out_dir(), spec, print_), ""
             if same is None and results is not None:
-                same = _same_run_in_results(results, endpoint_url, out or default_out_dir(),
+                same = same_run_in_results(results, endpoint_url, out or default_out_dir(),
                                             spec, print_)
                 where = f" in {results} (fetched into {same.path})" if same else ""
             if same is not None:
@@ -147,7 +142,7 @@ def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
         log.detach_file()
 
 
-def _append_log(run: runs.RunDir, line: str) -> None:
+def _append_log(run: runs.RunFolder, line: str) -> None:
     try:
         with open(run.file(runs.LOG), "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -155,7 +150,7 @@ def _append_log(run: runs.RunDir, line: str) -> None:
         pass
 
 
-def _failed(run: runs.RunDir, exc: Exception, fresh: bool, logged: bool) -> None:
+def _failed(run: runs.RunFolder, exc: Exception, fresh: bool, logged: bool) -> None:
     """After a failure: a new run folder with no checkpoint goes (nothing in it can be
     resumed, and a half-made run must not be listed); any other that this attempt wrote
     to gets the error as the last line of its log.txt (never a complete run's)."""
@@ -174,10 +169,10 @@ def _failed(run: runs.RunDir, exc: Exception, fresh: bool, logged: bool) -> None
         _append_log(run, f"failed: internal error: {type(exc).__name__}: {first}")
 
 
-def _reuse(spec: JobSpec, run: runs.RunDir, uploader, log: RunLog, kept: Kept) -> RunResult:
+def _reuse(spec: JobSpec, run: runs.RunFolder, uploader, log: RunLog, kept: Kept) -> RunResult:
     """A complete run with this id: the same spec is reused (its copy in the results
     completed if an earlier attempt stopped during the upload), another is refused."""
-    _refuse_other_spec(run, spec, "holds a complete run of")
+    refuse_other_spec(run, spec, "holds a complete run of")
     if uploader is not None:
         kept.state = "complete"
         remote = uploader.remote_manifest()
@@ -206,7 +201,7 @@ def _local(path: str | None, log: RunLog) -> str | Path | None:
     return localize(path, progress=log.interactive)
 
 
-def _resume_point(run: runs.RunDir, spec: JobSpec) -> checkpoint.Resume | None:
+def _resume_point(run: runs.RunFolder, spec: JobSpec) -> checkpoint.Resume | None:
     """The checkpoint to continue from, when this run id was started before with this spec
     (one whose training is over goes straight to evaluation)."""
     if not run.path.exists():
@@ -215,7 +210,7 @@ def _resume_point(run: runs.RunDir, spec: JobSpec) -> checkpoint.Resume | None:
     resume = checkpoint.read(run.path)
     if resume is None:
         return None
-    _refuse_other_spec(run, spec, "was started with")
+    refuse_other_spec(run, spec, "was started with")
     return resume
 
 
@@ -228,7 +223,7 @@ def build_optimizer(spec: JobSpec):
     return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum)
 
 
-def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: RunLog, started,
+def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunFolder, log: RunLog, started,
            t_start, resume, uploader, kept: Kept, print_: str) -> RunResult:
     import keras
 
@@ -257,7 +252,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     t = spec.training
     initial_epoch = resume.epoch if resume else 0
     classes = list(data.class_names)
-    runs.write_json(run.file(runs.CLASSES), classes)
+    manifest.write_json(run.file(runs.CLASSES), classes)
     splits = training_streams(dataset, spec, data, input_kind(spec), seed, log, initial_epoch,
                               resume.step if resume else 0)
     spe = steps_per_execution(t.steps_per_execution, splits.steps_per_epoch, device["type"],
@@ -313,8 +308,8 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
     with stop.deferred():
         rows = recorder.rows
         network.save(run.file(runs.MODEL))
-        classifier.save(dataset, spec, splits, network, model, run, seed, backend,
-                        device["precision_policy"], log)
+        raw_image_model.save(dataset, spec, splits, network, model, run, seed, backend,
+                             device["precision_policy"], log)
         plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
         metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network,
                               test=test, rows=rows, resume=resume, seed=seed, device=device,
@@ -322,7 +317,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunDir, log: Ru
                               wall_seconds=elapsed_before + time.perf_counter() - t_start,
                               fit_seconds=fit_seconds)
         metrics["fingerprint"] = print_
-        runs.write_json(run.file(runs.METRICS), metrics)
+        manifest.write_json(run.file(runs.METRICS), metrics)
         log.print(summary_table(metrics, run.path))
         keras.backend.clear_session()
         log.detach_file()  # log.txt is complete before the manifest lists it

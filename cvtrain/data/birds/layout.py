@@ -26,8 +26,8 @@ import numpy as np
 from cvtrain.data.registry import LoadedData
 from cvtrain.data.synthetic import marked
 from cvtrain.errors import DataError, UsageError, typed_set
+from cvtrain.manifest import sha256_file
 from cvtrain.paths import cache_dir
-from cvtrain.runs import sha256_file
 
 _SPLIT_SEED = 0  # the validation hold-out is the same for every run of every birds job
 

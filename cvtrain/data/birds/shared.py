@@ -37,7 +37,8 @@ from cvtrain.errors import CvtrainError, StorageError
 
 SHARED_FOLDER = ".features"
 MANIFEST = "features.json"
-FORMAT = 1
+#: 2: the manifest format of :mod:`cvtrain.manifest` (1 named files by ``name``)
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -82,21 +83,19 @@ def publish(path: Path, key: str, shared: Shared, log=None) -> str | None:
     """Upload the cache entry ``path`` (features of ``key``) to ``shared``: its files into a
     writer folder, then the manifest. The manifest's location, or None when the upload failed
     (said in one line: the features are still used here; others extract their own)."""
-    from cvtrain.runs import sha256_file
+    from cvtrain import manifest
     from cvtrain.storage import sync
 
     writer = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
-    files = _files(path)
-    manifest = {"format": FORMAT, "key": key, "folder": writer,
-                "by": os.environ.get("AWS_BATCH_JOB_ID") or os.uname().nodename,
-                "files": [{"name": f.name, "size": f.stat().st_size, "sha256": sha256_file(f)}
-                          for f in files]}
+    made = manifest.build(path, [f.name for f in _files(path)], format=FORMAT, key=key,
+                          folder=writer,
+                          by=os.environ.get("AWS_BATCH_JOB_ID") or os.uname().nodename)
     target = shared.location(key, MANIFEST)
     try:
         sync(path, shared.location(key, writer) + "/", endpoint_url=shared.endpoint_url)
         with tempfile.TemporaryDirectory(prefix="cvtrain-features-") as tmp:
             local = Path(tmp) / MANIFEST
-            local.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            local.write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
             sync(local, target, endpoint_url=shared.endpoint_url)
     except CvtrainError as exc:
         _say(log, f"[bold]features[/]: not shared ({exc}); used here only")
@@ -129,16 +128,17 @@ def fetch(key: str, dest: Path, shared: Shared, log=None) -> str | None:
 
 def _fetch(text: str, key: str, dest: Path, shared: Shared) -> str | None:
     """Download and check; what went wrong, or None when ``dest`` holds the features."""
-    from cvtrain.runs import sha256_file
+    from cvtrain import manifest
     from cvtrain.storage import sync
 
     try:
-        manifest = json.loads(text)
-        folder, files = manifest["folder"], manifest["files"]
-        wanted = {f["name"]: (int(f["size"]), str(f["sha256"])) for f in files}
-    except (ValueError, KeyError, TypeError):
+        made = json.loads(text)
+    except ValueError:
+        made = None
+    if not manifest.well_formed(made) or not isinstance(made.get("folder"), str):
         return "not a features manifest"
-    if (manifest.get("format") != FORMAT or manifest.get("key") != key
+    folder, wanted = made["folder"], manifest.listed(made)
+    if (made.get("format") != FORMAT or made.get("key") != key
             or not _plain(folder) or not all(_plain(n) for n in wanted)
             or "meta.json" not in wanted):
         return "not a features manifest of this key and format"
@@ -149,10 +149,9 @@ def _fetch(text: str, key: str, dest: Path, shared: Shared) -> str | None:
             sync(shared.location(key, folder) + "/", tmp, endpoint_url=shared.endpoint_url)
         except CvtrainError as exc:
             return f"download failed ({exc})"
-        for name, (size, digest) in wanted.items():
-            got = tmp / name
-            if not got.is_file() or got.stat().st_size != size or sha256_file(got) != digest:
-                return f"{name} does not match the manifest"
+        mismatch = manifest.problems(tmp, made)
+        if mismatch:
+            return mismatch[0]
         for extra in set(p.name for p in tmp.iterdir()) - set(wanted):
             (tmp / extra).unlink()
         if dest.exists():

@@ -18,11 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from cvtrain.console import byte_progress
 from cvtrain.data.cifar.format import ARCHIVE_NAMES, EDITIONS
 from cvtrain.data.errors import _error, _one_line, _reason
 from cvtrain.errors import DEMO_HINT, DataError, typed_set
 from cvtrain.paths import cache_dir
-from cvtrain.report import byte_progress
 
 #: Official download locations; tests monkeypatch the entries.
 DOWNLOADS: dict[str, dict[str, str]] = {

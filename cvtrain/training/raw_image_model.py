@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 
-from cvtrain import runs
+from cvtrain import manifest, runs
 
 #: what ``classifier.json`` says of the model's output
 OUTPUT = "class probabilities (softmax), in the order of classes.json"
@@ -86,7 +86,7 @@ def build(dataset, spec, splits, network, model, seed: int):
     return classifier, raw.description
 
 
-def save(dataset, spec, splits, network, model, run: runs.RunDir, seed: int, backend: str,
+def save(dataset, spec, splits, network, model, run: runs.RunFolder, seed: int, backend: str,
          precision: str, log) -> bool:
     """Write ``classifier.keras`` and ``classifier.json`` into the run folder; False (and
     a line saying so, also in ``log.txt``) when the dataset has no raw images or what the
@@ -109,7 +109,7 @@ def save(dataset, spec, splits, network, model, run: runs.RunDir, seed: int, bac
     classifier.save(run.file(runs.CLASSIFIER))
     classes = network.output_shape[-1]
     shape = list(classifier.input_shape)
-    runs.write_json(run.file(runs.CLASSIFIER_INFO), {
+    manifest.write_json(run.file(runs.CLASSIFIER_INFO), {
         "model": runs.CLASSIFIER,
         "classes": runs.CLASSES,
         "num_classes": classes,
