@@ -117,6 +117,39 @@ def keras_globals():
                 tf_config.disable_op_determinism()
 
 
+#: history.csv of a one-epoch run
+HISTORY = ("epoch,loss,accuracy,val_loss,val_accuracy,seconds,learning_rate\n"
+           "1,2.0,0.3,2.1,0.25,1.0,0.01\n")
+
+
+def fake_run(root, job: str = "basenet", run_id: str = "r1", *, spec=None,
+             metrics: dict | None = None, history: str | None = HISTORY,
+             files: dict | None = None, complete: bool = True):
+    """A run folder as `cvtrain run` leaves it, without training: ``spec.yaml`` (``spec``:
+    its text or a JobSpec; default ``name: <job>``), ``metrics.json`` when ``metrics`` are
+    given, ``history.csv``, any other ``files`` (relative path: text or bytes), then the
+    manifest when ``complete``. Returns its :class:`~cvtrain.runs.RunFolder`."""
+    from cvtrain import manifest, runs
+
+    run = runs.RunFolder(root, job, run_id).prepare()
+    text = f"name: {job}\n" if spec is None else spec if isinstance(spec, str) else spec.to_yaml()
+    run.file(runs.SPEC).write_text(text)
+    if metrics is not None:
+        manifest.write_json(run.file(runs.METRICS), metrics)
+    if history is not None:
+        run.file(runs.HISTORY).write_text(history)
+    for rel, content in (files or {}).items():
+        file = run.path / rel
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            file.write_bytes(content)
+        else:
+            file.write_text(content)
+    if complete:
+        run.finalize()
+    return run
+
+
 def load_template(path: Path) -> dict:
     """A CloudFormation YAML template as data, its short tags (``!Sub``, ``!Ref``, ...)
     read as the plain value they tag."""

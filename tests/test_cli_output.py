@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import JOBS, run_cli
+from conftest import JOBS, fake_run, run_cli
 from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
@@ -128,26 +128,23 @@ def test_jobs_list_outside_the_checkout_hints_at_cvtrain_jobs(tmp_path, monkeypa
     assert "no job files in jobs" in empty.stderr and "$CVTRAIN_JOBS" in empty.stderr
 
 
-def _fake_run(root: Path, job: str, run_id: str, lr: float) -> Path:
-    path = root / job / run_id
-    path.mkdir(parents=True)
-    metrics = {"job": job, "run_id": run_id, "test_accuracy": 0.41, "test_loss": 2.5,
-               "report": {"test_accuracy": 0.4171, "test_loss": 2.5126}, "epochs_run": 2,
-               "best_epoch": 2, "wall_seconds": 12.5, "started": "2026-11-28T06:12:00+00:00"}
-    (path / "metrics.json").write_text(json.dumps(metrics))
-    (path / "spec.yaml").write_text(f"name: {job}\ntraining:\n  optimizer:\n    "
-                                    f"learning_rate: {lr}\n")
-    (path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
-                                      "1,3.0,0.2,3.1,0.2,6\n2,2.5,0.4,2.6,0.4,6\n")
-    (path / "manifest.json").write_text("{}")
-    return path
+def _run_with_lr(root: Path, job: str, run_id: str, lr: float) -> Path:
+    return fake_run(root, job, run_id, spec=f"name: {job}\ntraining:\n  optimizer:\n    "
+                                            f"learning_rate: {lr}\n",
+                    metrics={"job": job, "run_id": run_id, "test_accuracy": 0.41,
+                             "test_loss": 2.5, "report": {"test_accuracy": 0.4171,
+                                                          "test_loss": 2.5126},
+                             "epochs_run": 2, "best_epoch": 2, "wall_seconds": 12.5,
+                             "started": "2026-11-28T06:12:00+00:00"},
+                    history="epoch,loss,accuracy,val_loss,val_accuracy,seconds\n"
+                            "1,3.0,0.2,3.1,0.2,6\n2,2.5,0.4,2.6,0.4,6\n").path
 
 
 def test_results_ls_and_show_piped_keep_ids_whole_and_json_parses(tmp_path, monkeypatch):
     for name, value in NARROW_PIPE.items():
         monkeypatch.setenv(name, value)
-    _fake_run(tmp_path, "resnet50_features_dense", RUN_ID, 0.01)
-    _fake_run(tmp_path, "resnet50_features_mlp", RUN_ID, 0.01)
+    _run_with_lr(tmp_path, "resnet50_features_dense", RUN_ID, 0.01)
+    _run_with_lr(tmp_path, "resnet50_features_mlp", RUN_ID, 0.01)
     runner = CliRunner()
     listing = runner.invoke(app, ["results", "ls", str(tmp_path)])
     assert listing.exit_code == 0, listing.output
@@ -168,8 +165,8 @@ def test_results_ls_and_show_piped_keep_ids_whole_and_json_parses(tmp_path, monk
 
 @pytest.mark.slow  # matplotlib draws the curves
 def test_results_compare_json(tmp_path):
-    a = _fake_run(tmp_path, "resnet50_features_dense", RUN_ID, 0.01)
-    b = _fake_run(tmp_path, "resnet50_features_dense", RUN_ID + "b", 0.001)
+    a = _run_with_lr(tmp_path, "resnet50_features_dense", RUN_ID, 0.01)
+    b = _run_with_lr(tmp_path, "resnet50_features_dense", RUN_ID + "b", 0.001)
     done = run_cli("results", "compare", a, b, "--plot", tmp_path / "c.png", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

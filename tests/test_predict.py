@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import fake_run, run_cli
 from PIL import Image
 from s3_server import s3, s3_server  # noqa: F401 - fixtures
 from typer.testing import CliRunner
@@ -69,18 +69,10 @@ def test_batches_keep_one_shape_each_and_failures_alone(tmp_path):
                    (["8x8", "8x8"], (2, 8, 8, 3)), (["8x8"], (1, 8, 8, 3))]
 
 
-def _old_run(root):
-    """A complete run folder as cvtrain wrote them before the raw-image model."""
-    run = runs.RunFolder(root, "basenet", "old").prepare()
-    run.file(runs.SPEC).write_text("name: basenet\n")
-    run.file(runs.METRICS).write_text("{}")
-    run.file(runs.CLASSES).write_text('["a", "b"]')
-    run.finalize()
-    return run.path
-
-
 def test_a_run_without_a_classifier_says_how_to_get_one(tmp_path):
-    path = _old_run(tmp_path)
+    # a complete run folder as cvtrain wrote them before the raw-image model
+    path = fake_run(tmp_path, "basenet", "old", metrics={}, history=None,
+                    files={runs.CLASSES: '["a", "b"]'}).path
     done = CliRunner().invoke(app, ["predict", "basenet/old", "--root", str(tmp_path),
                                     str(tmp_path)])
     assert isinstance(done.exception, StorageError), done.output

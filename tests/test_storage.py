@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, fake_run, run_cli
 from s3_server import (  # noqa: F401 - fixtures
     isolate_aws_env,
     make_client,
@@ -224,18 +224,14 @@ def test_localize_pulls_into_the_cache_once(s3, tmp_path, monkeypatch):
     assert storage.localize(s3.uri("datasets", "folder")) == folder and len(copies) == 3
 
 
-def _fake_run(root, job="basenet", run_id="r1"):
-    run = RunFolder(root, job, run_id).prepare()
-    run.file("spec.yaml").write_text("name: basenet\n")
-    run.file("history.csv").write_text("epoch,loss\n1,2.0\n")
-    (run.path / "tensorboard" / "train").mkdir(parents=True)
-    (run.path / "tensorboard" / "train" / "events").write_bytes(b"\0" * 100)
-    return run
+def _unfinished_run(root):
+    return fake_run(root, spec="name: basenet\n", history="epoch,loss\n1,2.0\n",
+                    files={"tensorboard/train/events": b"\0" * 100}, complete=False)
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
 def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
-    run = _fake_run(tmp_path / "out")
+    run = _unfinished_run(tmp_path / "out")
     results = s3.uri("results") if where == "s3" else str(tmp_path / "results")
 
     def remote_files():
@@ -279,7 +275,7 @@ def test_run_uploader_sends_changes_and_the_manifest_last(s3, tmp_path, where):
 
 
 def test_run_uploader_resumes_and_drops_stale_remote_files(s3, tmp_path):
-    run = _fake_run(tmp_path / "out")
+    run = _unfinished_run(tmp_path / "out")
     results = s3.uri("res")
     up = storage.RunUploader(run, results)
     run.file("stale.ckpt").write_bytes(b"old")

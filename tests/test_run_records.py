@@ -1,16 +1,16 @@
-"""What a new user meets in the first hour, without training: a refused resume that says
-what differs and what to type, runs on synthetic data never presented as beating the
-report, `results compare` that compares data by content and writes a plot only when
-asked, one exit code for "not found", plain numbers in metrics.json and a resolved spec
-whose description says which --set values changed it."""
+"""What a run's records say, without training: a refused resume that says what differs
+and what to type, runs on synthetic data never presented as beating the report, `results
+compare` that compares data by content and writes a plot only when asked, one exit code
+for "not found", plain numbers in metrics.json and a resolved spec whose description
+says which --set values changed it."""
 
 import json
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT, fake_run, run_cli
 
-from cvtrain import coursework_report, manifest, runs
+from cvtrain import coursework_report, runs
 from cvtrain.errors import StorageError, UsageError
 from cvtrain.results import compare_runs, list_runs, resolve_run
 from cvtrain.spec import load_spec, spec_from_text
@@ -19,15 +19,11 @@ from cvtrain.training.metrics import f32
 BASENET = ROOT / "jobs" / "cifar" / "basenet.yaml"
 
 
-def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path="data.tgz",
-             batch=32, complete=True, sets=()):
-    """A run folder as `cvtrain run` leaves it, without training: spec, metrics, history."""
+def basenet_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64,
+                path="data.tgz", batch=32, complete=True, sets=()):
+    """A BaseNet run folder with its metrics, without training."""
     spec = load_spec(BASENET, [f"data.path={path}", f"training.batch_size={batch}", *sets])
-    run = runs.RunFolder(root, spec.name, run_id).prepare()
-    run.file(runs.SPEC).write_text(spec.to_yaml())
-    run.file(runs.HISTORY).write_text("epoch,loss,accuracy,val_loss,val_accuracy,seconds,"
-                                      "learning_rate\n1,2.0,0.3,2.1,0.25,1.0,0.01\n")
-    manifest.write_json(run.file(runs.METRICS), {
+    return fake_run(root, spec.name, run_id, spec=spec, complete=complete, metrics={
         "job": spec.name, "run_id": run_id, "test_accuracy": accuracy, "test_loss": 1.5,
         "best_epoch": 1, "epochs_run": 1, "wall_seconds": 3.0, "seed": 0,
         "started": f"2026-01-01T00:00:0{len(run_id) % 10}+00:00",
@@ -35,9 +31,6 @@ def fake_run(root, run_id, *, accuracy=0.5, synthetic=False, sha="a" * 64, path=
         "report": {"test_accuracy": 0.3872, "test_loss": 2.5894},
         "dataset": {"name": "cifar100", "source": path, "sha256": sha,
                     "synthetic": synthetic}})
-    if complete:
-        run.finalize()
-    return run
 
 
 # ------------------------------------------------------------------ resume refused
@@ -68,8 +61,8 @@ def test_a_refused_resume_names_the_values_and_what_to_type(tmp_path):
 
 
 def test_runs_on_synthetic_data_are_marked_and_never_compared_with_the_report(tmp_path):
-    fake_run(tmp_path, "real1", accuracy=0.41)
-    fake_run(tmp_path, "synth2", accuracy=0.987, synthetic=True)
+    basenet_run(tmp_path, "real1", accuracy=0.41)
+    basenet_run(tmp_path, "synth2", accuracy=0.987, synthetic=True)
     rows = {r["run_id"]: r for r in list_runs(str(tmp_path))}
     assert rows["real1"]["synthetic"] is False
     assert rows["real1"]["accuracy_difference"] == pytest.approx(0.41 - 0.3872)
@@ -119,15 +112,15 @@ def test_the_run_summary_marks_synthetic_data():
 @pytest.mark.slow
 def test_compare_takes_the_data_by_content_and_plots_only_when_asked(tmp_path, monkeypatch):
     root = tmp_path / "runs"
-    fake_run(root, "20260101-000000-aaaa", path="data/cifar.tgz", batch=32)
-    fake_run(root, "20260101-000001-bbbb", path="/abs/data/cifar.tgz", batch=16)
+    basenet_run(root, "20260101-000000-aaaa", path="data/cifar.tgz", batch=32)
+    basenet_run(root, "20260101-000001-bbbb", path="/abs/data/cifar.tgz", batch=16)
     refs = [resolve_run(f"basenet/{r}", str(root))
             for r in ("20260101-000000-aaaa", "20260101-000001-bbbb")]
     result = compare_runs(refs)
     assert "data.path" not in result.spec_diff and "description" not in result.spec_diff
     assert "training.batch_size" in result.spec_diff and "data.sha256" not in result.spec_diff
 
-    fake_run(root, "20260101-000002-cccc", path="data/cifar.tgz", sha="b" * 64)
+    basenet_run(root, "20260101-000002-cccc", path="data/cifar.tgz", sha="b" * 64)
     other = compare_runs([refs[0], resolve_run("basenet/20260101-000002-cccc", str(root))])
     assert other.spec_diff == {"data.sha256": ["a" * 12, "b" * 12]}  # same path, other data
 
@@ -156,7 +149,7 @@ def test_not_found_is_one_exit_code(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError):  # there, but not a folder: bad input
         list_runs(str(tmp_path / "file"))
-    fake_run(tmp_path / "runs", "r1")
+    basenet_run(tmp_path / "runs", "r1")
     for args in (("results", "ls", tmp_path / "nothing"),
                  ("results", "show", tmp_path / "runs" / "basenet" / "nope"),
                  ("results", "show", "basenet/nope", "--root", tmp_path / "runs"),
