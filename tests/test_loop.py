@@ -22,6 +22,15 @@ def test_loop_choice(monkeypatch):
     assert chosen_loop("gpu") == "scan"
 
 
+def test_keras_is_the_release_whose_train_function_the_jax_loop_replaces():
+    """loop.py hooks Keras 3.15's JAX trainer (``make_train_function``); a newer Keras
+    carries keras-team/keras#23527, which does the same itself: then loop.py goes."""
+    import keras
+
+    assert keras.__version__.startswith("3.15."), keras.__version__
+    assert callable(getattr(keras.Model, "make_train_function", None))
+
+
 def _result(folder):
     m = json.loads((folder / runs.METRICS).read_text())
     rows = [{k: r[k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}

@@ -15,10 +15,8 @@ from pathlib import Path
 import typer
 
 from cvtrain import __version__, stop
-from cvtrain.cli import cloud, data, helpstyle, jobs, predict, results, run
+from cvtrain.cli import cloud, data, jobs, predict, results, run
 from cvtrain.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CvtrainError
-
-helpstyle.install()  # --help as Typer and Click always printed it: no <bool>, no {job}
 
 app = typer.Typer(
     name="cvtrain",

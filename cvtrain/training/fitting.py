@@ -123,10 +123,21 @@ def fit(model, splits, callbacks: list, initial_epoch: int, last_epoch: int,
 
 def _build_metrics(model, stream) -> None:
     """Create the compiled metrics' variables of a loaded model before its first step, so
-    that the interrupted epoch's accumulators can be put back into them. On one device
-    TensorFlow creates them only when it traces the step; Keras builds them from the
-    shapes of a batch (no computation), as ``fit`` itself does on JAX and on several
-    devices. A stream without an element spec (a generator, JAX) is built by ``fit``."""
+    that the interrupted epoch's accumulators can be put back into them: on one device
+    TensorFlow creates them only when it traces the step. A batch of zeros shaped as the
+    stream's goes through the model (inference: no random numbers drawn, no statistics
+    moved) and Keras's public ``compute_loss`` and ``compute_metrics``, which build what
+    they use; the values put back then replace whatever this left in them. A stream
+    without an element spec (a generator, JAX) is built by ``fit`` itself."""
     element_spec = getattr(stream, "element_spec", None)
-    if element_spec is not None:
-        model._symbolic_build(data_batch=element_spec)
+    if element_spec is None:
+        return
+    import keras
+
+    def zeros(spec):
+        return keras.ops.zeros([1 if d is None else d for d in spec.shape], spec.dtype.name)
+
+    x, y = zeros(element_spec[0]), zeros(element_spec[1])
+    y_pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+    model.compute_metrics(x, y, y_pred)

@@ -15,6 +15,14 @@ inside a loop about 4x slower than as calls of their own (BaseNet, 16 steps per 
 2 cores: 0.53 s against 0.14 s an execution), so CPUs keep Keras's loop.
 ``$CVTRAIN_JAX_LOOP`` (``scan`` or ``steps``) overrides it, for benchmarks
 (``benchmarks/throughput.py --jax-loop``).
+
+It replaces the compiled model's ``make_train_function``, the hook Keras's JAX trainer
+builds its train function with, so it is tied to the Keras release it was written for
+(pinned in ``pyproject.toml``, checked by ``tests/test_loop.py``). Keras's own change to
+the same end, keras-team/keras#23527 ("Accelerate multi-step training loops using
+on-device ``jax.lax.scan`` for ``steps_per_execution > 1``", merged after 3.15.1), makes
+it unnecessary: on the first release that carries it, delete this module and let Keras
+run the executions.
 """
 
 from __future__ import annotations
