@@ -72,7 +72,8 @@ help:
 	@echo "make status             cvtrain status of the jobs submitted from here (IDS=... for others)"
 	@echo "make results            cvtrain results ls of the stack's bucket"
 
-install:
+# with make's own .venv, made first on a fresh checkout
+install: | $(if $(RUNTIME),$(VENV)/bin/python)
 	$(PYTHON) -m pip install -e ".[$(EXTRA),test]"
 
 # the virtual environment's set-up: runtime dependencies for the jobs, test ones for tests

@@ -1,4 +1,4 @@
-"""One line for any boto3/botocore failure, shared by storage and the cloud backend.
+"""One line for any boto3/botocore failure, shared by storage and the Batch runner.
 
 Never formats credentials: only the error class, the service's error code and the first
 line of its message.
