@@ -85,6 +85,10 @@ def run(
                              _sets_for(set_, spec.data.dataset), **again)
                for path, spec in zip(files, specs, strict=True)]
               if backend is Backend.local else None)
+    if backend is Backend.local:  # TensorFlow's threads per op: once, for every job here
+        from cvtrain.training.batch_parts import configure_threads
+
+        configure_threads(specs)
     if len(specs) == 1:
         code = runner.run(specs[0], **options, **({"rerun": reruns[0]} if reruns else {}))
         if code:
@@ -194,9 +198,7 @@ def run_set(runner, specs: list, options: dict, reruns: list[str] | None = None,
     from cvtrain.errors import CvtrainError
     from cvtrain.output import print_table
     from cvtrain.training import RunInterrupted, RunTerminated
-    from cvtrain.training.split import plan_set
 
-    plan_set(specs)  # TensorFlow's threads are the process's: split all the jobs or none
     # several models in one process: TensorFlow's python logger warns about retracing
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     say = sys.stderr if as_json else sys.stdout
