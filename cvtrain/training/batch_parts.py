@@ -126,7 +126,7 @@ def configure_threads(specs: list[JobSpec]) -> bool:
         except UsageError:
             return False
 
-    if not specs or not installed("tensorflow") or not all(splits(s, False) for s in specs):
+    if not specs or not all(splits(s, False) for s in specs) or not installed("tensorflow"):
         return False
     try:
         select_backend("tensorflow")  # TensorFlow, and Keras on it, quietly
