@@ -45,6 +45,20 @@ def splittable(spec: JobSpec) -> bool:
     return not spec.model.batch_statistics()
 
 
+def gains(spec: JobSpec) -> bool:
+    """Whether ``auto`` splits the job's model: only where a split measured >= 1.2x
+    faster, which is BaseNet as Part 1 builds it, convolutions of 6 and 16 filters that
+    leave the second core idle (basenet, normalize and augment: 1.28-1.50x on their compute
+    ceilings, 2 cores; ``benchmarks/throughput.py`` against ``--batch-split 1``). ``deep``
+    BaseNet's convolutions of 32 to 128 filters keep both cores busier: 1.13x here (641
+    against 569 images/s), none on an AVX-512 machine (benchmarks/README.md). The birds'
+    feature heads are a few dense layers: the dense head 1.15x, the MLP head 0.80x (a
+    script kept out of the repository). Asked for with a number, any model without
+    BatchNormalization splits."""
+    model = spec.model
+    return model.name == "basenet" and not model.deep
+
+
 def wanted(spec: JobSpec, backend: str, has_gpus: bool,
            cpu_devices: int = 1) -> tuple[int, str]:
     """How many parts the job asks for here, and why, whatever TensorFlow's threads: what
@@ -75,6 +89,8 @@ def wanted(spec: JobSpec, backend: str, has_gpus: bool,
                              f"{spec.training.batch_size}; expected at most "
                              f"{spec.training.batch_size}")
         return setting, f"{setting} parts side by side"
+    if not gains(spec):
+        return 1, "not split: the model keeps the cores busy whole (a split measured no faster)"
     parts = min(cores(), spec.training.batch_size // MIN_PART)
     if parts < 2:
         return 1, (f"not split: {cores()} core(s), batches of {spec.training.batch_size} "
