@@ -5,8 +5,8 @@ ceiling on the same device and backend, and the coursework's pipeline when it is
                                     [--backend tensorflow|jax] [--reference DIR] [--features]
 
 For each job and repetition, interleaved, in a process of its own as ``cvtrain run`` would
-be (TensorFlow's threads per op are a process's; ``training.batch_split`` sets them per
-job), then the coursework's pipeline in another:
+be (TensorFlow's threads per op are a process's, set before its job as the set loop sets
+them: ``batch_parts.configure_threads``), then the coursework's pipeline in another:
 
 - cvtrain: the job's own streams and model as ``cvtrain run`` builds them (uint8 batches
   in a seeded order, augmentation where it runs on this backend: the ``tf.data`` threads on
@@ -137,12 +137,14 @@ def measure_job(job: str, archive: Path, epochs: int, backend: str, jit="auto",
     own: TensorFlow's threads are set once per process, as for ``cvtrain run``)."""
     from cvtrain.data.cifar import load_cifar100
     from cvtrain.spec import input_kind, load_spec
+    from cvtrain.training.batch_parts import configure_threads
     from cvtrain.training.device import configure_device
 
     spec = load_spec(ROOT / "jobs" / "cifar" / f"{job}.yaml",
                      ["data.num_classes=25", f"training.epochs={epochs}"]
                      + ([f"training.batch_split={batch_split}"] if batch_split else []))
-    # unseeded: as fast; first, before anything starts TensorFlow (its threads per op)
+    # TensorFlow's threads per op, as the set loop sets them before a job; unseeded: as fast
+    configure_threads([spec])
     device = configure_device(spec, 0, backend)
     import keras
     import numpy as np
@@ -151,8 +153,8 @@ def measure_job(job: str, archive: Path, epochs: int, backend: str, jit="auto",
     from cvtrain.models import build_model
     from cvtrain.training.device import steps_per_execution
     from cvtrain.training.loop import chosen_loop, scan_steps
+    from cvtrain.training.parts_model import in_parts
     from cvtrain.training.run import build_optimizer
-    from cvtrain.training.split import split_batches
 
     data = load_cifar100(archive, num_classes=25, progress=False)
     dataset = get_dataset(spec.data.dataset)
@@ -161,12 +163,12 @@ def measure_job(job: str, archive: Path, epochs: int, backend: str, jit="auto",
     t = spec.training
 
     def compiled(model):
+        model = in_parts(model, device["batch_split"])
         model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
                       metrics=["accuracy"], steps_per_execution=spe,
                       jit_compile={"auto": "auto", "on": True, "off": False}[jit])
         if backend == "jax" and chosen_loop(device["type"]) == "scan":
             scan_steps(model)
-        split_batches(model, device["batch_split"])
         return model
 
     ours = timed_fit(compiled(splits.wrap(build_model(spec.model, splits.input_shape, 25))),

@@ -101,10 +101,8 @@ def run_set(runner: Runner, specs: list[JobSpec], options: dict,
     from cvtrain.errors import CvtrainError
     from cvtrain.runs import RunResult
     from cvtrain.training import RunInterrupted, RunTerminated
-    from cvtrain.training.split import plan_set
 
     say = say or sys.stdout
-    plan_set(specs)  # TensorFlow's threads are the process's: split all the jobs or none
     # several models in one process: TensorFlow's python logger warns about retracing
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     t0 = time.perf_counter()

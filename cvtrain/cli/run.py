@@ -99,6 +99,10 @@ def run(
     reruns = ([rerun_command(jobs[0] if len(specs) == 1 else str(path),
                              sets_for(set_, spec.data.dataset), **again)
                for path, spec in jobs_] if local else None)
+    if local:  # TensorFlow's threads per op: once, for every job of this process
+        from cvtrain.training.batch_parts import configure_threads
+
+        configure_threads(specs)
     if len(specs) == 1:
         result = runner.run(specs[0], **options, **({"rerun": reruns[0]} if reruns else {}))
         if result.code:

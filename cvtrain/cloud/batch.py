@@ -367,8 +367,10 @@ class BatchRunner:
         retried attempt resumes from the checkpoint in the results); what became of it."""
         from cvtrain.data.birds.shared import sharing
         from cvtrain.runners import get_runner
+        from cvtrain.training.batch_parts import configure_threads
 
         plan = entry.plan
+        configure_threads([entry.spec])  # the process's threads per op, before the job
         with sharing(plan.results):  # backbone features: fetched from, or shared to, results
             return get_runner("local").run(entry.spec, out=Path(plan.out), run_id=plan.run_id,
                                            results=plan.results)

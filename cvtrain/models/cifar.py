@@ -28,6 +28,12 @@ class BaseNetOptions(ModelOptions):
     def batch_statistics(self) -> bool:
         return self.batch_norm
 
+    def splits_by_default(self) -> bool:
+        # convolutions of 6 and 16 filters leave a second core idle at batch 32: in two
+        # parts, 1.26-1.50x (basenet, normalize, augment); deep's 32-128 filters keep both
+        # busier, 1.13x (benchmarks/README.md)
+        return not self.deep and not self.batch_norm
+
 
 class BonusOptions(ModelOptions):
     accepts: ClassVar[tuple[str, ...]] = ("tiny_images",)

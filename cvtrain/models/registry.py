@@ -50,6 +50,12 @@ class ModelOptions(BaseModel):
         (``training.batch_split``). Assumed unless a model says otherwise."""
         return True
 
+    def splits_by_default(self) -> bool:
+        """Whether ``training.batch_split: auto`` computes this model's batches in parts:
+        only where a split measured >= 1.2x faster (see
+        :mod:`cvtrain.training.batch_parts`). Off unless a model says otherwise."""
+        return False
+
 
 @dataclass(frozen=True)
 class ModelEntry:

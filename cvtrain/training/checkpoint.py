@@ -71,6 +71,9 @@ class Resume:
         settings and the random generators' states."""
         import keras
 
+        # registers InParts, which a checkpoint of a split run holds
+        from cvtrain.training import parts_model  # noqa: F401
+
         model = keras.models.load_model(self.model_path)
         states = rng_states(model)
         file = self.path / RNG

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cvtrain.errors import UsageError
+from cvtrain.training import batch_parts
 from cvtrain.training.backend import CPU_DEVICES_ENV, quiet_stderr
-from cvtrain.training.split import batch_parts
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
@@ -97,8 +97,8 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
     import keras
 
     found = gpus(backend)
-    # before anything starts TensorFlow's runtime (the CPU split needs that)
-    parts, split_note = batch_parts(spec, backend, bool(found), _cpu_devices())
+    # reads TensorFlow's threads per op (set before the jobs: batch_parts.configure_threads)
+    parts, split_note = batch_parts.decide(spec, backend, bool(found), _cpu_devices())
     devices = replica_devices(backend, spec.training.devices, spec.training.batch_size,
                               bool(found))
     # seeds Python, numpy, Keras and, when installed, TensorFlow (imported for that even on

@@ -37,7 +37,6 @@ from cvtrain.training.identity import (
 from cvtrain.training.interrupt import Kept, RunInterrupted, RunTerminated
 from cvtrain.training.loop import chosen_loop, scan_steps
 from cvtrain.training.metrics import run_metrics
-from cvtrain.training.split import split_batches, whole_batches
 
 
 def run_job(spec: JobSpec, out: Path | None = None, run_id: str | None = None,
@@ -229,6 +228,7 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunFolder, log:
 
     from cvtrain.data.registry import training_streams
     from cvtrain.models import build_model
+    from cvtrain.training.parts_model import in_parts, whole
 
     # ---- the run folder and the seed
     run.file(runs.SPEC).write_text(spec.to_yaml(), encoding="utf-8")
@@ -272,20 +272,22 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunFolder, log:
     # ---- on one device, or on several in data parallel (training.devices)
     with data_parallel(backend, device["devices"]):
         # ---- model: as it was at the checkpoint, or new; ``network`` is what
-        # model.keras holds, ``model`` what trains (the dataset's layers in front, if any)
+        # model.keras holds, ``model`` what trains (the dataset's layers in front, if any;
+        # each batch in parts, if split)
         if resume is not None:
-            model = resume.load_model()  # weights, optimizer, compile, random states
-            network = model.layers[-1] if splits.wrap else model
+            # weights, optimizer, compile, random states
+            model = in_parts(resume.load_model(), device["batch_split"])
+            network = whole(model).layers[-1] if splits.wrap else whole(model)
         else:
             network = build_model(spec.model, splits.input_shape, len(classes))
-            model = splits.wrap(network) if splits.wrap else network
+            model = in_parts(splits.wrap(network) if splits.wrap else network,
+                             device["batch_split"])
             jit = {"auto": "auto", "on": True, "off": False}[t.jit_compile]
             model.compile(optimizer=build_optimizer(spec), loss="categorical_crossentropy",
                           metrics=["accuracy"], jit_compile=jit, steps_per_execution=spe)
         log.print(f"[bold]model[/]: {spec.model.name}, {network.count_params():,} parameters")
         if backend == "jax" and chosen_loop(device["type"]) == "scan":
             device["scan_steps"] = scan_steps(model)
-        split_batches(model, device["batch_split"])
 
         # ---- fit, then evaluate on the test split
         elapsed_before = resume.elapsed_seconds if resume else 0.0
@@ -302,14 +304,13 @@ def _train(spec: JobSpec, backend: str, dataset, data, run: runs.RunFolder, log:
             # from here to the local manifest a stop waits (seconds): the run folder is whole
             with stop.deferred():
                 test = model.evaluate(splits.test, verbose=0, return_dict=True)
-        whole_batches(model)  # what is saved is the model as built
 
     # ---- save: model, curves, metrics, then the manifest (last: the run is complete)
     with stop.deferred():
         rows = recorder.rows
         network.save(run.file(runs.MODEL))
-        raw_image_model.save(dataset, spec, splits, network, model, run, seed, backend,
-                             device["precision_policy"], log)
+        raw_image_model.save(dataset, spec, splits, network, whole(model), run, seed,
+                             backend, device["precision_policy"], log)
         plot_curves(rows, run.file(runs.CURVES), title=f"{spec.name} ({run.run_id})")
         metrics = run_metrics(spec=spec, run=run, data=data, splits=splits, model=network,
                               test=test, rows=rows, resume=resume, seed=seed, device=device,
