@@ -61,11 +61,12 @@ class Faulty:
 
 @pytest.fixture
 def faulty(upstream, proxy, monkeypatch, tmp_path):
-    """A fresh bucket; boto3 (in-process and in CLI subprocesses) pointed at the proxy, which
-    starts fault-free; backoff waits shortened (the bounds stay as shipped)."""
+    """A fresh bucket; boto3 and obstore (in-process and in CLI subprocesses) pointed at the
+    proxy, which starts fault-free; backoff waits shortened (the bounds stay as shipped)."""
     isolate_aws_env(monkeypatch, tmp_path, proxy.url)
     monkeypatch.setattr(s3mod, "BACKOFF_BASE", 0.02)
     monkeypatch.setattr(s3mod, "BACKOFF_CAP", 0.5)
+    monkeypatch.setattr(s3mod, "REQUEST_BACKOFF", 0.01)
     client = make_client(upstream)
     bucket = f"faults-{secrets.token_hex(4)}"
     client.create_bucket(Bucket=bucket)
@@ -134,7 +135,7 @@ def test_a_changed_object_restarts_the_download(faulty, tmp_path):
     part = objects._Partial(written=1000, etag='"an-older-version"', size=len(body))
     with open(tmp, "wb") as fh:
         fh.write(b"x" * 1000)
-        s3mod.with_retries(lambda: objects._get_rest(s3mod.client(), src, fh, part,
+        s3mod.with_retries(lambda: objects._get_rest(s3mod.remote(), src, fh, part,
                                                       lambda n: None), src.label)
     assert tmp.read_bytes() == body
     assert faulty.proxy.counts["GET"] == 2 and faulty.proxy.ranged == 1
@@ -415,7 +416,7 @@ def test_retries_give_up_within_the_bounds(monkeypatch):
 
 def test_client_config_has_no_shared_retry_quota(monkeypatch, tmp_path):
     isolate_aws_env(monkeypatch, tmp_path, "http://127.0.0.1:9")
-    config = s3mod.client()._client_config
+    config = s3mod.client().meta.config
     assert config.retries["mode"] == "legacy"
     assert config.retries["total_max_attempts"] == s3mod.REQUEST_ATTEMPTS
     if hasattr(config, "request_checksum_calculation"):
