@@ -115,6 +115,51 @@ def test_push_and_pull_through_20_percent_faults(faulty, tmp_path, seed):
     _round_trip(faulty, tmp_path, seed)
 
 
+@pytest.mark.slow  # 5-7 s a seed here: the full tier
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_small_file_arrives_through_20_percent_errors_and_drops(faulty, tmp_path, seed):
+    """500 small files pushed and pulled while a fifth of all requests (listings included)
+    fail with a 500, a 503 (SlowDown) or a dropped connection: every file arrives, and the
+    server saw one request per file plus one per fault that a request for a file met. No
+    failure but the injected ones (a pooled connection gone bad, say), no request sent
+    again after it succeeded, none sent twice for one attempt."""
+    src = _write_tree(tmp_path / "src", files=500, big=0, seed=seed)
+    names = set(_tree(src))
+    faulty.proxy.configure(rate=0.2, faults=["500", "503", "drop"], seed=seed)
+    pushed = storage.push(src, faulty.uri("ds"))
+    assert pushed.sent == 500 and faulty.keys("ds/") == {f"ds/{n}" for n in names}
+    assert faulty.proxy.keyed["PUT"] == 500 + faulty.proxy.keyed_faults
+    faulty.proxy.reset_counts()
+    pulled = storage.pull(faulty.uri("ds"), tmp_path / "back")
+    assert pulled.sent == 500 and _tree(tmp_path / "back") == _tree(src)
+    assert faulty.proxy.keyed["GET"] == 500 + faulty.proxy.keyed_faults
+    assert set(faulty.proxy.injected) == {"500", "503", "drop"}
+
+
+def test_an_upload_whose_etag_is_not_its_md5_is_sent_again_with_content_md5(faulty, tmp_path):
+    """Every PUT answered with an ETag that is not the MD5 of the body (the proxy rewrites
+    it): each upload is sent again through boto3 with Content-MD5, and obstore is switched
+    off for the bucket; the objects are whole."""
+    src = _write_tree(tmp_path / "src", files=6, big=0, seed=14)
+    client = s3mod.client()
+    md5s = []
+
+    def seen(params, **kwargs):
+        md5s.append(params["headers"].get("Content-MD5"))
+
+    client.meta.events.register("before-call.s3.PutObject", seen)
+    faulty.proxy.configure(rate=1.0, faults=["etag"], scope="objects")
+    try:
+        assert storage.push(src, faulty.uri("md5")).sent == 6
+    finally:
+        client.meta.events.unregister("before-call.s3.PutObject", seen)
+    assert len(md5s) == 6 and all(md5s)
+    assert s3mod.remote().stores[faulty.bucket] is None
+    for rel, body in _tree(src).items():
+        got = faulty.client.get_object(Bucket=faulty.bucket, Key=f"md5/{rel}")["Body"].read()
+        assert got == body, rel
+
+
 def test_pull_resumes_bodies_cut_halfway(faulty, tmp_path):
     src = _write_tree(tmp_path / "src", files=40, big=0, max_size=600_000, seed=4)
     storage.push(src, faulty.uri("cut"))
