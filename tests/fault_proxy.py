@@ -22,7 +22,7 @@ for benchmarks). ``scope="objects"`` limits faults to requests that name a key (
 bucket calls pass untouched). ``counts`` counts requests by method, ``keyed`` those that name
 a key (path-style ``/bucket/key``) by method, ``injected`` faults by kind, ``keyed_faults``
 the faults met by requests that name a key, ``ranged`` the requests that carried a Range
-header.
+header, ``started_after`` the listings that started after a given key (``start-after``).
 
 Standard library only. In-process (``FaultProxy(...).start()``, an asyncio loop on a
 daemon thread) for tests, or its own process for benchmarks::
@@ -104,6 +104,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.keyed_faults = 0
         self.ranged = 0
+        self.started_after = 0
         self.url = ""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -136,6 +137,7 @@ class FaultProxy:
             self.injected.clear()
             self.keyed_faults = 0
             self.ranged = 0
+            self.started_after = 0
 
     def start(self) -> str:
         """Serve on a daemon thread; the proxy's URL."""
@@ -186,6 +188,8 @@ class FaultProxy:
             self.counts[method] += 1
             if _header(headers, "Range"):
                 self.ranged += 1
+            if "start-after=" in (urlsplit(target).query or ""):
+                self.started_after += 1
             keyed = "/" in urlsplit(target).path.strip("/")  # /bucket/key, path-style
             if keyed:
                 self.keyed[method] += 1

@@ -160,6 +160,26 @@ def test_an_upload_whose_etag_is_not_its_md5_is_sent_again_with_content_md5(faul
         assert got == body, rel
 
 
+@pytest.mark.slow  # 8-10 s here, most of it writing 1,100 keys
+def test_a_listing_that_breaks_off_goes_on_after_the_last_key(faulty, monkeypatch):
+    """A folder of 1,100 keys (two pages) listed while half of all requests fail and
+    neither library retries by itself: every key once, in order, and each page answered
+    once: a failure after the first page goes on from its last key, never from the start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _only_our_retries(monkeypatch)
+    keys = [f"l/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: faulty.client.put_object(Bucket=faulty.bucket, Key=k,
+                                                         Body=b"x"), keys))
+    faulty.proxy.configure(rate=0.5, faults=["500", "503", "drop"], seed=15)
+    listed = s3mod.list_objects(s3mod.S3Uri(faulty.bucket, "l/"))
+    assert [o.key for o in listed] == keys
+    listings = faulty.proxy.counts["GET"] - faulty.proxy.keyed["GET"]
+    assert listings == 2 + sum(faulty.proxy.injected.values())
+    assert faulty.proxy.started_after > 0  # the second page failed at least once
+
+
 def test_pull_resumes_bodies_cut_halfway(faulty, tmp_path):
     src = _write_tree(tmp_path / "src", files=40, big=0, max_size=600_000, seed=4)
     storage.push(src, faulty.uri("cut"))

@@ -341,20 +341,27 @@ def list_objects(uri: S3Uri, endpoint_url: str | None = None) -> list[Obj]:
     where = remote(endpoint_url)
     found: list[Obj] = []
 
-    def more() -> bool:
+    def more() -> str:
+        """Go on listing through obstore: "done", "boto3" (obstore cannot list it),
+        "further" (it broke off after some keys: the next page gets its own attempts,
+        as each page through boto3 does), or the error when it broke off at once."""
         after = found[-1].key if found else None
         try:
             listed = objstore.list_folder(where, uri.bucket, uri.key, after)
         except objstore.Partial as partial:
             found.extend(Obj(*item) for item in partial.found)
+            if partial.found:
+                return "further"
             raise partial.error from None
         if listed is None:
-            return False
+            return "boto3"
         found.extend(Obj(*item) for item in listed)
-        return True
+        return "done"
 
     with errors(str(uri)):
-        if with_retries(more, str(uri)):
+        while (state := with_retries(more, str(uri))) == "further":
+            pass
+        if state == "done":
             return found
         found.clear()  # boto3 lists from the start
         token = None
