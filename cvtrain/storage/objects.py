@@ -111,8 +111,10 @@ def _download_multipart(client, src: Ref, tmp: Path, advance) -> None:
 
 def _upload(pair: Pair, remote, advance) -> None:
     """Put one object (or copy it between buckets), retried as a whole on transient errors:
-    a PUT is idempotent and the object appears only once complete. Single-part uploads carry
-    Content-MD5, so the store refuses a body damaged on the way."""
+    a PUT is idempotent and the object appears only once complete. A body damaged on the
+    way does not go unnoticed: single-part uploads are signed with the body's SHA-256
+    (which S3 checks), and the ETag answered must be the body's MD5, else boto3 sends it
+    again with Content-MD5 (which the store checks)."""
     src, dst = pair.src, pair.dst
     size = src.size or 0
     client = remote.client
