@@ -187,7 +187,8 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
     via = (f"through the fault proxy at {endpoint} adding {args.latency_ms:g} ms a request "
            "(own process)" if args.latency_ms else f"at {endpoint}")
     print(f"{args.files} files x {args.size} B = {total_mb:.0f} MB; {args.server_name} "
-          f"(own process) {via}; {os.cpu_count()} CPUs; cvtrain workers {args.workers}")
+          f"(own process) {via}; {os.cpu_count()} CPUs; cvtrain workers {args.workers}; "
+          f"{small_path()}")
     w = args.workers
     t_push, st_push = timed(lambda: storage.push(src, "s3://bench-cvtrain/ds", workers=w))
     t_aws_push, _ = timed(lambda: aws(src, "s3://bench-aws/ds"))
@@ -220,6 +221,21 @@ def run(args, work: Path, env: dict, endpoint: str) -> None:
           "(cvtrain's own listing: ListObjectsV2 pages one after another)")
     if args.large_mb:
         large(args, work, aws)
+    if "obstore" in small_path() and not s3mod.remote().stores.get("bench-cvtrain"):
+        print("obstore was switched off for bench-cvtrain during the run (an answer only "
+              "boto3 expected): the figures above are partly boto3's")
+
+
+def small_path() -> str:
+    """What cvtrain moves small objects and lists folders with against this server."""
+    from cvtrain.storage import objstore
+    from cvtrain.storage import s3 as s3mod
+
+    if objstore._store(s3mod.remote(), "bench-cvtrain") is None:
+        return "small objects through boto3 (obstore not usable here)"
+    import obstore
+
+    return f"small objects and listings through obstore {obstore.__version__}"
 
 
 def large(args, work: Path, aws) -> None:

@@ -12,11 +12,17 @@ seeded RNG):
   Content-Length, then half of its body, then the connection is closed (a response without
   a body is not sent at all: the server did the work, the client never hears of it)
 
+and, only when named in ``faults`` (it is not in ``FAULTS``):
+
+- ``etag`` the request is forwarded and answered whole, with its ``ETag`` header replaced
+  by another (an upload whose answer does not show that the body arrived as sent)
+
 ``latency_ms`` delays every request by that much before it is handled (a distant endpoint,
 for benchmarks). ``scope="objects"`` limits faults to requests that name a key (listings and
 bucket calls pass untouched). ``counts`` counts requests by method, ``keyed`` those that name
-a key (path-style ``/bucket/key``) by method, ``injected`` faults by kind, ``ranged`` the
-requests that carried a Range header.
+a key (path-style ``/bucket/key``) by method, ``injected`` faults by kind, ``keyed_faults``
+the faults met by requests that name a key, ``ranged`` the requests that carried a Range
+header, ``started_after`` the listings that started after a given key (``start-after``).
 
 Standard library only. In-process (``FaultProxy(...).start()``, an asyncio loop on a
 daemon thread) for tests, or its own process for benchmarks::
@@ -96,7 +102,9 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.keyed: Counter[str] = Counter()  # requests that name a key, by method
         self.injected: Counter[str] = Counter()
+        self.keyed_faults = 0
         self.ranged = 0
+        self.started_after = 0
         self.url = ""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -127,7 +135,9 @@ class FaultProxy:
             self.counts.clear()
             self.keyed.clear()
             self.injected.clear()
+            self.keyed_faults = 0
             self.ranged = 0
+            self.started_after = 0
 
     def start(self) -> str:
         """Serve on a daemon thread; the proxy's URL."""
@@ -178,6 +188,8 @@ class FaultProxy:
             self.counts[method] += 1
             if _header(headers, "Range"):
                 self.ranged += 1
+            if "start-after=" in (urlsplit(target).query or ""):
+                self.started_after += 1
             keyed = "/" in urlsplit(target).path.strip("/")  # /bucket/key, path-style
             if keyed:
                 self.keyed[method] += 1
@@ -187,6 +199,7 @@ class FaultProxy:
                 return None
             fault = self._rng.choice(self.faults)
             self.injected[fault] += 1
+            self.keyed_faults += keyed
             return fault
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,7 +235,8 @@ class FaultProxy:
         if fault == "drop":
             return False
         raw = await self._forward(_head_bytes(first, headers) + body, upstream)
-        keep = await self._relay(raw, writer, method, cut=fault == "cut", upstream=upstream)
+        keep = await self._relay(raw, writer, method, cut=fault == "cut", upstream=upstream,
+                                 etag=fault == "etag")
         client_close = (_header(headers, "Connection") or "").lower() == "close"
         return keep and not client_close
 
@@ -267,7 +281,8 @@ class FaultProxy:
             ("x-amz-request-id", "fault-proxy")]) + body)
         await writer.drain()
 
-    async def _relay(self, raw: bytes, writer, method: str, *, cut: bool, upstream: list) -> bool:
+    async def _relay(self, raw: bytes, writer, method: str, *, cut: bool, upstream: list,
+                     etag: bool = False) -> bool:
         """Copy one response (its head ``raw`` already read) from upstream to the client, or
         half of it for ``cut``; True when the client connection may be kept."""
         up_reader = upstream[0]
@@ -279,7 +294,11 @@ class FaultProxy:
         up_keep = (_header(headers, "Connection") or "").lower() != "close"
         # "Connection" is hop-by-hop: the client keeps its connection to us whatever the
         # server (moto's closes every connection) says; we reconnect upstream as needed
-        raw = _head_bytes(first, [(k, v) for k, v in headers if k.lower() != "connection"])
+        headers = [(k, v) for k, v in headers if k.lower() != "connection"]
+        if etag:
+            headers = [(k, '"0123456789abcdef0123456789abcdef"' if k.lower() == "etag" else v)
+                       for k, v in headers]
+        raw = _head_bytes(first, headers)
         if cut:
             await self._cut(up_reader, writer, raw, None if no_body or chunked else length)
             return False  # both connections are closed: the rest of the body is never read

@@ -24,7 +24,7 @@ from cvtrain.runs import MANIFEST, RunFolder, verify
 from cvtrain.storage import transfer
 
 
-def test_help_and_local_results_do_not_import_boto3(tmp_path):
+def test_help_and_local_results_do_not_import_boto3_or_obstore(tmp_path):
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -36,7 +36,8 @@ def test_help_and_local_results_do_not_import_boto3(tmp_path):
         " ['results', 'compare', '--help'], ['results', 'ls', sys.argv[1]]):\n"
         "    res = r.invoke(app, args)\n"
         "    assert res.exit_code == 0, (args, res.output)\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib', 'boto3', 'botocore')"
+        "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib', 'boto3', 'botocore',"
+        " 'obstore')"
         " if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )

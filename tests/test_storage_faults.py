@@ -61,11 +61,12 @@ class Faulty:
 
 @pytest.fixture
 def faulty(upstream, proxy, monkeypatch, tmp_path):
-    """A fresh bucket; boto3 (in-process and in CLI subprocesses) pointed at the proxy, which
-    starts fault-free; backoff waits shortened (the bounds stay as shipped)."""
+    """A fresh bucket; boto3 and obstore (in-process and in CLI subprocesses) pointed at the
+    proxy, which starts fault-free; backoff waits shortened (the bounds stay as shipped)."""
     isolate_aws_env(monkeypatch, tmp_path, proxy.url)
     monkeypatch.setattr(s3mod, "BACKOFF_BASE", 0.02)
     monkeypatch.setattr(s3mod, "BACKOFF_CAP", 0.5)
+    monkeypatch.setattr(s3mod, "REQUEST_BACKOFF", 0.01)
     client = make_client(upstream)
     bucket = f"faults-{secrets.token_hex(4)}"
     client.create_bucket(Bucket=bucket)
@@ -114,6 +115,71 @@ def test_push_and_pull_through_20_percent_faults(faulty, tmp_path, seed):
     _round_trip(faulty, tmp_path, seed)
 
 
+@pytest.mark.slow  # 5-7 s a seed here: the full tier
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_small_file_arrives_through_20_percent_errors_and_drops(faulty, tmp_path, seed):
+    """500 small files pushed and pulled while a fifth of all requests (listings included)
+    fail with a 500, a 503 (SlowDown) or a dropped connection: every file arrives, and the
+    server saw one request per file plus one per fault that a request for a file met. No
+    failure but the injected ones (a pooled connection gone bad, say), no request sent
+    again after it succeeded, none sent twice for one attempt."""
+    src = _write_tree(tmp_path / "src", files=500, big=0, seed=seed)
+    names = set(_tree(src))
+    faulty.proxy.configure(rate=0.2, faults=["500", "503", "drop"], seed=seed)
+    pushed = storage.push(src, faulty.uri("ds"))
+    assert pushed.sent == 500 and faulty.keys("ds/") == {f"ds/{n}" for n in names}
+    assert faulty.proxy.keyed["PUT"] == 500 + faulty.proxy.keyed_faults
+    faulty.proxy.reset_counts()
+    pulled = storage.pull(faulty.uri("ds"), tmp_path / "back")
+    assert pulled.sent == 500 and _tree(tmp_path / "back") == _tree(src)
+    assert faulty.proxy.keyed["GET"] == 500 + faulty.proxy.keyed_faults
+    assert set(faulty.proxy.injected) == {"500", "503", "drop"}
+
+
+def test_an_upload_whose_etag_is_not_its_md5_is_sent_again_with_content_md5(faulty, tmp_path):
+    """Every PUT answered with an ETag that is not the MD5 of the body (the proxy rewrites
+    it): each upload is sent again through boto3 with Content-MD5, and obstore is switched
+    off for the bucket; the objects are whole."""
+    src = _write_tree(tmp_path / "src", files=6, big=0, seed=14)
+    client = s3mod.client()
+    md5s = []
+
+    def seen(params, **kwargs):
+        md5s.append(params["headers"].get("Content-MD5"))
+
+    client.meta.events.register("before-call.s3.PutObject", seen)
+    faulty.proxy.configure(rate=1.0, faults=["etag"], scope="objects")
+    try:
+        assert storage.push(src, faulty.uri("md5")).sent == 6
+    finally:
+        client.meta.events.unregister("before-call.s3.PutObject", seen)
+    assert len(md5s) == 6 and all(md5s)
+    assert s3mod.remote().stores[faulty.bucket] is None
+    for rel, body in _tree(src).items():
+        got = faulty.client.get_object(Bucket=faulty.bucket, Key=f"md5/{rel}")["Body"].read()
+        assert got == body, rel
+
+
+@pytest.mark.slow  # 8-10 s here, most of it writing 1,100 keys
+def test_a_listing_that_breaks_off_goes_on_after_the_last_key(faulty, monkeypatch):
+    """A folder of 1,100 keys (two pages) listed while half of all requests fail and
+    neither library retries by itself: every key once, in order, and each page answered
+    once: a failure after the first page goes on from its last key, never from the start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _only_our_retries(monkeypatch)
+    keys = [f"l/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: faulty.client.put_object(Bucket=faulty.bucket, Key=k,
+                                                         Body=b"x"), keys))
+    faulty.proxy.configure(rate=0.5, faults=["500", "503", "drop"], seed=15)
+    listed = s3mod.list_objects(s3mod.S3Uri(faulty.bucket, "l/"))
+    assert [o.key for o in listed] == keys
+    listings = faulty.proxy.counts["GET"] - faulty.proxy.keyed["GET"]
+    assert listings == 2 + sum(faulty.proxy.injected.values())
+    assert faulty.proxy.started_after > 0  # the second page failed at least once
+
+
 def test_pull_resumes_bodies_cut_halfway(faulty, tmp_path):
     src = _write_tree(tmp_path / "src", files=40, big=0, max_size=600_000, seed=4)
     storage.push(src, faulty.uri("cut"))
@@ -134,7 +200,7 @@ def test_a_changed_object_restarts_the_download(faulty, tmp_path):
     part = objects._Partial(written=1000, etag='"an-older-version"', size=len(body))
     with open(tmp, "wb") as fh:
         fh.write(b"x" * 1000)
-        s3mod.with_retries(lambda: objects._get_rest(s3mod.client(), src, fh, part,
+        s3mod.with_retries(lambda: objects._get_rest(s3mod.remote(), src, fh, part,
                                                       lambda n: None), src.label)
     assert tmp.read_bytes() == body
     assert faulty.proxy.counts["GET"] == 2 and faulty.proxy.ranged == 1
@@ -415,7 +481,7 @@ def test_retries_give_up_within_the_bounds(monkeypatch):
 
 def test_client_config_has_no_shared_retry_quota(monkeypatch, tmp_path):
     isolate_aws_env(monkeypatch, tmp_path, "http://127.0.0.1:9")
-    config = s3mod.client()._client_config
+    config = s3mod.client().meta.config
     assert config.retries["mode"] == "legacy"
     assert config.retries["total_max_attempts"] == s3mod.REQUEST_ATTEMPTS
     if hasattr(config, "request_checksum_calculation"):

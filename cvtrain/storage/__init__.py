@@ -10,7 +10,9 @@
 
 S3 endpoints and credentials come from boto3's configuration (credential chain, profiles,
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``); ``endpoint_url`` overrides the endpoint.
-boto3 is imported only when an s3 URI is used.
+Small objects and folder listings go through obstore (:mod:`~cvtrain.storage.objstore`,
+configured from that same boto3 client), everything else through boto3. Both are imported
+only when an s3 URI is used.
 """
 
 from cvtrain.storage.etag import etag_matches, local_etag

@@ -1,10 +1,13 @@
 """One object copied between a local path and ``s3://`` (or two of either), each network
 step retried on transient errors (:func:`cvtrain.storage.s3.with_retries`).
 
-Downloads land in a temporary file beside the target, renamed into place once whole; a
-single-request download cut halfway continues with a Range request from the bytes already
-written (``If-Match`` on the ETag, so a changed object restarts cleanly) and its size is
-checked. Uploads are idempotent PUTs (single-part ones with Content-MD5), retried whole.
+Objects under ``PART_SIZE`` move in one request through obstore
+(:mod:`cvtrain.storage.objstore`, boto3 where it cannot), larger ones in parts through
+boto3's s3transfer. Downloads land in a temporary file beside the target, renamed into
+place once whole; a single-request download cut halfway continues with a Range request
+from the bytes already written (``If-Match`` on the ETag, so a changed object restarts
+cleanly) and its size is checked. Uploads are idempotent PUTs whose arrival is checked
+(the ETag answered against the body's MD5, or Content-MD5 through boto3), retried whole.
 :mod:`cvtrain.storage.transfer` runs many of these at once.
 """
 
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from cvtrain import stop
 from cvtrain.errors import StorageError
-from cvtrain.storage import lean
+from cvtrain.storage import objstore
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref
 from cvtrain.storage.s3 import PART_SIZE
@@ -59,28 +62,27 @@ class _Partial:
         self.written, self.etag, self.size = 0, None, None
 
 
-def _get_rest(client, src: Ref, fh, part: _Partial, advance) -> None:
+def _get_rest(remote, src: Ref, fh, part: _Partial, advance) -> None:
     """One attempt at a single-request download: GET what is missing (all of it, or
-    ``Range: bytes=N-`` with ``IfMatch`` on the ETag of the bytes already written, so a
+    ``Range: bytes=N-`` with ``If-Match`` on the ETag of the bytes already written, so a
     changed object restarts cleanly) and append it to ``fh``; raise _Incomplete unless the
     file then holds exactly the object's size."""
     if part.size is not None and part.written == part.size:
         return
     ranged = bool(part.written)
     try:
-        response = lean.get_object(client, src.bucket, src.key,
-                                   range_=f"bytes={part.written}-" if ranged else None,
-                                   if_match=part.etag if ranged else None)
+        got = objstore.get_object(remote, src.bucket, src.key, offset=part.written,
+                                  if_match=part.etag if ranged else None, block=READ_BLOCK)
     except Exception as exc:
         if part.written and s3mod.error_code(exc) in ("PreconditionFailed", "412"):
             part.restart(fh)  # the object changed since the first bytes: start again
             raise _Incomplete(f"{src.label}: changed while being downloaded") from None
         raise
-    if part.written and not response.get("ContentRange"):
+    if part.written and got.start != part.written:
         part.restart(fh)  # the server ignored the range and sends the whole object
     if not part.written:
-        part.etag, part.size = response.get("ETag"), int(response["ContentLength"])
-    for block in response["Body"].iter_chunks(READ_BLOCK):
+        part.etag, part.size = got.etag, got.size
+    for block in got.chunks:
         fh.write(block)
         part.written += len(block)
         advance(len(block))
@@ -88,11 +90,11 @@ def _get_rest(client, src: Ref, fh, part: _Partial, advance) -> None:
         raise _Incomplete(f"{src.label}: {part.written} of {part.size} bytes received")
 
 
-def _download(client, src: Ref, tmp: Path, advance) -> None:
+def _download(remote, src: Ref, tmp: Path, advance) -> None:
     """A single-request download into ``tmp``, retried from where it stopped."""
     part = _Partial()
     with open(tmp, "wb") as fh:
-        s3mod.with_retries(lambda: _get_rest(client, src, fh, part, advance), src.label)
+        s3mod.with_retries(lambda: _get_rest(remote, src, fh, part, advance), src.label)
 
 
 def _download_multipart(client, src: Ref, tmp: Path, advance) -> None:
@@ -107,12 +109,15 @@ def _download_multipart(client, src: Ref, tmp: Path, advance) -> None:
                            "while being copied, rerun to fetch it again")
 
 
-def _upload(pair: Pair, client, advance) -> None:
+def _upload(pair: Pair, remote, advance) -> None:
     """Put one object (or copy it between buckets), retried as a whole on transient errors:
-    a PUT is idempotent and the object appears only once complete. Single-part uploads carry
-    Content-MD5, so the store refuses a body damaged on the way."""
+    a PUT is idempotent and the object appears only once complete. A body damaged on the
+    way does not go unnoticed: single-part uploads are signed with the body's SHA-256
+    (which S3 checks), and the ETag answered must be the body's MD5, else boto3 sends it
+    again with Content-MD5 (which the store checks)."""
     src, dst = pair.src, pair.dst
     size = src.size or 0
+    client = remote.client
     if src.bucket is not None:
         s3mod.with_retries(lambda: client.copy({"Bucket": src.bucket, "Key": src.key},
                                                dst.bucket, dst.key,
@@ -129,9 +134,10 @@ def _upload(pair: Pair, client, advance) -> None:
             Config=s3mod.transfer_config(), Callback=advance), dst.label)
         return
     body = src.path.read_bytes()  # one consistent snapshot of a file being written
-    md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
-    s3mod.with_retries(lambda: lean.put_object(client, dst.bucket, dst.key, body, md5,
-                                               ctype), dst.label)
+    digest = hashlib.md5(body, usedforsecurity=False).digest()
+    md5 = base64.b64encode(digest).decode()
+    s3mod.with_retries(lambda: objstore.put_object(remote, dst.bucket, dst.key, body, md5,
+                                                   digest.hex(), ctype), dst.label)
     advance(len(body))
 
 
@@ -155,7 +161,7 @@ def copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) -
 def _copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) -> None:
     src, dst = pair.src, pair.dst
     if dst.bucket is not None:
-        _upload(pair, s3mod.client(endpoint_url), advance)
+        _upload(pair, s3mod.remote(endpoint_url), advance)
         return
     target = dst.path
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +173,7 @@ def _copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) 
         elif (src.size or 0) >= PART_SIZE:
             _download_multipart(s3mod.client(endpoint_url), src, tmp, advance)
         else:
-            _download(s3mod.client(endpoint_url), src, tmp, advance)
+            _download(s3mod.remote(endpoint_url), src, tmp, advance)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -43,8 +43,6 @@ class Pair:
     force: bool = False  # send without comparing
 
 
-
-
 def _same(src: Ref, dst: Ref) -> bool:
     if dst.size is None or src.size != dst.size:
         return False
@@ -130,17 +128,13 @@ def _sources(src: str, endpoint_url: str | None, missing_ok: bool):
     """(mode, {relative name: Ref}) where mode is "file" or "folder"; None when nothing."""
     if is_s3(src):
         uri = S3Uri.parse(src)
-        listing = s3mod.list_objects(uri, endpoint_url)
-        if uri.key and not uri.key.endswith("/"):
-            children = [o for o in listing if o.key.startswith(uri.key + "/")]
-            exact = [o for o in listing if o.key == uri.key]
-            if not children and exact:
-                o = exact[0]
+        prefix = uri.folder().key
+        listing = s3mod.list_objects(S3Uri(uri.bucket, prefix), endpoint_url)
+        if uri.key != prefix and not listing:  # no folder by that name: a key?
+            o = s3mod.head(uri, endpoint_url)
+            if o is not None:
                 return "file", {uri.name: Ref(bucket=uri.bucket, key=o.key, size=o.size,
                                               etag=o.etag)}
-            listing, prefix = children, uri.key + "/"
-        else:
-            prefix = uri.key
         refs = {o.key[len(prefix):]: Ref(bucket=uri.bucket, key=o.key, size=o.size, etag=o.etag)
                 for o in listing if not o.key.endswith("/")}  # "folder/" markers are not files
         if not refs:
@@ -215,9 +209,8 @@ def plan(src: str, dst: str, endpoint_url: str | None = None,
         if mode == "file":
             (name, ref), = sources.items()
             key = d.key + name if (not d.key or d.key.endswith("/")) else d.key
-            listing = [o for o in s3mod.list_objects(S3Uri(d.bucket, key), endpoint_url)
-                       if o.key == key]
-            there = {o.key: o for o in listing}
+            o = s3mod.head(S3Uri(d.bucket, key), endpoint_url)
+            there = {o.key: o} if o is not None else {}
             destination = f"s3://{d.bucket}/{key}"
             targets = {name: key}
         else:

@@ -1,10 +1,11 @@
 """S3 plumbing: URIs, one shared client per endpoint, listings, and errors in one line.
 
-boto3 is imported inside functions only. Endpoint and credentials come from boto3's own
-configuration (credential chain, profiles, ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``);
-``endpoint_url`` overrides the endpoint. Credentials are never formatted into a message.
-Transient failures (dropped connections, 5xx, throttling, cut bodies) are retried per call
-by :func:`with_retries`, on top of botocore's few retries per request.
+boto3 (and obstore, :mod:`cvtrain.storage.objstore`) are imported inside functions only.
+Endpoint and credentials come from boto3's own configuration (credential chain, profiles,
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``); ``endpoint_url`` overrides the endpoint.
+Credentials are never formatted into a message. Transient failures (dropped connections,
+5xx, throttling, cut bodies) are retried per call by :func:`with_retries`, on top of the
+few retries per request of botocore or obstore.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TypeVar
 
@@ -38,11 +39,15 @@ WORKERS = 32
 MULTIPART_CONCURRENCY = 4
 LARGE_AT_ONCE = 4
 
-#: botocore's own attempts per HTTP request (first included). Kept small: it only smooths
-#: over a single glitch; what makes a transfer survive a bad network is :func:`with_retries`
-#: around each object and each listing page (bounded below), which also re-reads a body cut
-#: halfway, something botocore never retries.
+#: botocore's and obstore's own attempts per HTTP request (first included). Kept small: it
+#: only smooths over a single glitch; what makes a transfer survive a bad network is
+#: :func:`with_retries` around each object and each listing page (bounded below), which
+#: also continues a body cut halfway from the bytes written (botocore never does; obstore
+#: does within its own few attempts, checking the ETag of what follows).
 REQUEST_ATTEMPTS = 3
+#: obstore's first wait before a request's retry (then doubling, at most 2 s), of the order
+#: of botocore's legacy backoff
+REQUEST_BACKOFF = 0.1
 #: :func:`with_retries`: at most this many attempts, none started after this many seconds
 #: (module constants: tests shorten them), waits of exponential backoff with full jitter
 RETRY_ATTEMPTS = 8
@@ -95,7 +100,18 @@ def join(location: str, *parts: str) -> str:
     return os.path.join(location, *parts)
 
 
-_clients: dict[str | None, object] = {}
+@dataclass
+class Remote:
+    """One endpoint: its boto3 client, the botocore session the client came from (its
+    credential chain and settings, which obstore's stores share) and those stores by
+    bucket (:mod:`cvtrain.storage.objstore`; None: boto3 only)."""
+
+    client: object
+    session: object
+    stores: dict = field(default_factory=dict)
+
+
+_clients: dict[str | None, Remote] = {}
 _lock = threading.Lock()
 
 
@@ -106,11 +122,17 @@ def endpoint_override(endpoint_url: str | None) -> str | None:
 
 def client(endpoint_url: str | None = None):
     """The process-wide S3 client for this endpoint (boto3 clients are thread-safe)."""
+    return remote(endpoint_url).client
+
+
+def remote(endpoint_url: str | None = None) -> Remote:
+    """The process-wide :class:`Remote` for this endpoint."""
     with _lock:
         if endpoint_url in _clients:
             return _clients[endpoint_url]
         try:
             import boto3
+            import botocore.session
             from botocore.config import Config
         except ImportError as exc:  # pragma: no cover - boto3 is a dependency
             raise StorageError("s3:// locations need boto3: pip install boto3") from exc
@@ -129,13 +151,13 @@ def client(endpoint_url: str | None = None):
             # S3-compatible services (MinIO, Ceph, moto, ...) rarely do virtual-host buckets
             options["s3"] = {"addressing_style": "path"}
         try:
-            session = boto3.session.Session()
-            made = session.client("s3", endpoint_url=endpoint_url or None,
-                                  config=Config(**options))
+            session = botocore.session.get_session()
+            made = boto3.session.Session(botocore_session=session).client(
+                "s3", endpoint_url=endpoint_url or None, config=Config(**options))
         except Exception as exc:
             raise StorageError(_describe(exc, "s3 client")) from exc
-        _clients[endpoint_url] = made
-        return made
+        _clients[endpoint_url] = Remote(made, session)
+        return _clients[endpoint_url]
 
 
 def _checksum_options(config_class) -> dict:
@@ -309,22 +331,65 @@ class Obj:
 
 
 def list_objects(uri: S3Uri, endpoint_url: str | None = None) -> list[Obj]:
-    """Every object whose key starts with ``uri.key`` (paginated, 1,000 keys a page)."""
-    from cvtrain.storage import lean
+    """Every object whose key starts with ``uri.key``, in key order. A folder (``uri.key``
+    "" or ending with "/") is listed through obstore, continued after the last key received
+    when a page fails; any other prefix, or a folder obstore cannot list exactly
+    (:func:`cvtrain.storage.objstore.list_folder`), page by page through boto3, a failed
+    page retried alone (1,000 keys a page either way)."""
+    from cvtrain.storage import objstore
 
-    s3 = client(endpoint_url)
+    where = remote(endpoint_url)
     found: list[Obj] = []
-    token = None
+
+    def more() -> str:
+        """Go on listing through obstore: "done", "boto3" (obstore cannot list it),
+        "further" (it broke off after some keys: the next page gets its own attempts,
+        as each page through boto3 does), or the error when it broke off at once."""
+        after = found[-1].key if found else None
+        try:
+            listed = objstore.list_folder(where, uri.bucket, uri.key, after)
+        except objstore.Partial as partial:
+            found.extend(Obj(*item) for item in partial.found)
+            if partial.found:
+                return "further"
+            raise partial.error from None
+        if listed is None:
+            return "boto3"
+        found.extend(Obj(*item) for item in listed)
+        return "done"
+
     with errors(str(uri)):
-        while True:  # page by page, so a failed page is retried alone (with_retries)
-            page = with_retries(
-                lambda t=token: lean.list_objects_v2(s3, uri.bucket, uri.key, t), str(uri))
+        while (state := with_retries(more, str(uri))) == "further":
+            pass
+        if state == "done":
+            return found
+        found.clear()  # boto3 lists from the start
+        token = None
+        while True:
+            page = with_retries(lambda t=token: where.client.list_objects_v2(
+                Bucket=uri.bucket, Prefix=uri.key, **({"ContinuationToken": t} if t else {})),
+                str(uri))
             for item in page.get("Contents", ()):
                 found.append(Obj(item["Key"], int(item["Size"]), item.get("ETag", "").strip('"'),
                                  item.get("LastModified")))
             if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
                 return found
             token = page["NextContinuationToken"]
+
+
+def head(uri: S3Uri, endpoint_url: str | None = None) -> Obj | None:
+    """The object at ``uri.key``, or None when there is none: a listing of one key from
+    ``uri.key`` on (the key itself sorts first of those it prefixes) rather than a HEAD,
+    whose errors come without a body, so without their reason (a 403 and no code)."""
+    s3 = client(endpoint_url)
+    with errors(str(uri)):
+        page = with_retries(lambda: s3.list_objects_v2(Bucket=uri.bucket, Prefix=uri.key,
+                                                       MaxKeys=1), str(uri))
+    for item in page.get("Contents", ()):
+        if item["Key"] == uri.key:
+            return Obj(item["Key"], int(item["Size"]), item.get("ETag", "").strip('"'),
+                       item.get("LastModified"))
+    return None
 
 
 def read_bytes(uri: S3Uri, endpoint_url: str | None = None) -> bytes | None:
