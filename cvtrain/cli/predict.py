@@ -30,8 +30,8 @@ BACKEND_HELP = ("Keras backend to load the model on \\[default: auto: $KERAS_BAC
 
 
 def predict(
-    run: str = typer.Argument(..., help=RUN_HELP),
-    images: list[str] = typer.Argument(..., metavar="IMAGE...",
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    images: list[str] = typer.Argument(..., metavar="IMAGE",
                                        help="Image files (PNG, JPEG, ...), folders of them "
                                             "(searched recursively), or a CIFAR-100 archive or "
                                             "folder (its test split, with true labels)."),
@@ -156,7 +156,7 @@ class Format(StrEnum):
 
 
 def export(
-    run: str = typer.Argument(..., help=RUN_HELP),
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     format_: Format = typer.Option(..., "--format", help="savedmodel: a TensorFlow "
                                    "SavedModel folder; onnx: an .onnx file; tflite: a "
                                    "LiteRT (TensorFlow Lite) .tflite file."),

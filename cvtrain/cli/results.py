@@ -69,7 +69,7 @@ def ls(
 
 @app.command("show")
 def show(
-    run: str = typer.Argument(..., help=RUN_HELP),
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the run (location, complete, "
                                  "metrics.json, files) as JSON (for scripts)."),
@@ -120,7 +120,7 @@ def show(
 
 @app.command("fetch")
 def fetch(
-    run: str = typer.Argument(..., help=RUN_HELP),
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     dest: Path = typer.Argument(..., help="Local results root: the run lands in "
                                           "DEST/<job>/<run-id>/."),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
@@ -151,7 +151,7 @@ def _fmt(value) -> str:
 
 @app.command("compare")
 def compare(
-    runs_: list[str] = typer.Argument(..., metavar="RUN RUN...", help=RUN_HELP),
+    runs_: list[str] = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     root: str = typer.Option(None, "--root", help=ROOT_HELP),
     plot: Path = typer.Option(None, "--plot",
                               help="Also write a PNG with every run's loss and accuracy "

@@ -19,7 +19,7 @@ class RunnerName(StrEnum):
 
 
 def run(
-    jobs: list[str] = typer.Argument(..., metavar="JOB...", autocompletion=complete_job,
+    jobs: list[str] = typer.Argument(..., metavar="JOB", autocompletion=complete_job,
                                      help="Job files, job names under the jobs folder, or "
                                           "folders of job files (a set: run one after "
                                           "another)."),
