@@ -135,7 +135,7 @@ def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("grouped, rotation", [(False, 0), (True, 10)],
-                         ids=["epoch-at-once-compiled-kernel", "groups-of-a-chunk-tf-ops"])
+                         ids=["epoch-at-once-axis-aligned", "groups-of-a-chunk-rotated"])
 def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(grouped, rotation,
                                                                              monkeypatch):
     """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
@@ -143,7 +143,7 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
     batch left, the rest of the epoch is what the uninterrupted stream gave, to the bit;
     the skipped batches are never augmented (the first chunk's draws are sliced). The same
     when the epoch is augmented in groups smaller than it (across chunks), and for both
-    the compiled kernel (axis-aligned) and the tf.data ops (rotated)."""
+    the stream's resampler (axis-aligned) and affine_transform (rotated)."""
     data = fake_data(n_train=400)  # 360 training images: 22 full batches of 16 and one of 8
     aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=rotation)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
@@ -223,17 +223,18 @@ def test_the_tf_data_and_numpy_streams_give_the_same_batches():
         np.testing.assert_array_equal(ya, yb)
 
 
-@pytest.mark.parametrize("rotation, kernel", [(0.0, True), (0.0, False), (15.0, False)],
-                         ids=["axis-aligned-compiled-kernel", "axis-aligned-tf-ops", "rotated"])
-def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation, kernel,
-                                                                        monkeypatch, capsys):
+@pytest.mark.parametrize("rotation, resampler", [(0.0, "xla"), (0.0, "numba"), (0.0, "ops"),
+                                                (15.0, "xla")],
+                         ids=["axis-aligned-xla", "axis-aligned-numba", "axis-aligned-tf-ops",
+                              "rotated"])
+def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation, resampler,
+                                                                        monkeypatch):
     """What the stream hands on is the transform of the epoch's images that the draws of
-    (seed, epoch, chunk) make, in NHWC, whichever way it resamples (the compiled kernel,
-    or tf.data ops where numba is missing, which it says once): images of 24 x 32 pixels,
+    (seed, epoch, chunk) make, in NHWC, whichever way it resamples (tfstream.RESAMPLER for
+    axis-aligned transforms, affine_transform for rotations): images of 24 x 32 pixels,
     so that height and width cannot be mixed up, against the matmul resampler or
     affine_transform."""
-    if not kernel:
-        monkeypatch.setattr(cpu_resample, "_MISSING", "numba cannot be imported (a test)")
+    monkeypatch.setattr(tfstream, "RESAMPLER", resampler)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (75, 24, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 5, 75)
@@ -252,12 +253,27 @@ def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation
             -1.0, 1.0)
         want = augment(images[first:end], draws, resampler="matmul", **dict(opts))
         np.testing.assert_allclose(np.concatenate(got)[first:end], want, atol=1e-3)
-    said = capsys.readouterr().err
-    if rotation or kernel:
-        assert "numba" not in said
-    else:
-        assert said.count("cvtrain: augmentation in tf.data ops, slower: numba cannot be "
-                          "imported (a test)") == 1
+
+
+@pytest.mark.parametrize("fill_mode, channels",
+                         list(itertools.product(["nearest", "constant"], [3, 1])))
+def test_stream_resampler_is_the_separable_resampler_on_the_images_it_indexes(fill_mode,
+                                                                               channels):
+    """The stream's axis-aligned resampling (compiled by XLA) reads ``images[index]`` (any
+    order, repeats) and resamples it as resample_separable does: non-square images, shifts
+    and zooms that reach past the edges, flips, three channels and one."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(1, 256, (40, 24, 32, channels), dtype=np.uint8)  # 0: the fill
+    index = rng.integers(0, 40, 50).astype(np.int32)
+    draws = rng.uniform(-1, 1, (50, NUM_DRAWS)).astype(np.float32)
+    opts = dict(shift=0.4, zoom=0.5, horizontal_flip=True, rotation=0.0, shear=0.0,
+                fill_mode=fill_mode)
+    ours = np.asarray(tfstream.resample(tf, tf.constant(index), tf.constant(draws), opts,
+                                        tf.constant(images)))
+    assert ours.dtype == np.float32 and ours.shape == (50, 24, 32, channels)
+    want = augment(images[index], draws, resampler="matmul", **dict(opts))
+    np.testing.assert_allclose(ours, want, atol=1e-3)
+    assert (ours == 0).any() == (fill_mode == "constant")  # past the edges: zeros or edges
 
 
 @pytest.mark.parametrize("fill_mode, channels",

@@ -8,8 +8,8 @@ rotation and shear about the image centre, applied in a single resampling, as th
 coursework's ImageDataGenerator does. Axis-aligned transforms (shift, zoom, flip) with
 ``nearest`` or ``constant`` fill are resampled one axis at a time (bilinear interpolation
 is separable), as two small matrix products in a compiled step, or in ``tf.data`` threads
-as a compiled loop over the images (:mod:`cvtrain.data.cpu_resample`; row gathers where
-numba is missing); anything else goes through ``keras.ops.image.affine_transform``.
+as two gathers compiled by XLA (:func:`cvtrain.data.tfstream.resample`); anything else goes
+through ``keras.ops.image.affine_transform``.
 
 The random numbers come in as ``draws``: from the layer's ``SeedGenerator`` (its state is
 saved with each checkpoint, see :mod:`cvtrain.training.checkpoint`) or from a stateless
@@ -91,7 +91,7 @@ def augment(images, draws, resampler: str = "matmul", **options):
                                       fill_value=0.0, data_format="channels_last")
 
 
-def _taps(scale, offset, size: int, fill_mode: str):
+def axis_taps(scale, offset, size: int, fill_mode: str):
     """Linear interpolation along one axis at ``source = scale * target + offset`` (one map
     per image): each output index's two source taps and their weights, (batch, size) each.
     Taps outside the image are clamped to the edge (``nearest``) or weigh nothing
@@ -117,7 +117,7 @@ def _resample_axis(x, scale, offset, axis: int, fill_mode: str):
     index on its two source taps. Dense, but a matmul is what compiled steps on every
     device run fastest, where per-pixel gathers are slow."""
     size = x.shape[axis]
-    low_i, high_i, w_low, w_high = _taps(scale, offset, size, fill_mode)
+    low_i, high_i, w_low, w_high = axis_taps(scale, offset, size, fill_mode)
     matrix = (ops.one_hot(low_i, size, dtype="float32") * w_low[..., None]
               + ops.one_hot(high_i, size, dtype="float32") * w_high[..., None])
     if axis == 1:
@@ -129,7 +129,7 @@ def _gather_rows(x, scale, offset, fill_mode: str):
     """Interpolation of ``x`` (NHWC, any dtype) along its rows by gathering whole rows:
     each output row is the weighted sum of its two source rows (float32 out)."""
     size, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    low_i, high_i, w_low, w_high = _taps(scale, offset, size, fill_mode)
+    low_i, high_i, w_low, w_high = axis_taps(scale, offset, size, fill_mode)
     first_row = ops.arange(ops.shape(x)[0], dtype="int32")[:, None] * size
     rows = ops.reshape(x, (-1, width, channels))  # every image's rows, one after another
     low = ops.cast(ops.take(rows, low_i + first_row, axis=0), "float32")

@@ -5,18 +5,18 @@ Each epoch is one gather of the images in its seeded order, then batches as slic
 augmenting, the epoch's batches are augmented in chunks of :data:`AUGMENT_CHUNK`, their
 random numbers keyed by (seed, epoch, chunk), on every core before the epoch's first
 batch is handed on: on a CPU that measured faster than augmenting beside the training
-step (``benchmarks/README.md``). Shift, zoom and flip are resampled by a compiled loop
-(:mod:`cvtrain.data.cpu_resample`) that also does the epoch's gather; rotation and shear
-(or a machine without numba) take ``tf.data`` ops. A stream resumed within an epoch skips
-the batches trained on by index and gets exactly the rest of what the uninterrupted one
-gave.
+step (``benchmarks/README.md``). The batches carry the indices of their images, which the
+augmentation reads where the stream keeps them: shift, zoom and flip by two loops that
+XLA compiles (:func:`_compiled`), rotation and shear by TensorFlow's
+``ImageProjectiveTransformV3`` (``keras.ops.image.affine_transform``). A stream resumed
+within an epoch skips the batches trained on by index and gets exactly the rest of what
+the uninterrupted one gave.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import numpy as np
 
@@ -37,25 +37,78 @@ AUGMENT_CHUNK = 16
 
 
 def _augment(tf, batch, epoch_seed, chunk, options: dict, skip_rows: int = 0,
-             rows: int | None = None, source: np.ndarray | None = None):
+             rows: int | None = None, source=None):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
     chunk); ``batch`` the chunk's last images, when its first ``skip_rows`` of ``rows``
     were trained on before a checkpoint (the draws are those of the whole chunk).
-    ``source``: the run's images, ``batch`` then their indices, augmented by the compiled
-    kernel (:mod:`cvtrain.data.cpu_resample`)."""
-    from cvtrain.data.augment import NUM_DRAWS, augment
+    ``source``: the run's images (a tensor), ``batch`` then their indices."""
+    from cvtrain.data.augment import NUM_DRAWS
 
     draws = tf.random.stateless_uniform(
         (tf.shape(batch)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
         -1.0, 1.0)[skip_rows:]
+    return resample(tf, batch, draws, options, source)
+
+
+def resample(tf, batch, draws, options: dict, source=None):
+    """``batch`` (images, or indices into ``source``) transformed by the matrices that
+    ``draws`` make (:func:`cvtrain.data.augment.augment`), float32 NHWC."""
+    from cvtrain.data.augment import affine_matrices, augment, axis_taps, separable
+
     if source is None:
         return augment(batch, draws, resampler="gather", **options)
-    from cvtrain.data import cpu_resample
+    if not separable(options):
+        return augment(tf.gather(source, batch), draws, **options)
+    if RESAMPLER == "numba":
+        from cvtrain.data import cpu_resample
 
-    out = tf.numpy_function(lambda index, d: cpu_resample.augment(source, index, d, **options),
-                            [batch, draws], tf.float32, stateful=False)
-    return tf.ensure_shape(out, (None, *source.shape[1:]))
+        stored = source.numpy()
+        out = tf.numpy_function(
+            lambda index, d: cpu_resample.augment(stored, index, d, **options),
+            [batch, draws], tf.float32, stateful=False)
+        return tf.ensure_shape(out, (None, *source.shape[1:]))
+    options = dict(options)
+    fill_mode = options.pop("fill_mode")
+    height, width = source.shape[1], source.shape[2]
+    transforms = affine_matrices(draws, height, width, **options)
+    along_rows, along_columns = _compiled(tf)
+    x = along_rows(source, batch,
+                   *axis_taps(transforms[:, 4], transforms[:, 5], height, fill_mode))
+    return along_columns(x, *axis_taps(transforms[:, 0], transforms[:, 2], width, fill_mode))
+
+
+#: how the stream resamples axis-aligned transforms: "xla" (:func:`_compiled`), "numba"
+#: (:mod:`cvtrain.data.cpu_resample`) or "ops" (``tf.data`` ops, row gathers);
+#: ``benchmarks/augment_ab.py`` compares them
+RESAMPLER = "xla"
+
+
+@functools.cache
+def _compiled(tf):
+    """Axis-aligned bilinear resampling (``augment.resample_separable``'s math, the taps
+    computed beside it) as two functions compiled by XLA, each one loop over its output:
+    rows first, each output row the weighted sum of two whole rows read from where the run
+    keeps its images (``images[index]``, uint8), then columns. As ``tf.data`` ops the same
+    math is a dozen passes over every image; in one function XLA fuses both axes into one
+    loop that reads four pixels an output value, slower than the two
+    (``benchmarks/augment_ab.py --resample``)."""
+
+    @tf.function(jit_compile=True)
+    def rows(images, index, low, high, w_low, w_high):
+        height, width, channels = images.shape[1:]
+        stored = tf.reshape(images, (-1, width * channels))  # every image's rows in turn
+        first = index[:, None] * height
+        out = (tf.cast(tf.gather(stored, first + low), tf.float32) * w_low[:, :, None]
+               + tf.cast(tf.gather(stored, first + high), tf.float32) * w_high[:, :, None])
+        return tf.reshape(out, (-1, height, width, channels))
+
+    @tf.function(jit_compile=True)
+    def columns(x, low, high, w_low, w_high):
+        return (tf.gather(x, low, axis=2, batch_dims=1) * w_low[:, None, :, None]
+                + tf.gather(x, high, axis=2, batch_dims=1) * w_high[:, None, :, None])
+
+    return rows, columns
 
 
 def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
@@ -64,9 +117,9 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     batches as slices; augmentation (when asked) in the stream's threads."""
     import tensorflow as tf
 
-    # axis-aligned augmentation by the compiled kernel: batches then carry the indices of
-    # their images (the kernel reads the images as it augments them), else the images
-    source = _kernel_source(x, augment)
+    # augmented: batches carry the indices of their images (the augmentation reads the
+    # images where they are kept), else the images
+    source = _stored(tf, x, augment)
     images = None if source is not None else tf.constant(x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
@@ -173,23 +226,10 @@ def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: i
     return stream
 
 
-def _kernel_source(x: np.ndarray, options: dict | None) -> np.ndarray | None:
-    """The run's images for the compiled kernel (:mod:`cvtrain.data.cpu_resample`) when it
-    applies: an axis-aligned augmentation, numba at hand (else the stream says once why
-    it augments with tf.data ops); None otherwise."""
+def _stored(tf, x: np.ndarray, options: dict | None):
+    """The run's images as one tensor when augmenting (its batches then carry indices)."""
     from cvtrain.data.augment import separable
 
-    if not options or not separable(options):
+    if not options or (RESAMPLER == "ops" and separable(options)):
         return None
-    from cvtrain.data.cpu_resample import available
-
-    why = available()
-    if why is not None:
-        _say_once(f"augmentation in tf.data ops, slower: {why}")
-        return None
-    return np.ascontiguousarray(x)
-
-
-@functools.cache
-def _say_once(message: str) -> None:
-    print(f"cvtrain: {message}", file=sys.stderr)
+    return tf.constant(x)
