@@ -1,17 +1,17 @@
 """BaseNet + augment on TensorFlow: cvtrain's augmented ``tf.data`` stream against variants of
 it, trained in one process, alternating; and the resampling alone, one thread.
 
-    python benchmarks/augment_ab.py [--variants now,numba,ops,chunk4,autotune,ceiling]
+    python benchmarks/augment_ab.py [--variants now,affine,chunk4,autotune,ceiling]
                                     [--rounds 8] [--epochs 3]
     python benchmarks/augment_ab.py --resample [--reps 5]
-    python benchmarks/augment_ab.py --stream [--variants now,numba,ops,chunk4] [--rounds 4]
+    python benchmarks/augment_ab.py --stream [--variants now,affine,chunk4] [--rounds 4]
 
 Variants (each built as ``cvtrain run`` builds the augment job, 25 synthetic classes,
 11,250 training images, batch 32, steps per execution ``auto``):
 
 - now: the stream as cvtrain builds it (shift, zoom and flip compiled by XLA);
-- numba: the compiled loop of ``cvtrain.data.cpu_resample`` instead;
-- ops: ``tf.data`` ops (row gathers) instead;
+- affine: shift, zoom and flip by ``keras.ops.image.affine_transform``
+  (``ImageProjectiveTransformV3``, one pass, what rotation and shear take) instead;
 - chunk4: chunks of 4 batches (128 images), as before chunks of 16;
 - autotune: ``tf.data``'s autotuning left on;
 - ceiling: the same network on prepared tensors (``throughput.py``'s ceiling).
@@ -21,8 +21,8 @@ and its ratio to ``now`` the median of the rounds' ratios (a slow spell of the m
 hits both). Variants run in a rotating order each round. ``--resample``: microseconds an
 image for the augmentation of chunks of 512 images drawn from the training set, on one
 thread, each way in a ``tf.function`` as the stream calls it (``tfstream.resample``):
-XLA, numba, the ``tf.data`` ops, and ``keras.ops.image.affine_transform``
-(``ImageProjectiveTransformV3``, what rotation and shear take), medians of ``--reps``.
+XLA and ``affine_transform``, medians of ``--reps``. (At 0651682 this script also
+compared numba's loop and the ``tf.data`` ops that XLA replaced.)
 ``--stream``: the training stream alone (no model), each epoch's wait for its first batch
 (the epoch's augmentation, made before it is handed on) and the process's CPU time in it,
 epochs but the first, medians over rounds.
@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = ("now", "numba", "ops", "chunk4", "autotune", "ceiling")
+VARIANTS = ("now", "affine", "chunk4", "autotune", "ceiling")
 OPTIONS = {"shift": 0.1, "zoom": 0.1, "horizontal_flip": True, "rotation": 0.0,
            "shear": 0.0, "fill_mode": "nearest"}
 
@@ -63,35 +63,24 @@ def parse_args():
 
 
 def resample(reps: int) -> None:
-    import keras
     import numpy as np
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from cvtrain.data import tfstream
-    from cvtrain.data.augment import NUM_DRAWS, affine_matrices
+    from cvtrain.data.augment import NUM_DRAWS
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (11250, 32, 32, 3), dtype=np.uint8)
     index = tf.constant(np.sort(rng.permutation(len(images))[:512]).astype(np.int32))
     draws = tf.constant(rng.uniform(-1, 1, (512, NUM_DRAWS)).astype(np.float32))
     stored = tf.constant(images)
-    axes = {k: v for k, v in OPTIONS.items() if k != "fill_mode"}
-
-    def affine(index, draws):  # ImageProjectiveTransformV3, what rotation and shear take
-        return keras.ops.image.affine_transform(
-            tf.cast(tf.gather(stored, index), tf.float32), affine_matrices(draws, 32, 32, **axes),
-            interpolation="bilinear", fill_mode=OPTIONS["fill_mode"], data_format="channels_last")
 
     calls, way = {}, tfstream.RESAMPLER
-    for name in ("xla", "numba", "ops", "affine"):
-        if name == "affine":
-            calls[name] = tf.function(affine)
-        else:  # each traced, so its resampler fixed, before the next
-            tfstream.RESAMPLER = name
-            calls[name] = tf.function(lambda i, d, ops=name == "ops": tfstream.resample(
-                tf, tf.gather(stored, i) if ops else i, d, OPTIONS, None if ops else stored))
+    for name in ("xla", "affine"):  # each traced, so its way fixed, before the next
+        tfstream.RESAMPLER = name
+        calls[name] = tf.function(lambda i, d: tfstream.resample(tf, i, d, OPTIONS, stored))
         calls[name](index, draws)
     tfstream.RESAMPLER = way
     want = calls["xla"](index, draws)
@@ -124,7 +113,7 @@ def stream(args) -> None:
     for _ in range(args.rounds):
         for variant in waits:
             tfstream.AUGMENT_CHUNK = 4 if variant == "chunk4" else chunk
-            tfstream.RESAMPLER = variant if variant in ("numba", "ops") else "xla"
+            tfstream.RESAMPLER = "affine" if variant == "affine" else "xla"
             batches = tfstream.tf_train_stream(x, y, 25, 32, args.epochs + 1, 1, 0,
                                                augment=dict(OPTIONS))
             if variant == "autotune":
@@ -186,7 +175,7 @@ def train(args) -> None:
 
     def measure(variant: str) -> float:
         tfstream.AUGMENT_CHUNK = 4 if variant == "chunk4" else chunk
-        tfstream.RESAMPLER = variant if variant in ("numba", "ops") else "xla"
+        tfstream.RESAMPLER = "affine" if variant == "affine" else "xla"
         splits = dataset.streams(spec, data, input_kind(spec), 0, None, 0)
         spe = steps_per_execution("auto", splits.steps_per_epoch, device["type"])
         n = splits.train_size

@@ -36,63 +36,62 @@ PREFETCH = 2
 AUGMENT_CHUNK = 16
 
 
-def _augment(tf, batch, epoch_seed, chunk, options: dict, skip_rows: int = 0,
-             rows: int | None = None, source=None):
+def _augment(tf, index, epoch_seed, chunk, options: dict, images, skip_rows: int = 0,
+              rows: int | None = None):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
-    chunk); ``batch`` the chunk's last images, when its first ``skip_rows`` of ``rows``
-    were trained on before a checkpoint (the draws are those of the whole chunk).
-    ``source``: the run's images (a tensor), ``batch`` then their indices."""
+    chunk); ``index`` the chunk's last images (indices into ``images``, the run's), when
+    its first ``skip_rows`` of ``rows`` were trained on before a checkpoint (the draws are
+    those of the whole chunk)."""
     from cvtrain.data.augment import NUM_DRAWS
 
     draws = tf.random.stateless_uniform(
-        (tf.shape(batch)[0] if rows is None else rows, NUM_DRAWS),
+        (tf.shape(index)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
         -1.0, 1.0)[skip_rows:]
-    return resample(tf, batch, draws, options, source)
+    return resample(tf, index, draws, options, images)
 
 
-def resample(tf, batch, draws, options: dict, source=None):
-    """``batch`` (images, or indices into ``source``) transformed by the matrices that
-    ``draws`` make (:func:`cvtrain.data.augment.augment`), float32 NHWC."""
-    from cvtrain.data.augment import affine_matrices, augment, axis_taps, separable
+def resample(tf, index, draws, options: dict, images):
+    """``images[index]`` (the run's images, a uint8 tensor) transformed by the matrices that
+    ``draws`` make, float32 NHWC, as :func:`cvtrain.data.augment.augment` transforms them:
+    shift, zoom and flip by two loops compiled by XLA (:func:`_compiled`), anything else
+    by ``ImageProjectiveTransformV3``."""
+    from cvtrain.data.augment import affine_matrices, axis_taps, project, separable
 
-    if source is None:
-        return augment(batch, draws, resampler="gather", **options)
-    if not separable(options):
-        return augment(tf.gather(source, batch), draws, **options)
-    if RESAMPLER == "numba":
-        from cvtrain.data import cpu_resample
-
-        stored = source.numpy()
-        out = tf.numpy_function(
-            lambda index, d: cpu_resample.augment(stored, index, d, **options),
-            [batch, draws], tf.float32, stateful=False)
-        return tf.ensure_shape(out, (None, *source.shape[1:]))
     options = dict(options)
     fill_mode = options.pop("fill_mode")
-    height, width = source.shape[1], source.shape[2]
+    height, width = images.shape[1], images.shape[2]
     transforms = affine_matrices(draws, height, width, **options)
+    if RESAMPLER == "affine" or not separable({**options, "fill_mode": fill_mode}):
+        # one pass, but about 4-6x the XLA loops' time an image on a CPU
+        # (benchmarks/augment_ab.py --resample)
+        return project(tf.gather(images, index), transforms, fill_mode)
     along_rows, along_columns = _compiled(tf)
-    x = along_rows(source, batch,
+    x = along_rows(images, index,
                    *axis_taps(transforms[:, 4], transforms[:, 5], height, fill_mode))
     return along_columns(x, *axis_taps(transforms[:, 0], transforms[:, 2], width, fill_mode))
 
 
-#: how the stream resamples axis-aligned transforms: "xla" (:func:`_compiled`), "numba"
-#: (:mod:`cvtrain.data.cpu_resample`) or "ops" (``tf.data`` ops, row gathers);
-#: ``benchmarks/augment_ab.py`` compares them
+#: how the stream resamples shift, zoom and flip: "xla" (:func:`_compiled`) or "affine"
+#: (``ImageProjectiveTransformV3``, as rotation and shear); ``benchmarks/augment_ab.py``
+#: compares them
 RESAMPLER = "xla"
 
 
 @functools.cache
 def _compiled(tf):
-    """Axis-aligned bilinear resampling (``augment.resample_separable``'s math, the taps
-    computed beside it) as two functions compiled by XLA, each one loop over its output:
-    rows first, each output row the weighted sum of two whole rows read from where the run
-    keeps its images (``images[index]``, uint8), then columns. As ``tf.data`` ops the same
-    math is a dozen passes over every image; in one function XLA fuses both axes into one
-    loop that reads four pixels an output value, slower than the two
-    (``benchmarks/augment_ab.py --resample``)."""
+    """Axis-aligned bilinear resampling (``augment.resample_separable``'s math, its taps
+    computed by the caller) as two functions compiled by XLA, each one loop over its
+    output: rows first, each output row the weighted sum of two whole rows read from where
+    the run keeps its images (``images[index]``, uint8), then columns.
+
+    Why XLA: as ``tf.data`` ops the same math was a dozen passes over every image (gathers,
+    casts, broadcast products, transposes), 3-4x these loops' time an image
+    (``benchmarks/augment_ab.py --resample`` at 0651682, which also timed numba's loop
+    that these replace). Why two functions: in one, XLA fuses both axes into a loop that
+    reads four pixels and recomputes the row weights for every output value; two measured
+    no slower (6.7, 5.9 and 9.5 against 9.4, 6.0 and 10.4 us an image in three runs on one
+    core of a shared machine, a script kept out of the repository)."""
 
     @tf.function(jit_compile=True)
     def rows(images, index, low, high, w_low, w_high):
@@ -117,10 +116,7 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     batches as slices; augmentation (when asked) in the stream's threads."""
     import tensorflow as tf
 
-    # augmented: batches carry the indices of their images (the augmentation reads the
-    # images where they are kept), else the images
-    source = _stored(tf, x, augment)
-    images = None if source is not None else tf.constant(x)
+    images = tf.constant(x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
     full, rest = divmod(n, batch_size)
@@ -129,14 +125,16 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
                                    for e in range(initial_epoch, epochs)],
                                   np.int32).reshape(-1, n))
 
-    shape = (batch_size, *(() if images is None else x.shape[1:]))  # a batch as carried
+    # augmented, batches carry the indices of their images (the augmentation reads the
+    # images where they are kept), else the images
+    shape = (batch_size,) if augment else (batch_size, *x.shape[1:])  # a batch as carried
     out_shape = (batch_size, *x.shape[1:])  # a batch augmented
 
     def epoch_batches(i, skip=0):
         # one gather per epoch, then batches are slices: no per-batch or per-sample work;
         # ``skip``: batches of the epoch trained on before a checkpoint, left out by index
         order = orders[i][skip * batch_size:] if skip else orders[i]
-        xs = order if images is None else tf.gather(images, order)
+        xs = order if augment else tf.gather(images, order)
         ys = tf.gather(onehot, order)
         left = full - skip  # whole batches to come
         batches = tf.data.Dataset.from_tensor_slices(
@@ -146,12 +144,12 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
             epoch_seed = tf.random.experimental.stateless_fold_in(
                 tf.constant([seed, 1], tf.int64), tf.cast(i, tf.int64) + initial_epoch)
             batches = _augmented(tf, batches, epoch_seed, shape, out_shape, augment, skip,
-                                 full, source)
+                                 full, images)
         if rest:  # the last, smaller batch
             last = (xs[left * batch_size:], ys[left * batch_size:])
             if augment:
                 last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment,
-                                 source=source), last[1])
+                                 images), last[1])
             batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
         return batches  # uint8 when not augmented: the model's input casts it in the step
 
@@ -175,7 +173,7 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
 
 
 def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: int,
-               full: int, source: np.ndarray | None = None):
+               full: int, images):
     """An epoch's whole batches (``skip`` of its ``full`` left out) augmented in chunks of
     :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-call overhead that
     dominates on a batch of 32. Chunk k holds the epoch's batches 16k .. 16k+15 whatever
@@ -192,8 +190,8 @@ def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: i
 
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
         xb, yb = batch
-        out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
-                       skip_rows, rows, source)
+        out = _augment(tf, tf.reshape(xb, (-1,)), epoch_seed, chunk, options, images,
+                       skip_rows, rows)
         return tf.reshape(out, (-1, *out_shape)), yb
 
     def one_chunk(ds, chunk, skip_rows=0, rows=None):  # a chunk's batches, one by one
@@ -224,12 +222,3 @@ def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: i
     for part in parts[1:]:
         stream = stream.concatenate(part)
     return stream
-
-
-def _stored(tf, x: np.ndarray, options: dict | None):
-    """The run's images as one tensor when augmenting (its batches then carry indices)."""
-    from cvtrain.data.augment import separable
-
-    if not options or (RESAMPLER == "ops" and separable(options)):
-        return None
-    return tf.constant(x)
