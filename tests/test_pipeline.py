@@ -1,6 +1,6 @@
 """In-memory input streams and the augmentation layer: split before fitting, statistics from
 training only, augmentation on training batches only and repeatable (also across a save
-and reload), the fast resampler equal to TensorFlow's, the same batches from the
+and reload), the fast resamplers equal to TensorFlow's, the same batches from the
 tf.data and the numpy streams."""
 
 import itertools
@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cvtrain.data import cpu_resample, pipeline, tfstream
+from cvtrain.data import pipeline, tfstream
 from cvtrain.data.augment import (
     NUM_DRAWS,
-    RESAMPLERS,
     RandomAffine,
     affine_matrices,
     augment,
@@ -135,7 +134,7 @@ def test_resume_within_an_epoch_gives_the_rest_of_it_then_the_later_epochs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("grouped, rotation", [(False, 0), (True, 10)],
-                         ids=["epoch-at-once-compiled-kernel", "groups-of-a-chunk-tf-ops"])
+                         ids=["epoch-at-once-axis-aligned", "groups-of-a-chunk-rotated"])
 def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(grouped, rotation,
                                                                              monkeypatch):
     """Augmented in the stream (chunks of AUGMENT_CHUNK batches, random numbers per chunk):
@@ -143,7 +142,7 @@ def test_tf_data_augmentation_resumed_within_an_epoch_is_the_same_to_the_bit(gro
     batch left, the rest of the epoch is what the uninterrupted stream gave, to the bit;
     the skipped batches are never augmented (the first chunk's draws are sliced). The same
     when the epoch is augmented in groups smaller than it (across chunks), and for both
-    the compiled kernel (axis-aligned) and the tf.data ops (rotated)."""
+    the stream's resampler (axis-aligned) and affine_transform (rotated)."""
     data = fake_data(n_train=400)  # 360 training images: 22 full batches of 16 and one of 8
     aug = Augment(shift=0.1, zoom=0.1, horizontal_flip=True, rotation=rotation)
     full = build_splits(data, 5, 0.1, False, aug, 16, 2, seed=4)
@@ -223,17 +222,16 @@ def test_the_tf_data_and_numpy_streams_give_the_same_batches():
         np.testing.assert_array_equal(ya, yb)
 
 
-@pytest.mark.parametrize("rotation, kernel", [(0.0, True), (0.0, False), (15.0, False)],
-                         ids=["axis-aligned-compiled-kernel", "axis-aligned-tf-ops", "rotated"])
-def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation, kernel,
-                                                                        monkeypatch, capsys):
+@pytest.mark.parametrize("rotation, resampler", [(0.0, "xla"), (0.0, "affine"), (15.0, "xla")],
+                         ids=["axis-aligned-xla", "axis-aligned-affine-transform", "rotated"])
+def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation, resampler,
+                                                                        monkeypatch):
     """What the stream hands on is the transform of the epoch's images that the draws of
-    (seed, epoch, chunk) make, in NHWC, whichever way it resamples (the compiled kernel,
-    or tf.data ops where numba is missing, which it says once): images of 24 x 32 pixels,
+    (seed, epoch, chunk) make, in NHWC, whichever way it resamples (tfstream.RESAMPLER for
+    axis-aligned transforms, affine_transform for rotations): images of 24 x 32 pixels,
     so that height and width cannot be mixed up, against the matmul resampler or
     affine_transform."""
-    if not kernel:
-        monkeypatch.setattr(cpu_resample, "_MISSING", "numba cannot be imported (a test)")
+    monkeypatch.setattr(tfstream, "RESAMPLER", resampler)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (75, 24, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 5, 75)
@@ -250,37 +248,29 @@ def test_tf_data_augmentation_is_the_documented_transform_of_each_chunk(rotation
         draws = tf.random.stateless_uniform(
             (end - first, NUM_DRAWS), fold_in(epoch_seed, tf.constant(chunk, tf.int64)),
             -1.0, 1.0)
-        want = augment(images[first:end], draws, resampler="matmul", **dict(opts))
+        want = augment(images[first:end], draws, **dict(opts))
         np.testing.assert_allclose(np.concatenate(got)[first:end], want, atol=1e-3)
-    said = capsys.readouterr().err
-    if rotation or kernel:
-        assert "numba" not in said
-    else:
-        assert said.count("cvtrain: augmentation in tf.data ops, slower: numba cannot be "
-                          "imported (a test)") == 1
 
 
 @pytest.mark.parametrize("fill_mode, channels",
                          list(itertools.product(["nearest", "constant"], [3, 1])))
-def test_compiled_kernel_is_the_separable_resampler_on_the_images_it_is_given(fill_mode,
-                                                                              channels):
-    """The compiled kernel reads ``images[index]`` (any order, repeats) and resamples it as
-    resample_separable does: non-square images, shifts and zooms that reach past the edges,
-    flips, three channels (its unrolled loop) and one."""
-    assert cpu_resample.available() is None  # numba is a dependency
+def test_stream_resampler_is_the_separable_resampler_on_the_images_it_indexes(fill_mode,
+                                                                               channels):
+    """The stream's axis-aligned resampling (compiled by XLA) reads ``images[index]`` (any
+    order, repeats) and resamples it as resample_separable does: non-square images, shifts
+    and zooms that reach past the edges, flips, three channels and one."""
     rng = np.random.default_rng(5)
     images = rng.integers(1, 256, (40, 24, 32, channels), dtype=np.uint8)  # 0: the fill
     index = rng.integers(0, 40, 50).astype(np.int32)
     draws = rng.uniform(-1, 1, (50, NUM_DRAWS)).astype(np.float32)
-    transforms = np.asarray(affine_matrices(draws, 24, 32, shift=0.4, zoom=0.5,
-                                            horizontal_flip=True, rotation=0.0, shear=0.0))
-    ours = cpu_resample.resample(images, index, transforms, fill_mode)
+    opts = dict(shift=0.4, zoom=0.5, horizontal_flip=True, rotation=0.0, shear=0.0,
+                fill_mode=fill_mode)
+    ours = np.asarray(tfstream.resample(tf, tf.constant(index), tf.constant(draws), opts,
+                                        tf.constant(images)))
     assert ours.dtype == np.float32 and ours.shape == (50, 24, 32, channels)
-    want = resample_separable(images[index], transforms, fill_mode, "matmul")
+    want = augment(images[index], draws, **dict(opts))
     np.testing.assert_allclose(ours, want, atol=1e-3)
     assert (ours == 0).any() == (fill_mode == "constant")  # past the edges: zeros or edges
-    with pytest.raises(ValueError, match="fill_mode 'wrap'"):
-        cpu_resample.resample(images, index, transforms, "wrap")
 
 
 def test_augmentation_acts_on_training_batches_only_and_repeats_with_the_seed():
@@ -312,16 +302,14 @@ def test_augmentation_and_dropout_states_survive_a_checkpoint(tmp_path):
     assert not np.array_equal(plain(x, training=True), expected)  # why rng.npz exists
 
 
-@pytest.mark.parametrize("fill_mode, resampler",
-                         list(itertools.product(["nearest", "constant"], RESAMPLERS)))
-def test_separable_resampler_matches_image_projective_transform(fill_mode, resampler):
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
+def test_separable_resampler_matches_image_projective_transform(fill_mode):
     rng = np.random.default_rng(1)
-    # uint8 in, as the stream gives it (the gather resampler reads rows before the cast)
     x = tf.constant(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
     draws = rng.uniform(-1, 1, (64, NUM_DRAWS)).astype(np.float32)
     transforms = affine_matrices(draws, 32, 32, shift=0.3, zoom=0.3, horizontal_flip=True,
                                  rotation=0.0, shear=0.0)
-    ours = resample_separable(x, transforms, fill_mode, resampler)
+    ours = resample_separable(x, transforms, fill_mode)
     x = tf.cast(x, tf.float32)
     theirs = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=transforms, output_shape=[32, 32], fill_value=0.0,
@@ -360,7 +348,3 @@ def test_transforms_compose_as_documented():
     t = np.array([[1, 0, -2, 0, 1, 0, 0, 0]], np.float32)  # input col = output col - 2
     out = np.asarray(resample_separable(img, t, "constant"))[0, :, :, 0]
     assert out[2, 3] == pytest.approx(1.0)
-    gathered = np.asarray(resample_separable(img, t, "constant", "gather"))[0, :, :, 0]
-    np.testing.assert_array_equal(gathered, out)
-    with pytest.raises(ValueError, match="resampler 'nope'"):
-        resample_separable(img, t, "constant", "nope")

@@ -8,8 +8,8 @@ rotation and shear about the image centre, applied in a single resampling, as th
 coursework's ImageDataGenerator does. Axis-aligned transforms (shift, zoom, flip) with
 ``nearest`` or ``constant`` fill are resampled one axis at a time (bilinear interpolation
 is separable), as two small matrix products in a compiled step, or in ``tf.data`` threads
-as a compiled loop over the images (:mod:`cvtrain.data.cpu_resample`; row gathers where
-numba is missing); anything else goes through ``keras.ops.image.affine_transform``.
+as two gathers compiled by XLA (:func:`cvtrain.data.tfstream.resample`); anything else goes
+through ``keras.ops.image.affine_transform``.
 
 The random numbers come in as ``draws``: from the layer's ``SeedGenerator`` (its state is
 saved with each checkpoint, see :mod:`cvtrain.training.checkpoint`) or from a stateless
@@ -34,24 +34,22 @@ NUM_DRAWS = 7
 
 
 def affine_matrices(draws, height: int, width: int, *, shift: float, zoom: float,
-                    horizontal_flip: bool, rotation: float, shear: float, xp=ops):
+                    horizontal_flip: bool, rotation: float, shear: float):
     """Per-image 8-vector projective transforms (output pixel -> input pixel), the format of
-    ``keras.ops.image.affine_transform``, from ``draws`` of shape (batch, NUM_DRAWS).
-    ``xp``: the functions to compute them with, ``keras.ops`` or ``numpy`` (what the
-    compiled resampler's callers hold; float32 either way)."""
+    ``keras.ops.image.affine_transform``, from ``draws`` of shape (batch, NUM_DRAWS)."""
     d = [draws[:, i] for i in range(NUM_DRAWS)]
-    ones = xp.ones_like(d[0])
-    zeros = xp.zeros_like(d[0])
+    ones = ops.ones_like(d[0])
+    zeros = ops.zeros_like(d[0])
     ty = d[0] * (shift * height)
     tx = d[1] * (shift * width)
     zy = ones + d[2] * zoom
     zx = ones + d[3] * zoom
-    flip = xp.where(d[4] < 0.0, -ones, ones) if horizontal_flip else ones
+    flip = ops.where(d[4] < 0.0, -ones, ones) if horizontal_flip else ones
     theta = d[5] * (rotation * math.pi / 180.0)
     shear_angle = d[6] * (shear * math.pi / 180.0)
     # M = Z . F . Shear . R (2x2); Shear . R = [[1, -sin s], [0, cos s]] . [[cos, -sin], [sin, cos]]
-    cos_t, sin_t = xp.cos(theta), xp.sin(theta)
-    sh_a, sh_c = -xp.sin(shear_angle), xp.cos(shear_angle)
+    cos_t, sin_t = ops.cos(theta), ops.sin(theta)
+    sh_a, sh_c = -ops.sin(shear_angle), ops.cos(shear_angle)
     m00 = zx * flip * (cos_t + sh_a * sin_t)
     m01 = zx * flip * (-sin_t + sh_a * cos_t)
     m10 = zy * sh_c * sin_t
@@ -60,7 +58,7 @@ def affine_matrices(draws, height: int, width: int, *, shift: float, zoom: float
     # input = c + M (output - c) + t
     a2 = cx - m00 * cx - m01 * cy + tx
     b2 = cy - m10 * cx - m11 * cy + ty
-    return xp.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+    return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
 
 
 def separable(options: dict) -> bool:
@@ -69,29 +67,27 @@ def separable(options: dict) -> bool:
             and options["fill_mode"] in ("nearest", "constant"))
 
 
-#: how :func:`resample_separable` applies each axis's interpolation: as matrix products
-#: (what compiled steps on accelerators run fastest) or as gathers of whole rows (fewest
-#: operations: the tf.data threads' way on a CPU when numba is missing, about 10 us of one
-#: core per 32x32 image against 23 us for the products (an earlier measurement), and 2.3
-#: us for :mod:`cvtrain.data.cpu_resample`; ``benchmarks/augment_ab.py --resample`` times
-#: the gathers and the loop)
-RESAMPLERS = ("matmul", "gather")
-
-
-def augment(images, draws, resampler: str = "matmul", **options):
+def augment(images, draws, **options):
     """``images`` (NHWC) transformed by the matrices ``draws`` make, in float32 (NHWC);
     options as :class:`RandomAffine`'s (shift, zoom, horizontal_flip, rotation, shear,
-    fill_mode); ``resampler`` one of :data:`RESAMPLERS` for axis-aligned transforms."""
+    fill_mode)."""
     fill_mode = options.pop("fill_mode")
     transforms = affine_matrices(draws, images.shape[1], images.shape[2], **options)
     if separable({**options, "fill_mode": fill_mode}):
-        return resample_separable(images, transforms, fill_mode, resampler)
+        return resample_separable(images, transforms, fill_mode)
+    return project(images, transforms, fill_mode)
+
+
+def project(images, transforms, fill_mode: str):
+    """``images`` (NHWC) under any ``transforms`` (as :func:`affine_matrices` makes them),
+    bilinear, in one resampling: ``keras.ops.image.affine_transform`` (on TensorFlow the op
+    ``ImageProjectiveTransformV3``), float32."""
     return ops.image.affine_transform(ops.cast(images, "float32"), transforms,
                                       interpolation="bilinear", fill_mode=fill_mode,
                                       fill_value=0.0, data_format="channels_last")
 
 
-def _taps(scale, offset, size: int, fill_mode: str):
+def axis_taps(scale, offset, size: int, fill_mode: str):
     """Linear interpolation along one axis at ``source = scale * target + offset`` (one map
     per image): each output index's two source taps and their weights, (batch, size) each.
     Taps outside the image are clamped to the edge (``nearest``) or weigh nothing
@@ -117,7 +113,7 @@ def _resample_axis(x, scale, offset, axis: int, fill_mode: str):
     index on its two source taps. Dense, but a matmul is what compiled steps on every
     device run fastest, where per-pixel gathers are slow."""
     size = x.shape[axis]
-    low_i, high_i, w_low, w_high = _taps(scale, offset, size, fill_mode)
+    low_i, high_i, w_low, w_high = axis_taps(scale, offset, size, fill_mode)
     matrix = (ops.one_hot(low_i, size, dtype="float32") * w_low[..., None]
               + ops.one_hot(high_i, size, dtype="float32") * w_high[..., None])
     if axis == 1:
@@ -125,28 +121,9 @@ def _resample_axis(x, scale, offset, axis: int, fill_mode: str):
     return ops.einsum("bij,bhjc->bhic", matrix, x)
 
 
-def _gather_rows(x, scale, offset, fill_mode: str):
-    """Interpolation of ``x`` (NHWC, any dtype) along its rows by gathering whole rows:
-    each output row is the weighted sum of its two source rows (float32 out)."""
-    size, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    low_i, high_i, w_low, w_high = _taps(scale, offset, size, fill_mode)
-    first_row = ops.arange(ops.shape(x)[0], dtype="int32")[:, None] * size
-    rows = ops.reshape(x, (-1, width, channels))  # every image's rows, one after another
-    low = ops.cast(ops.take(rows, low_i + first_row, axis=0), "float32")
-    high = ops.cast(ops.take(rows, high_i + first_row, axis=0), "float32")
-    return low * w_low[:, :, None, None] + high * w_high[:, :, None, None]
-
-
-def resample_separable(x, transforms, fill_mode: str, resampler: str = "matmul"):
-    """Axis-aligned transforms (m01 = m10 = 0), one axis at a time: what
+def resample_separable(x, transforms, fill_mode: str):
+    """Axis-aligned transforms (m01 = m10 = 0), one axis at a time, as matrix products: what
     ``affine_transform`` gives for shift, zoom and flip (tested), with fewer operations."""
-    if resampler == "gather":  # rows, then columns as the rows of the transposed images
-        x = _gather_rows(x, transforms[:, 4], transforms[:, 5], fill_mode)
-        x = _gather_rows(ops.transpose(x, (0, 2, 1, 3)), transforms[:, 0], transforms[:, 2],
-                         fill_mode)
-        return ops.transpose(x, (0, 2, 1, 3))
-    if resampler != "matmul":
-        raise ValueError(f"resampler {resampler!r}: expected one of {RESAMPLERS}")
     x = ops.cast(x, "float32")
     x = _resample_axis(x, transforms[:, 4], transforms[:, 5], 1, fill_mode)
     return _resample_axis(x, transforms[:, 0], transforms[:, 2], 2, fill_mode)

@@ -14,7 +14,7 @@ Order of operations, each for a reason:
    On JAX, images cross to the device as uint8 and the augmentation layer
    (:class:`~cvtrain.data.augment.RandomAffine`) runs inside the compiled step; on
    TensorFlow the same augmentation math runs in the ``tf.data`` threads (shift, zoom and
-   flip as a compiled loop, :mod:`cvtrain.data.cpu_resample`), on every core before an
+   flip compiled by XLA, :func:`cvtrain.data.tfstream.resample`), on every core before an
    epoch's batches are handed on (measured faster than in the step or beside it:
    ``benchmarks/throughput.py``, ``benchmarks/README.md``).
 

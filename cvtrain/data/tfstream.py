@@ -5,18 +5,18 @@ Each epoch is one gather of the images in its seeded order, then batches as slic
 augmenting, the epoch's batches are augmented in chunks of :data:`AUGMENT_CHUNK`, their
 random numbers keyed by (seed, epoch, chunk), on every core before the epoch's first
 batch is handed on: on a CPU that measured faster than augmenting beside the training
-step (``benchmarks/README.md``). Shift, zoom and flip are resampled by a compiled loop
-(:mod:`cvtrain.data.cpu_resample`) that also does the epoch's gather; rotation and shear
-(or a machine without numba) take ``tf.data`` ops. A stream resumed within an epoch skips
-the batches trained on by index and gets exactly the rest of what the uninterrupted one
-gave.
+step (``benchmarks/README.md``). The batches carry the indices of their images, which the
+augmentation reads where the stream keeps them: shift, zoom and flip by two loops that
+XLA compiles (:func:`_compiled`), rotation and shear by TensorFlow's
+``ImageProjectiveTransformV3`` (``keras.ops.image.affine_transform``). A stream resumed
+within an epoch skips the batches trained on by index and gets exactly the rest of what
+the uninterrupted one gave.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import numpy as np
 
@@ -36,26 +36,78 @@ PREFETCH = 2
 AUGMENT_CHUNK = 16
 
 
-def _augment(tf, batch, epoch_seed, chunk, options: dict, skip_rows: int = 0,
-             rows: int | None = None, source: np.ndarray | None = None):
+def _augment(tf, index, epoch_seed, chunk, options: dict, images, skip_rows: int = 0,
+             rows: int | None = None):
     """The augmentation of a chunk of an epoch, its random numbers keyed by (seed, epoch,
-    chunk); ``batch`` the chunk's last images, when its first ``skip_rows`` of ``rows``
-    were trained on before a checkpoint (the draws are those of the whole chunk).
-    ``source``: the run's images, ``batch`` then their indices, augmented by the compiled
-    kernel (:mod:`cvtrain.data.cpu_resample`)."""
-    from cvtrain.data.augment import NUM_DRAWS, augment
+    chunk); ``index`` the chunk's last images (indices into ``images``, the run's), when
+    its first ``skip_rows`` of ``rows`` were trained on before a checkpoint (the draws are
+    those of the whole chunk)."""
+    from cvtrain.data.augment import NUM_DRAWS
 
     draws = tf.random.stateless_uniform(
-        (tf.shape(batch)[0] if rows is None else rows, NUM_DRAWS),
+        (tf.shape(index)[0] if rows is None else rows, NUM_DRAWS),
         tf.random.experimental.stateless_fold_in(epoch_seed, tf.cast(chunk, tf.int64)),
         -1.0, 1.0)[skip_rows:]
-    if source is None:
-        return augment(batch, draws, resampler="gather", **options)
-    from cvtrain.data import cpu_resample
+    return resample(tf, index, draws, options, images)
 
-    out = tf.numpy_function(lambda index, d: cpu_resample.augment(source, index, d, **options),
-                            [batch, draws], tf.float32, stateful=False)
-    return tf.ensure_shape(out, (None, *source.shape[1:]))
+
+def resample(tf, index, draws, options: dict, images):
+    """``images[index]`` (the run's images, a uint8 tensor) transformed by the matrices that
+    ``draws`` make, float32 NHWC, as :func:`cvtrain.data.augment.augment` transforms them:
+    shift, zoom and flip by two loops compiled by XLA (:func:`_compiled`), anything else
+    by ``ImageProjectiveTransformV3``."""
+    from cvtrain.data.augment import affine_matrices, axis_taps, project, separable
+
+    options = dict(options)
+    fill_mode = options.pop("fill_mode")
+    height, width = images.shape[1], images.shape[2]
+    transforms = affine_matrices(draws, height, width, **options)
+    if RESAMPLER == "affine" or not separable({**options, "fill_mode": fill_mode}):
+        # one pass, but about 4-6x the XLA loops' time an image on a CPU
+        # (benchmarks/augment_ab.py --resample)
+        return project(tf.gather(images, index), transforms, fill_mode)
+    along_rows, along_columns = _compiled(tf)
+    x = along_rows(images, index,
+                   *axis_taps(transforms[:, 4], transforms[:, 5], height, fill_mode))
+    return along_columns(x, *axis_taps(transforms[:, 0], transforms[:, 2], width, fill_mode))
+
+
+#: how the stream resamples shift, zoom and flip: "xla" (:func:`_compiled`) or "affine"
+#: (``ImageProjectiveTransformV3``, as rotation and shear); ``benchmarks/augment_ab.py``
+#: compares them
+RESAMPLER = "xla"
+
+
+@functools.cache
+def _compiled(tf):
+    """Axis-aligned bilinear resampling (``augment.resample_separable``'s math, its taps
+    computed by the caller) as two functions compiled by XLA, each one loop over its
+    output: rows first, each output row the weighted sum of two whole rows read from where
+    the run keeps its images (``images[index]``, uint8), then columns.
+
+    Why XLA: as ``tf.data`` ops the same math was a dozen passes over every image (gathers,
+    casts, broadcast products, transposes), 3-4x these loops' time an image
+    (``benchmarks/augment_ab.py --resample`` at 0651682, which also timed numba's loop
+    that these replace). Why two functions: in one, XLA fuses both axes into a loop that
+    reads four pixels and recomputes the row weights for every output value; two measured
+    no slower (6.7, 5.9 and 9.5 against 9.4, 6.0 and 10.4 us an image in three runs on one
+    core of a shared machine, a script kept out of the repository)."""
+
+    @tf.function(jit_compile=True)
+    def rows(images, index, low, high, w_low, w_high):
+        height, width, channels = images.shape[1:]
+        stored = tf.reshape(images, (-1, width * channels))  # every image's rows in turn
+        first = index[:, None] * height
+        out = (tf.cast(tf.gather(stored, first + low), tf.float32) * w_low[:, :, None]
+               + tf.cast(tf.gather(stored, first + high), tf.float32) * w_high[:, :, None])
+        return tf.reshape(out, (-1, height, width, channels))
+
+    @tf.function(jit_compile=True)
+    def columns(x, low, high, w_low, w_high):
+        return (tf.gather(x, low, axis=2, batch_dims=1) * w_low[:, None, :, None]
+                + tf.gather(x, high, axis=2, batch_dims=1) * w_high[:, None, :, None])
+
+    return rows, columns
 
 
 def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_epoch,
@@ -64,10 +116,7 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
     batches as slices; augmentation (when asked) in the stream's threads."""
     import tensorflow as tf
 
-    # axis-aligned augmentation by the compiled kernel: batches then carry the indices of
-    # their images (the kernel reads the images as it augments them), else the images
-    source = _kernel_source(x, augment)
-    images = None if source is not None else tf.constant(x)
+    images = tf.constant(x)
     onehot = tf.one_hot(tf.constant(labels), num_classes)
     n = len(x)
     full, rest = divmod(n, batch_size)
@@ -76,14 +125,16 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
                                    for e in range(initial_epoch, epochs)],
                                   np.int32).reshape(-1, n))
 
-    shape = (batch_size, *(() if images is None else x.shape[1:]))  # a batch as carried
+    # augmented, batches carry the indices of their images (the augmentation reads the
+    # images where they are kept), else the images
+    shape = (batch_size,) if augment else (batch_size, *x.shape[1:])  # a batch as carried
     out_shape = (batch_size, *x.shape[1:])  # a batch augmented
 
     def epoch_batches(i, skip=0):
         # one gather per epoch, then batches are slices: no per-batch or per-sample work;
         # ``skip``: batches of the epoch trained on before a checkpoint, left out by index
         order = orders[i][skip * batch_size:] if skip else orders[i]
-        xs = order if images is None else tf.gather(images, order)
+        xs = order if augment else tf.gather(images, order)
         ys = tf.gather(onehot, order)
         left = full - skip  # whole batches to come
         batches = tf.data.Dataset.from_tensor_slices(
@@ -93,12 +144,12 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
             epoch_seed = tf.random.experimental.stateless_fold_in(
                 tf.constant([seed, 1], tf.int64), tf.cast(i, tf.int64) + initial_epoch)
             batches = _augmented(tf, batches, epoch_seed, shape, out_shape, augment, skip,
-                                 full, source)
+                                 full, images)
         if rest:  # the last, smaller batch
             last = (xs[left * batch_size:], ys[left * batch_size:])
             if augment:
                 last = (_augment(tf, last[0], epoch_seed, full // AUGMENT_CHUNK + 1, augment,
-                                 source=source), last[1])
+                                 images), last[1])
             batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
         return batches  # uint8 when not augmented: the model's input casts it in the step
 
@@ -122,7 +173,7 @@ def tf_train_stream(x, labels, num_classes, batch_size, epochs, seed, initial_ep
 
 
 def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: int,
-               full: int, source: np.ndarray | None = None):
+               full: int, images):
     """An epoch's whole batches (``skip`` of its ``full`` left out) augmented in chunks of
     :data:`AUGMENT_CHUNK` batches: one call per chunk amortises the per-call overhead that
     dominates on a batch of 32. Chunk k holds the epoch's batches 16k .. 16k+15 whatever
@@ -139,8 +190,8 @@ def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: i
 
     def augment_chunk(chunk, batch, skip_rows=0, rows=None):
         xb, yb = batch
-        out = _augment(tf, tf.reshape(xb, (-1, *shape[1:])), epoch_seed, chunk, options,
-                       skip_rows, rows, source)
+        out = _augment(tf, tf.reshape(xb, (-1,)), epoch_seed, chunk, options, images,
+                       skip_rows, rows)
         return tf.reshape(out, (-1, *out_shape)), yb
 
     def one_chunk(ds, chunk, skip_rows=0, rows=None):  # a chunk's batches, one by one
@@ -171,25 +222,3 @@ def _augmented(tf, batches, epoch_seed, shape, out_shape, options: dict, skip: i
     for part in parts[1:]:
         stream = stream.concatenate(part)
     return stream
-
-
-def _kernel_source(x: np.ndarray, options: dict | None) -> np.ndarray | None:
-    """The run's images for the compiled kernel (:mod:`cvtrain.data.cpu_resample`) when it
-    applies: an axis-aligned augmentation, numba at hand (else the stream says once why
-    it augments with tf.data ops); None otherwise."""
-    from cvtrain.data.augment import separable
-
-    if not options or not separable(options):
-        return None
-    from cvtrain.data.cpu_resample import available
-
-    why = available()
-    if why is not None:
-        _say_once(f"augmentation in tf.data ops, slower: {why}")
-        return None
-    return np.ascontiguousarray(x)
-
-
-@functools.cache
-def _say_once(message: str) -> None:
-    print(f"cvtrain: {message}", file=sys.stderr)
