@@ -89,9 +89,8 @@ def _compiled(tf):
     casts, broadcast products, transposes), 3-4x these loops' time an image
     (``benchmarks/augment_ab.py --resample`` at 0651682, which also timed numba's loop
     that these replace). Why two functions: in one, XLA fuses both axes into a loop that
-    reads four pixels and recomputes the row weights for every output value; two measured
-    no slower (6.7, 5.9 and 9.5 against 9.4, 6.0 and 10.4 us an image in three runs on one
-    core of a shared machine, a script kept out of the repository)."""
+    reads four pixels and recomputes the row weights for every output value, which
+    measured no faster."""
 
     @tf.function(jit_compile=True)
     def rows(images, index, low, high, w_low, w_high):
