@@ -84,12 +84,12 @@ class RunLog:
         self.console = console or Console(stderr=False, highlight=False)
         self._file = None
         self._file_console: Console | None = None
-        self._live = None  # the progress display while one is drawn
+        self.live = None  # the progress display while one is drawn (a RichProgress sets it)
 
     def end_live(self) -> None:
         """Stop a progress display left running (Keras does not end callbacks when Ctrl-C
         cuts an epoch), so the terminal gets its cursor back."""
-        live, self._live = self._live, None
+        live, self.live = self.live, None
         if live is not None:
             live.stop()
 
@@ -140,7 +140,7 @@ class RunLog:
                                          MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                                          console=console, transient=True)
                 self.progress.start()
-                run_log._live = self.progress
+                run_log.live = self.progress
                 self.task = None
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -160,7 +160,7 @@ class RunLog:
                 self.task = None
 
             def on_train_end(self, logs=None):
-                run_log._live = None
+                run_log.live = None
                 self.progress.stop()
 
         return RichProgress()

@@ -451,10 +451,10 @@ def test_transient_and_permanent_errors_are_told_apart():
 def test_a_dropped_connection_is_not_called_unreachable():
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
-    dropped = s3mod._describe(ConnectionClosedError(endpoint_url="http://h:1/b/k"), "s3://b/k")
+    dropped = s3mod.describe(ConnectionClosedError(endpoint_url="http://h:1/b/k"), "s3://b/k")
     assert dropped == "s3://b/k: the connection to http://h:1/b/k was dropped " \
                       "(ConnectionClosedError)"
-    assert "cannot reach http://h:1" in s3mod._describe(
+    assert "cannot reach http://h:1" in s3mod.describe(
         EndpointConnectionError(endpoint_url="http://h:1"), "s3://b/k")
 
 

@@ -165,7 +165,7 @@ def check_bucket(results: str) -> None:
         code = error_code(exc)
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise StorageError(f"results {results}: no such bucket {uri.bucket}") from None
-        raise StorageError(s3mod._describe(exc, f"results {results}")) from None
+        raise StorageError(s3mod.describe(exc, f"results {results}")) from None
 
 
 # ---------------------------------------------------------------------------- submission

@@ -155,7 +155,7 @@ def remote(endpoint_url: str | None = None) -> Remote:
             made = boto3.session.Session(botocore_session=session).client(
                 "s3", endpoint_url=endpoint_url or None, config=Config(**options))
         except Exception as exc:
-            raise StorageError(_describe(exc, "s3 client")) from exc
+            raise StorageError(describe(exc, "s3 client")) from exc
         _clients[endpoint_url] = Remote(made, session)
         return _clients[endpoint_url]
 
@@ -177,7 +177,7 @@ def transfer_config():
                           max_concurrency=MULTIPART_CONCURRENCY, use_threads=True)
 
 
-def _describe(exc: BaseException, what: str) -> str:
+def describe(exc: BaseException, what: str) -> str:
     """One line for a boto3/botocore exception, never quoting credentials."""
     if getattr(exc, "transient", False):
         return str(exc)  # our own (transfer.py), already one line naming the object
@@ -185,7 +185,7 @@ def _describe(exc: BaseException, what: str) -> str:
         # boto3's wrappers around what actually happened (a ClientError, a cut body)
         inner = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
         if inner is not None:
-            return _describe(inner, what)
+            return describe(inner, what)
     code = error_code(exc)
     if code == "NoSuchBucket":
         return f"{what}: no such bucket"
@@ -294,7 +294,7 @@ def with_retries(fn: Callable[[], T], what: str) -> T:
             delay = backoff(attempt)
             if attempt >= RETRY_ATTEMPTS or time.monotonic() + delay - t0 > RETRY_SECONDS:
                 tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
-                raise StorageError(f"{_describe(exc, what)}; gave up after {tries} in "
+                raise StorageError(f"{describe(exc, what)}; gave up after {tries} in "
                                    f"{time.monotonic() - t0:.0f} s") from None
             if stop.sleep(delay):
                 raise stop.StopRequested(f"while waiting to retry {what}") from None
@@ -310,7 +310,7 @@ def errors(what: str):
         raise
     except Exception as exc:
         if is_botocore_error(exc) or isinstance(exc, ValueError) and "endpoint" in str(exc):
-            raise StorageError(_describe(exc, what)) from None
+            raise StorageError(describe(exc, what)) from None
         raise
 
 

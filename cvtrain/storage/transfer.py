@@ -102,7 +102,7 @@ def _one(pair: Pair, endpoint_url: str | None, advance, tolerate_missing: bool) 
     except Exception as exc:
         if s3mod.is_botocore_error(exc) or s3mod.is_transient(exc):
             what = pair.src.label if pair.src.bucket is not None else pair.dst.label
-            raise _Failed(s3mod._describe(exc, what), fatal=s3mod.is_fatal(exc)) from None
+            raise _Failed(s3mod.describe(exc, what), fatal=s3mod.is_fatal(exc)) from None
         if isinstance(exc, OSError):
             what = pair.dst.label if pair.dst.bucket is None else pair.src.label
             raise _Failed(f"{what}: {exc.strerror or exc} (copying {pair.src.label} to "
