@@ -123,6 +123,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow  # subprocesses that import TensorFlow
 def test_threads_per_op_are_one_only_for_jobs_that_all_split():
     """In a process of its own (TensorFlow's threads are the process's, fixed once its
     runtime starts): a set with a job that does not split leaves them as TensorFlow sets
@@ -174,7 +175,9 @@ def _close(a, b):
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch", [32, 18, 1])  # 1: one part is empty
+# the quick tier keeps the uneven batch; 32 and 1 (one part empty) are in the full run
+@pytest.mark.parametrize("batch", [pytest.param(32, marks=pytest.mark.slow), 18,
+                                   pytest.param(1, marks=pytest.mark.slow)])
 def test_a_split_step_is_the_whole_batch_step_to_float_rounding(batch, keras_globals):
     x, y = _batch(batch, batch)
     whole, logs1, ev1, p1 = _step_weights(1, x, y)
@@ -204,7 +207,8 @@ def test_a_model_with_batch_normalization_is_never_split(keras_globals):
     assert in_parts(model, 1) is model
 
 
-@pytest.mark.parametrize("saved_parts,resumed_parts", [(2, 2), (2, 1), (1, 2)])
+@pytest.mark.parametrize("saved_parts,resumed_parts", [
+    (2, 1), pytest.param(2, 2, marks=pytest.mark.slow), pytest.param(1, 2, marks=pytest.mark.slow)])
 def test_a_saved_model_trains_on_as_it_would_have_in_any_number_of_parts(
         saved_parts, resumed_parts, tmp_path, keras_globals):
     """A checkpoint (``model.save``, ``keras.models.load_model``) of a model in parts is
