@@ -47,7 +47,7 @@ help:
 	@echo "make install            install cvtrain[$(EXTRA),test] into $(PYTHON) (EXTRA=gpu for GPUs)"
 	@echo "                        (by default make sets up its own $(VENV) on first use; PYTHON=python3 to use that one)"
 	@echo "make test               set up $(VENV) with the test extras, run the test suite"
-	@echo "make test-quick         the edit-test loop: the suite without training runs (under a minute)"
+	@echo "make test-quick         the edit-test loop: the suite without training runs (about 75 s on 2 cores)"
 	@echo "make run JOB=...        set up $(VENV) (runtime only), train JOB (default $(JOB)); ARGS='--set k=v ...'"
 	@echo "                        (the default job offline: on synthetic data, as make demo, saying so)"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
