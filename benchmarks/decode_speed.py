@@ -1,6 +1,8 @@
 """Birds image decoding on one CPU core: JPEG decode, resize to 224 px and ResNet50
-preprocessing (``cvtrain.data.birds.images.load_image``, what fine-tuning does per image),
-images/s, best of 3 passes over 64 JPEGs of CUB's usual size (500x375, quality 90).
+preprocessing, what fine-tuning does per image, images/s, best of 3 passes over 64 JPEGs of
+CUB's usual size (500x375, quality 90): TensorFlow's (``cvtrain.data.birds.images.load_image``,
+the tf.data path) and Pillow + numpy's (``cvtrain.data.birds.decode.load_image``, every
+other backend).
 
     python benchmarks/decode_speed.py [--images 64] [--threads 1]
 
@@ -24,6 +26,7 @@ def main() -> None:
     import tensorflow as tf
     from PIL import Image
 
+    from cvtrain.data.birds import decode as pillow
     from cvtrain.data.birds.images import load_image
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -39,16 +42,19 @@ def main() -> None:
         files.append(str(path))
     size = np.mean([Path(f).stat().st_size for f in files]) / 1024
     decode = tf.function(lambda path: load_image(tf, path, 224))
-    for f in files[:4]:
-        decode(tf.constant(f))  # tracing
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for f in files:
-            decode(tf.constant(f))
-        best = min(best, time.perf_counter() - t0)
-    print(f"decode + resize + preprocess: {len(files) / best:,.0f} images/s on {args.threads} "
-          f"thread(s) ({len(files)} JPEGs, 500x375, {size:.0f} KiB on average)")
+    for name, call in (("tensorflow", lambda f: decode(tf.constant(f))),
+                       ("pillow+numpy", lambda f: pillow.load_image(f, 224))):
+        for f in files[:4]:
+            call(f)  # tracing, caches
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for f in files:
+                call(f)
+            best = min(best, time.perf_counter() - t0)
+        print(f"{name:<13} decode + resize + preprocess: {len(files) / best:,.0f} images/s on "
+              f"{args.threads} thread(s) ({len(files)} JPEGs, 500x375, {size:.0f} KiB on "
+              "average)")
 
 
 if __name__ == "__main__":

@@ -133,16 +133,29 @@ def test_seeded_jax_runs_repeat_and_resume_exactly(jax_only, tmp_path):
 
 
 @pytest.mark.slow
-def test_birds_without_tensorflow_is_one_clear_line(jax_only, tmp_path):
+@pytest.mark.parametrize("job", ["resnet50_finetune", "resnet50_features_dense"])
+def test_birds_train_on_jax_without_tensorflow(job, jax_only, tmp_path):
+    """Pillow decodes the birds where TensorFlow is missing: fine-tuning and a head on
+    extracted features run to a verified run folder, and a seeded run repeats exactly."""
     from cvtrain.data.birds import write_synthetic_cub200
 
     birds = write_synthetic_cub200(tmp_path / "birds", classes=2, per_class=12, image_size=32)
-    result = run_cli("run", "resnet50_finetune", "--set", f"data.path={birds}", "--set",
-                     "model.weights=none", "--set", "data.image_size=32", "--out", tmp_path,
-                     env={**jax_only, "CVTRAIN_CACHE": str(tmp_path / "cache")})
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cub200 decodes its JPEG images with TensorFlow" in lines[0]
+
+    def run(run_id):
+        result = run_cli("run", job, "--set", f"data.path={birds}", "--set",
+                         "model.weights=none", "--set", "data.image_size=32", "--set",
+                         "training.epochs=2", "--set", "training.batch_size=4", "--seed", "3",
+                         "--out", tmp_path / "runs", "--run-id", run_id,
+                         env={**jax_only, "CVTRAIN_CACHE": str(tmp_path / "cache")})
+        assert result.returncode == 0, result.stderr[-3000:]
+        run_path = tmp_path / "runs" / job / run_id
+        assert runs.verify(run_path) == []
+        return json.loads((run_path / runs.METRICS).read_text())
+
+    first, second = run("a"), run("b")
+    assert first["device"]["backend"] == "jax" and first["epochs_run"] == 2
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert first["test_loss"] == second["test_loss"]
 
 
 @pytest.mark.slow

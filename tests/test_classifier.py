@@ -119,14 +119,11 @@ def birds(tmp_path_factory):
 
 
 def decoded_test_images(birds_root):
-    """The birds' test images decoded as training decodes them (TensorFlow), uint8."""
-    import tensorflow as tf
+    """The birds' test images decoded as training and ``cvtrain predict`` decode them, uint8."""
+    from cvtrain.data.birds.decode import read_rgb
 
     data = load_cub200(birds_root)
-    images = np.stack([tf.io.decode_image(tf.io.read_file(f), channels=3,
-                                          expand_animations=False).numpy()
-                       for f in data.test_files])
-    return images, data.test_labels
+    return np.stack([read_rgb(f) for f in data.test_files]), data.test_labels
 
 
 def intermediate(run_path, layer, images):

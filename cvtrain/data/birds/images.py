@@ -1,6 +1,10 @@
-"""The birds' streaming image pipeline: tf.data datasets that decode, resize and
-preprocess images from disk as they are needed (the dataset never has to fit in memory),
-and naming the file behind TensorFlow's anonymous decode failures.
+"""The birds' streaming image pipeline: batches decoded, resized and preprocessed from disk
+as they are needed (the dataset never has to fit in memory). On the TensorFlow backend,
+tf.data datasets (naming the file behind TensorFlow's anonymous decode failures); on any
+other, Python batches decoded by Pillow in threads (:mod:`cvtrain.data.birds.decode`), so
+the birds need no TensorFlow. Both decode JPEG files to the same pixels (TensorFlow with
+its accurate DCT, as Pillow's libjpeg) and resize them alike (bilinear, half-pixel centres,
+as the classifier's ``Resizing`` layer).
 
 TensorFlow is imported inside the functions only, so importing the package does not load it.
 """
@@ -8,13 +12,25 @@ TensorFlow is imported inside the functions only, so importing the package does 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from cvtrain.data.birds import decode
 from cvtrain.errors import DataError
 
-# ResNet50's preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet BGR means
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+IMAGENET_BGR_MEAN = tuple(float(v) for v in decode.IMAGENET_BGR_MEAN)
+#: threads that decode batches where tf.data does not (each decodes a whole batch)
+WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+
+def _on_tensorflow() -> bool:
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 def _tensorflow():
@@ -31,9 +47,16 @@ def _tensorflow():
     return tf
 
 
+def _decode(tf, data):
+    """JPEG with the accurate DCT (Pillow's pixels), anything else as decode_image does."""
+    return tf.cond(tf.io.is_jpeg(data),
+                   lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                   lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+
+
 def load_image(tf, path, image_size: int):
     """Decode (JPEG, PNG, ...; grey becomes RGB), resize, ResNet50 preprocessing."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = _decode(tf, tf.io.read_file(path))
     image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
     image.set_shape([image_size, image_size, 3])
     return image[..., ::-1] - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
@@ -60,6 +83,9 @@ def raw_image_layers(image_size: int) -> list:
 def image_stream(files: list[str], labels: np.ndarray | None, image_size: int,
                  batch_size: int, num_classes: int = 0):
     """Ordered batches of preprocessed images (and one-hot labels when given)."""
+    if not _on_tensorflow():
+        onehot = None if labels is None else np.eye(num_classes, dtype=np.float32)[labels]
+        return _file_batches()(files, onehot, image_size, batch_size)
     tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
@@ -79,7 +105,11 @@ def training_image_stream(files: list[str], labels: np.ndarray, num_classes: int
     batch ``first_step`` on (the files before it are skipped by index, never read). Batches
     never span two epochs: an epoch ends with its short batch, if any, as ``fit``'s
     ``steps_per_epoch = ceil(n / batch_size)`` expects (so an epoch is always the same
-    files, and a resumed run sees the batches an uninterrupted one would)."""
+    files, and a resumed run sees the batches an uninterrupted one would). The order is a
+    function of (seed, epoch) on each path (tf.data's on TensorFlow, numpy's elsewhere)."""
+    if not _on_tensorflow():
+        return _threaded_training(files, labels, num_classes, image_size, batch_size, epochs,
+                                  seed, initial_epoch, first_step)
     tf = _tensorflow()
 
     autotune = tf.data.AUTOTUNE
@@ -109,7 +139,7 @@ def find_unreadable(files: list[str]) -> str | None:
 
     for file in files:
         try:
-            tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+            _decode(tf, tf.io.read_file(file))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
             return file
     return None
@@ -117,7 +147,11 @@ def find_unreadable(files: list[str]) -> str | None:
 
 @contextlib.contextmanager
 def image_errors(files: list[str]):
-    """Turn TensorFlow's anonymous decode failures into a DataError naming the file."""
+    """Turn TensorFlow's anonymous decode failures into a DataError naming the file (the
+    Pillow path names it itself)."""
+    if not _on_tensorflow():
+        yield
+        return
     tf = _tensorflow()
 
     try:
@@ -127,3 +161,66 @@ def image_errors(files: list[str]):
         if bad is None:
             raise
         raise DataError(f"{bad}: not a readable image (corrupt or not JPEG/PNG)") from None
+
+
+def _load_batch(files, image_size: int) -> np.ndarray:
+    return np.stack([decode.load_image(f, image_size) for f in files])
+
+
+def _threaded_training(files, labels, num_classes, image_size, batch_size, epochs, seed,
+                       initial_epoch, first_step):
+    """:func:`training_image_stream` without TensorFlow: a generator of (images, one-hot)
+    batches, :data:`WORKERS` batches decoded ahead in threads (Pillow and numpy release the
+    GIL for the heavy part)."""
+    from cvtrain.data.pipeline import epoch_order
+
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    steps = math.ceil(len(files) / batch_size)
+    wanted = ((epoch, step) for epoch in range(initial_epoch, epochs)
+              for step in range(first_step if epoch == initial_epoch else 0, steps))
+
+    def batch(epoch, step):
+        idx = epoch_order(len(files), seed, epoch, batch_size)[
+            step * batch_size:(step + 1) * batch_size]
+        return _load_batch([files[i] for i in idx], image_size), onehot[idx]
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="cvtrain-decode") as pool:
+        ahead: deque = deque()
+        for _ in range(WORKERS + 1):
+            nxt = next(wanted, None)
+            if nxt is not None:
+                ahead.append(pool.submit(batch, *nxt))
+        while ahead:
+            done = ahead.popleft().result()
+            nxt = next(wanted, None)
+            if nxt is not None:
+                ahead.append(pool.submit(batch, *nxt))
+            yield done
+
+
+def _file_batches():
+    """A keras PyDataset class of ordered batches decoded from files in :data:`WORKERS`
+    threads (defined on first use: importing this module must not import Keras)."""
+    global _FileBatches
+    if _FileBatches is None:
+        import keras
+
+        class FileBatches(keras.utils.PyDataset):
+            def __init__(self, files, onehot, image_size, batch_size):
+                super().__init__(workers=WORKERS, use_multiprocessing=False)
+                self.files, self.onehot = files, onehot
+                self.image_size, self.batch_size = image_size, batch_size
+
+            def __len__(self):
+                return math.ceil(len(self.files) / self.batch_size)
+
+            def __getitem__(self, i):
+                part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                x = _load_batch(self.files[part], self.image_size)
+                return x if self.onehot is None else (x, self.onehot[part])
+
+        _FileBatches = FileBatches
+    return _FileBatches
+
+
+_FileBatches = None
