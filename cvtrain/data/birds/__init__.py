@@ -6,9 +6,11 @@ One concern a module:
 * :mod:`~cvtrain.data.birds.layout`: the 2010 and 2011 layouts, from a folder or a
   ``.tgz``, read into :class:`BirdsData` (:func:`load_cub200`); image checks and the
   fixed validation hold-out.
-* :mod:`~cvtrain.data.birds.images`: tf.data pipelines that decode images from disk as
-  they are needed, and naming the file behind a decode failure (TensorFlow is imported
-  inside the functions only).
+* :mod:`~cvtrain.data.birds.images`: the streams that decode images from disk as they
+  are needed (tf.data on TensorFlow, Pillow in threads elsewhere), and naming the file
+  behind a decode failure (TensorFlow is imported inside the functions only).
+* :mod:`~cvtrain.data.birds.decode`: one image decoded (Pillow), resized and
+  preprocessed in numpy, to TensorFlow's pixels.
 * :mod:`~cvtrain.data.birds.synth`: :func:`write_synthetic_cub200`, a small learnable
   stand-in with real JPEG files.
 """
