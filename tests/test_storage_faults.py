@@ -21,7 +21,7 @@ from s3_server import isolate_aws_env, make_client, start_server_process, stop_s
 
 from cvtrain import stop, storage
 from cvtrain.errors import StorageError
-from cvtrain.storage import objects, transfer
+from cvtrain.storage import objects, retries, transfer
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import Ref, plan
 
@@ -64,9 +64,9 @@ def faulty(upstream, proxy, monkeypatch, tmp_path):
     """A fresh bucket; boto3 and obstore (in-process and in CLI subprocesses) pointed at the
     proxy, which starts fault-free; backoff waits shortened (the bounds stay as shipped)."""
     isolate_aws_env(monkeypatch, tmp_path, proxy.url)
-    monkeypatch.setattr(s3mod, "BACKOFF_BASE", 0.02)
-    monkeypatch.setattr(s3mod, "BACKOFF_CAP", 0.5)
-    monkeypatch.setattr(s3mod, "REQUEST_BACKOFF", 0.01)
+    monkeypatch.setattr(retries, "BACKOFF_BASE", 0.02)
+    monkeypatch.setattr(retries, "BACKOFF_CAP", 0.5)
+    monkeypatch.setattr(retries, "REQUEST_BACKOFF", 0.01)
     client = make_client(upstream)
     bucket = f"faults-{secrets.token_hex(4)}"
     client.create_bucket(Bucket=bucket)
@@ -200,7 +200,7 @@ def test_a_changed_object_restarts_the_download(faulty, tmp_path):
     part = objects._Partial(written=1000, etag='"an-older-version"', size=len(body))
     with open(tmp, "wb") as fh:
         fh.write(b"x" * 1000)
-        s3mod.with_retries(lambda: objects._get_rest(s3mod.remote(), src, fh, part,
+        retries.with_retries(lambda: objects._get_rest(s3mod.remote(), src, fh, part,
                                                       lambda n: None), src.label)
     assert tmp.read_bytes() == body
     assert faulty.proxy.counts["GET"] == 2 and faulty.proxy.ranged == 1
@@ -209,14 +209,14 @@ def test_a_changed_object_restarts_the_download(faulty, tmp_path):
 def _only_our_retries(monkeypatch):
     """botocore makes one attempt per request: every retry is the per-object layer's, whose
     waits the tests shorten (botocore's own waits of up to seconds cannot be)."""
-    monkeypatch.setattr(s3mod, "REQUEST_ATTEMPTS", 1)
+    monkeypatch.setattr(retries, "REQUEST_ATTEMPTS", 1)
 
 
 @pytest.mark.slow
 def test_50_percent_faults_finish_or_stop_in_bounded_time(faulty, tmp_path, monkeypatch):
     _only_our_retries(monkeypatch)
-    monkeypatch.setattr(s3mod, "RETRY_ATTEMPTS", 4)
-    monkeypatch.setattr(s3mod, "RETRY_SECONDS", 10.0)
+    monkeypatch.setattr(retries, "RETRY_ATTEMPTS", 4)
+    monkeypatch.setattr(retries, "RETRY_SECONDS", 10.0)
     src = _write_tree(tmp_path / "src", files=150, big=0, seed=5)
     faulty.proxy.configure(rate=0.5, seed=5)
     for step in (lambda: storage.push(src, faulty.uri("half")),
@@ -234,7 +234,7 @@ def test_50_percent_faults_finish_or_stop_in_bounded_time(faulty, tmp_path, monk
 @pytest.mark.slow
 def test_rerun_after_failures_sends_only_what_is_missing(faulty, tmp_path, monkeypatch):
     _only_our_retries(monkeypatch)
-    monkeypatch.setattr(s3mod, "RETRY_ATTEMPTS", 1)  # no second chance: some files fail
+    monkeypatch.setattr(retries, "RETRY_ATTEMPTS", 1)  # no second chance: some files fail
     src = _write_tree(tmp_path / "src", files=120, big=0, seed=6)
     names = set(_tree(src))
     faulty.proxy.configure(rate=0.5, seed=6, scope="objects")
@@ -324,7 +324,7 @@ def test_stop_request_starts_no_new_objects(faulty, tmp_path, monkeypatch):
 
 def test_stop_request_ends_a_backoff_wait(faulty, tmp_path, monkeypatch):
     _only_our_retries(monkeypatch)
-    monkeypatch.setattr(s3mod, "backoff", lambda attempt: 30.0)  # every wait a long one
+    monkeypatch.setattr(retries, "backoff", lambda attempt: 30.0)  # every wait a long one
     src = _write_tree(tmp_path / "src", files=3, big=0, seed=11)
     faulty.proxy.configure(rate=1.0, faults=["drop"], scope="objects")
     timer = threading.Timer(1.0, stop.request)
@@ -368,8 +368,9 @@ def test_cli_push_stopped_by_sigterm_keeps_what_was_sent(faulty, tmp_path):
 
 
 CLI = ("import runpy, sys\n"
-       "from cvtrain.storage import s3\n"
-       "s3.REQUEST_ATTEMPTS, s3.RETRY_ATTEMPTS, s3.BACKOFF_BASE = 1, 2, 0.05  # short bounds\n"
+       "from cvtrain.storage import retries\n"
+       "retries.REQUEST_ATTEMPTS, retries.RETRY_ATTEMPTS = 1, 2  # short bounds\n"
+       "retries.BACKOFF_BASE = 0.05\n"
        "sys.argv = ['cvtrain', *sys.argv[1:]]\n"
        "runpy.run_module('cvtrain', run_name='__main__', alter_sys=True)\n")
 
@@ -442,25 +443,25 @@ def test_transient_and_permanent_errors_are_told_apart():
                                                   ("NoSuchKey", 404), ("InvalidAccessKeyId", 403),
                                                   ("SignatureDoesNotMatch", 403))]
     permanent += [OSError(errno.ENOSPC, "No space left on device"), ValueError("bug")]
-    assert [e for e in transient if not s3mod.is_transient(e)] == []
-    assert [e for e in permanent if s3mod.is_transient(e)] == []
-    assert s3mod.is_fatal(_client_error("AccessDenied", 403))
-    assert not s3mod.is_fatal(_client_error("NoSuchKey", 404))
+    assert [e for e in transient if not retries.is_transient(e)] == []
+    assert [e for e in permanent if retries.is_transient(e)] == []
+    assert retries.is_fatal(_client_error("AccessDenied", 403))
+    assert not retries.is_fatal(_client_error("NoSuchKey", 404))
 
 
 def test_a_dropped_connection_is_not_called_unreachable():
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
-    dropped = s3mod.describe(ConnectionClosedError(endpoint_url="http://h:1/b/k"), "s3://b/k")
+    dropped = retries.describe(ConnectionClosedError(endpoint_url="http://h:1/b/k"), "s3://b/k")
     assert dropped == "s3://b/k: the connection to http://h:1/b/k was dropped " \
                       "(ConnectionClosedError)"
-    assert "cannot reach http://h:1" in s3mod.describe(
+    assert "cannot reach http://h:1" in retries.describe(
         EndpointConnectionError(endpoint_url="http://h:1"), "s3://b/k")
 
 
 def test_retries_give_up_within_the_bounds(monkeypatch):
-    monkeypatch.setattr(s3mod, "RETRY_ATTEMPTS", 5)
-    monkeypatch.setattr(s3mod, "BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(retries, "RETRY_ATTEMPTS", 5)
+    monkeypatch.setattr(retries, "BACKOFF_BASE", 0.001)
     calls = []
 
     def failing():
@@ -468,14 +469,14 @@ def test_retries_give_up_within_the_bounds(monkeypatch):
         raise _client_error("SlowDown", 503)
 
     with pytest.raises(StorageError, match=r"^s3://b/k: SlowDown: m; gave up after 5 attempts"):
-        s3mod.with_retries(failing, "s3://b/k")
+        retries.with_retries(failing, "s3://b/k")
     assert len(calls) == 5
     calls.clear()
-    monkeypatch.setattr(s3mod, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(retries, "RETRY_SECONDS", 0.0)
     with pytest.raises(StorageError, match="gave up after 1 attempt in"):
-        s3mod.with_retries(failing, "s3://b/k")
+        retries.with_retries(failing, "s3://b/k")
     with pytest.raises(type(_client_error("AccessDenied"))):  # permanent: at once, as it is
-        s3mod.with_retries(lambda: (_ for _ in ()).throw(_client_error("AccessDenied", 403)),
+        retries.with_retries(lambda: (_ for _ in ()).throw(_client_error("AccessDenied", 403)),
                            "s3://b/k")
 
 
@@ -483,7 +484,7 @@ def test_client_config_has_no_shared_retry_quota(monkeypatch, tmp_path):
     isolate_aws_env(monkeypatch, tmp_path, "http://127.0.0.1:9")
     config = s3mod.client().meta.config
     assert config.retries["mode"] == "legacy"
-    assert config.retries["total_max_attempts"] == s3mod.REQUEST_ATTEMPTS
+    assert config.retries["total_max_attempts"] == retries.REQUEST_ATTEMPTS
     if hasattr(config, "request_checksum_calculation"):
         assert config.request_checksum_calculation == "when_required"
         assert config.response_checksum_validation == "when_required"

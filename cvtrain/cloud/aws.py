@@ -153,6 +153,7 @@ def check_image(image: str) -> str | None:
 
 
 def check_bucket(results: str) -> None:
+    from cvtrain.storage import retries
     from cvtrain.storage import s3 as s3mod
 
     uri = s3mod.S3Uri.parse(results)
@@ -165,7 +166,7 @@ def check_bucket(results: str) -> None:
         code = error_code(exc)
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise StorageError(f"results {results}: no such bucket {uri.bucket}") from None
-        raise StorageError(s3mod.describe(exc, f"results {results}")) from None
+        raise StorageError(retries.describe(exc, f"results {results}")) from None
 
 
 # ---------------------------------------------------------------------------- submission

@@ -1,5 +1,5 @@
 """One object copied between a local path and ``s3://`` (or two of either), each network
-step retried on transient errors (:func:`cvtrain.storage.s3.with_retries`).
+step retried on transient errors (:func:`cvtrain.storage.retries.with_retries`).
 
 Objects under ``PART_SIZE`` move in one request through obstore
 (:mod:`cvtrain.storage.objstore`, boto3 where it cannot), larger ones in parts through
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvtrain import stop
+from cvtrain.aws_errors import error_code
 from cvtrain.errors import StorageError
-from cvtrain.storage import objstore
+from cvtrain.storage import objstore, retries
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref
 from cvtrain.storage.s3 import PART_SIZE
@@ -74,7 +75,7 @@ def _get_rest(remote, src: Ref, fh, part: _Partial, advance) -> None:
         got = objstore.get_object(remote, src.bucket, src.key, offset=part.written,
                                   if_match=part.etag if ranged else None, block=READ_BLOCK)
     except Exception as exc:
-        if part.written and s3mod.error_code(exc) in ("PreconditionFailed", "412"):
+        if part.written and error_code(exc) in ("PreconditionFailed", "412"):
             part.restart(fh)  # the object changed since the first bytes: start again
             raise _Incomplete(f"{src.label}: changed while being downloaded") from None
         raise
@@ -94,13 +95,13 @@ def _download(remote, src: Ref, tmp: Path, advance) -> None:
     """A single-request download into ``tmp``, retried from where it stopped."""
     part = _Partial()
     with open(tmp, "wb") as fh:
-        s3mod.with_retries(lambda: _get_rest(remote, src, fh, part, advance), src.label)
+        retries.with_retries(lambda: _get_rest(remote, src, fh, part, advance), src.label)
 
 
 def _download_multipart(client, src: Ref, tmp: Path, advance) -> None:
     """A large object in parallel ranged GETs (s3transfer, which retries each part's body a
     few times itself); a failure retries the whole object; the size is checked after."""
-    s3mod.with_retries(lambda: client.download_file(
+    retries.with_retries(lambda: client.download_file(
         src.bucket, src.key, str(tmp), Config=s3mod.transfer_config(), Callback=advance),
         src.label)
     got = tmp.stat().st_size
@@ -119,7 +120,7 @@ def _upload(pair: Pair, remote, advance) -> None:
     size = src.size or 0
     client = remote.client
     if src.bucket is not None:
-        s3mod.with_retries(lambda: client.copy({"Bucket": src.bucket, "Key": src.key},
+        retries.with_retries(lambda: client.copy({"Bucket": src.bucket, "Key": src.key},
                                                dst.bucket, dst.key,
                                                Config=s3mod.transfer_config()), src.label)
         advance(size)
@@ -129,14 +130,14 @@ def _upload(pair: Pair, remote, advance) -> None:
     if ctype:
         extra["ContentType"] = ctype
     if size >= PART_SIZE:
-        s3mod.with_retries(lambda: client.upload_file(
+        retries.with_retries(lambda: client.upload_file(
             str(src.path), dst.bucket, dst.key, ExtraArgs=extra or None,
             Config=s3mod.transfer_config(), Callback=advance), dst.label)
         return
     body = src.path.read_bytes()  # one consistent snapshot of a file being written
     digest = hashlib.md5(body, usedforsecurity=False).digest()
     md5 = base64.b64encode(digest).decode()
-    s3mod.with_retries(lambda: objstore.put_object(remote, dst.bucket, dst.key, body, md5,
+    retries.with_retries(lambda: objstore.put_object(remote, dst.bucket, dst.key, body, md5,
                                                    digest.hex(), ctype), dst.label)
     advance(len(body))
 
@@ -146,7 +147,7 @@ _large = threading.BoundedSemaphore(s3mod.LARGE_AT_ONCE)
 
 
 def copy(pair: Pair, endpoint_url: str | None, advance: Callable[[int], None]) -> None:
-    """Copy one object, each network step retried on transient errors (s3.with_retries).
+    """Copy one object, each network step retried on transient errors (retries.with_retries).
     Downloads land in a temporary file beside the target, renamed into place once whole.
     Objects of PART_SIZE and more wait for one of ``s3.LARGE_AT_ONCE`` places."""
     if (pair.src.size or 0) < PART_SIZE or (pair.src.bucket is None and pair.dst.bucket is None):

@@ -25,7 +25,7 @@ the signature (``x-amz-content-sha256``), and the ETag a PUT answers is compared
 body's MD5 (see :func:`put_object`).
 
 Answers: transient failures (5xx, throttling, dropped connections, bodies cut halfway) are
-raised as :class:`RemoteError` / :class:`Dropped` for ``s3.with_retries``; the answers to
+raised as :class:`RemoteError` / :class:`Dropped` for ``retries.with_retries``; the answers to
 ``If-Match`` and ``Range`` (412, 416) as :class:`RemoteError` too. Anything else (403,
 404, 301, 400, ...) is asked again through boto3, whose answer stands; where boto3 then
 succeeds (a bucket in another region, a store that wants something else), obstore is
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
-from cvtrain.storage import s3 as s3mod
+from cvtrain.storage import retries
 
 #: S3 codes that answer what a request asked (If-Match, Range), not failures
 ANSWERS = frozenset({"PreconditionFailed", "InvalidRange"})
@@ -142,11 +142,11 @@ def _make_store(remote, bucket: str):
     if ca_bundle and parts.scheme == "https":
         with open(ca_bundle, "rb") as fh:
             client_options["root_certificate"] = fh.read()
-    # obstore's own retries play botocore's part (s3.REQUEST_ATTEMPTS per request, a short
-    # backoff); s3.with_retries around each object makes a transfer survive a bad network
-    retry = {"max_retries": s3mod.REQUEST_ATTEMPTS - 1,
-             "retry_timeout": timedelta(seconds=s3mod.RETRY_SECONDS),
-             "backoff": {"init_backoff": timedelta(seconds=s3mod.REQUEST_BACKOFF),
+    # obstore's own retries play botocore's part (retries.REQUEST_ATTEMPTS per request, a short
+    # backoff); retries.with_retries around each object makes a transfer survive a bad network
+    retry = {"max_retries": retries.REQUEST_ATTEMPTS - 1,
+             "retry_timeout": timedelta(seconds=retries.RETRY_SECONDS),
+             "backoff": {"init_backoff": timedelta(seconds=retries.REQUEST_BACKOFF),
                          "max_backoff": timedelta(seconds=2), "base": 2}}
     return S3Store(
         bucket, endpoint=endpoint, region=meta.region_name or "us-east-1",
@@ -190,7 +190,7 @@ def _error(exc: BaseException, label: str, endpoint: str) -> Exception | None:
         code = code[1] if code else {412: "PreconditionFailed", 416: "InvalidRange"}.get(
             status, str(status))
         error = RemoteError(code, message[1] if message else "", status)
-        return error if s3mod.is_transient(error) or code in ANSWERS else None
+        return error if retries.is_transient(error) or code in ANSWERS else None
     if isinstance(exc, ValueError | FileNotFoundError | PermissionError):
         return None
     if any(word.lower() in text.lower() for word in _NETWORK):

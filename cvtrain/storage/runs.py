@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cvtrain.errors import StorageError
 from cvtrain.runs import CHECKPOINT, MANIFEST, RunFolder, is_transient
+from cvtrain.storage import retries
 from cvtrain.storage import s3 as s3mod
 from cvtrain.storage.plan import PART_SUFFIX, Pair, Ref, safe_relative, scan_local
 from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3
@@ -159,7 +160,7 @@ class RunUploader:
         if is_s3(self.remote):
             base = S3Uri.parse(self.remote)
             client = s3mod.client(self.endpoint_url)
-            with s3mod.errors(self.remote):
+            with retries.errors(self.remote):
                 for i in range(0, len(rels), 1000):
                     keys = [{"Key": base.child(rel).key} for rel in rels[i:i + 1000]]
                     client.delete_objects(Bucket=base.bucket,

@@ -7,9 +7,9 @@ A file is skipped when the destination has the same size and the same checksum: 
 the MD5 of both files for a local copy. Downloads land in a temporary file renamed into place.
 
 Networks fail: every object (and every listing page, in s3.py) is retried on its own when
-the error is transient (:func:`cvtrain.storage.s3.is_transient`: dropped connections,
+the error is transient (:func:`cvtrain.storage.retries.is_transient`: dropped connections,
 timeouts, 5xx, throttling, a body cut halfway), with exponential backoff and full jitter,
-bounded by ``s3.RETRY_ATTEMPTS`` attempts and ``s3.RETRY_SECONDS`` seconds. A download cut
+bounded by ``retries.RETRY_ATTEMPTS`` attempts and ``retries.RETRY_SECONDS`` seconds. A download cut
 halfway continues with a Range request from the bytes already written. A file that still
 fails does not stop the others; :func:`execute` reports all failures at the end in one line,
 and a rerun skips what was copied. A stop request (:mod:`cvtrain.stop`) is honoured between
@@ -30,7 +30,7 @@ from pathlib import Path
 from cvtrain import stop
 from cvtrain.console import byte_progress
 from cvtrain.errors import StorageError, UsageError
-from cvtrain.storage import s3 as s3mod
+from cvtrain.storage import retries
 from cvtrain.storage.objects import copy as _copy
 from cvtrain.storage.plan import Pair, _same, plan, safe_relative
 from cvtrain.storage.s3 import WORKERS, S3Uri, is_s3
@@ -100,9 +100,9 @@ def _one(pair: Pair, endpoint_url: str | None, advance, tolerate_missing: bool) 
     except StorageError as exc:
         raise _Failed(str(exc)) from None
     except Exception as exc:
-        if s3mod.is_botocore_error(exc) or s3mod.is_transient(exc):
+        if retries.is_botocore_error(exc) or retries.is_transient(exc):
             what = pair.src.label if pair.src.bucket is not None else pair.dst.label
-            raise _Failed(s3mod.describe(exc, what), fatal=s3mod.is_fatal(exc)) from None
+            raise _Failed(retries.describe(exc, what), fatal=retries.is_fatal(exc)) from None
         if isinstance(exc, OSError):
             what = pair.dst.label if pair.dst.bucket is None else pair.src.label
             raise _Failed(f"{what}: {exc.strerror or exc} (copying {pair.src.label} to "
