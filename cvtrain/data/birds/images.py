@@ -176,26 +176,23 @@ def _threaded_training(files, labels, num_classes, image_size, batch_size, epoch
 
     onehot = np.eye(num_classes, dtype=np.float32)[labels]
     steps = math.ceil(len(files) / batch_size)
-    wanted = ((epoch, step) for epoch in range(initial_epoch, epochs)
+    # each batch's indices, the epoch's order computed once
+    wanted = (order[step * batch_size:(step + 1) * batch_size]
+              for epoch in range(initial_epoch, epochs)
+              for order in [epoch_order(len(files), seed, epoch, batch_size)]
               for step in range(first_step if epoch == initial_epoch else 0, steps))
 
-    def batch(epoch, step):
-        idx = epoch_order(len(files), seed, epoch, batch_size)[
-            step * batch_size:(step + 1) * batch_size]
+    def batch(idx):
         return _load_batch([files[i] for i in idx], image_size), onehot[idx]
 
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="cvtrain-decode") as pool:
-        ahead: deque = deque()
-        for _ in range(WORKERS + 1):
-            nxt = next(wanted, None)
-            if nxt is not None:
-                ahead.append(pool.submit(batch, *nxt))
+        ahead: deque = deque()  # WORKERS + 1 batches in flight
+        for idx in wanted:
+            ahead.append(pool.submit(batch, idx))
+            if len(ahead) > WORKERS:
+                yield ahead.popleft().result()
         while ahead:
-            done = ahead.popleft().result()
-            nxt = next(wanted, None)
-            if nxt is not None:
-                ahead.append(pool.submit(batch, *nxt))
-            yield done
+            yield ahead.popleft().result()
 
 
 def _file_batches():
