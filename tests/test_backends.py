@@ -208,6 +208,64 @@ def test_another_backend_in_the_same_process_is_refused():
         select_backend("jax")
 
 
+def test_a_gpu_shows_when_the_driver_lists_one_unless_cuda_hides_them(monkeypatch, tmp_path):
+    from cvtrain.training import backend
+
+    proc, dev = tmp_path / "proc", tmp_path / "dev"
+    proc.mkdir()
+    dev.mkdir()
+    monkeypatch.setattr(backend, "NVIDIA_PROC", proc)
+    monkeypatch.setattr(backend, "NVIDIA_DEV", dev)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert not backend.gpu_on_machine()
+    (proc / "0000:00:1e.0").mkdir()
+    assert backend.gpu_on_machine()
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not backend.gpu_on_machine()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert backend.gpu_on_machine()
+    monkeypatch.setattr(backend, "NVIDIA_PROC", tmp_path / "no-driver")
+    assert not backend.gpu_on_machine()
+    (dev / "nvidia0").touch()  # a container with the device but no /proc entry
+    assert backend.gpu_on_machine()
+
+
+def test_tensorflow_asked_where_it_is_absent_on_a_gpu_machine_is_one_line(monkeypatch):
+    """The default image has no TensorFlow: a job that asks for it on a GPU is told what to
+    do, never trained on the CPU."""
+    from cvtrain.training import backend
+
+    monkeypatch.setattr(backend, "gpu_on_machine", lambda: True)
+    monkeypatch.setattr(backend, "installed", lambda name: name != "tensorflow")
+    with pytest.raises(UsageError) as err:
+        backend.select_backend("tensorflow")
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith("training.backend: tensorflow: not installed here, and this machine "
+                           "has a GPU: set training.backend: jax")
+    assert "make image-tf" in line and "CUDA_VISIBLE_DEVICES= (empty)" in line
+
+
+def test_a_backend_that_sees_no_gpu_on_a_gpu_machine_stops_with_one_line(monkeypatch):
+    """TensorFlow without CUDA (tensorflow-cpu here) or JAX without its plugin, on a machine
+    whose driver shows a GPU: one line, no silent CPU run."""
+    import keras
+
+    from cvtrain.spec import load_spec
+    from cvtrain.training import device
+
+    monkeypatch.setattr(device, "gpu_on_machine", lambda: True)
+    name = keras.backend.backend()
+    with pytest.raises(UsageError) as err:
+        device.configure_device(load_spec(JOBS / "cifar" / "basenet.yaml"), 0, name)
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith(f"training.backend: {name}: ")
+    assert "sees none of this machine's GPUs: " in line
+    assert device.backend_build(name) in line
+
+
 def test_steps_per_execution_keeps_epochs_whole():
     assert steps_per_execution("auto", 352, "cpu") == 16  # the coursework's 11,250 images
     assert steps_per_execution("auto", 352, "gpu") == 32

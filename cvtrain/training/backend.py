@@ -18,16 +18,49 @@ import importlib.util
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from cvtrain.errors import UsageError
 
 BACKENDS = ("tensorflow", "jax")
 #: what to install for each backend
-EXTRAS = {"tensorflow": "cvtrain[cpu] (or cvtrain[gpu])", "jax": "cvtrain[jax]"}
+EXTRAS = {"tensorflow": "cvtrain[cpu] (or cvtrain[tf-gpu])", "jax": "cvtrain[jax]"}
 
 
 def installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+#: the NVIDIA driver lists each GPU here, and the container toolkit shows a container its own
+NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+NVIDIA_DEV = Path("/dev")
+
+
+def gpu_on_machine() -> bool:
+    """Whether this process could use an NVIDIA GPU: the driver shows one, and
+    ``CUDA_VISIBLE_DEVICES`` does not hide them all."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    with contextlib.suppress(OSError):
+        if any(NVIDIA_PROC.iterdir()):
+            return True
+    return any(NVIDIA_DEV.glob("nvidia[0-9]*"))
+
+
+#: what to do when the backend cannot use this machine's GPU
+GPU_HELP = {
+    "tensorflow": "set training.backend: jax (Keras on JAX with CUDA: cvtrain[gpu], the default "
+                  "image), or use a TensorFlow built with CUDA (cvtrain[tf-gpu], make image-tf)",
+    "jax": "JAX needs its CUDA plugin (pip install 'cvtrain[gpu]', or the default image) and an "
+           "NVIDIA driver for CUDA 12 (JAX's warning above says which is missing)",
+}
+CPU_ON_PURPOSE = "; or set CUDA_VISIBLE_DEVICES= (empty) to train on the CPU on purpose"
+
+
+def no_gpu_line(backend: str, why: str) -> str:
+    """The one line for a machine whose GPU the backend cannot use."""
+    return f"training.backend: {backend}: {why}: {GPU_HELP[backend]}{CPU_ON_PURPOSE}"
 
 
 def resolve_backend(requested: str) -> str:
@@ -84,6 +117,11 @@ CPU_DEVICES_ENV = "CVTRAIN_CPU_DEVICES"
 def select_backend(requested: str, deterministic: bool = False) -> str:
     """Import Keras on the backend ``requested`` resolves to; return its name."""
     name = resolve_backend(requested)
+    if not installed(name) and gpu_on_machine():
+        raise UsageError(no_gpu_line(name, "not installed here, and this machine has a GPU"))
+    if not installed(name):
+        raise UsageError(f"training.backend: {name} is not installed; pip install "
+                         f"'{EXTRAS[name]}', or choose another backend")
     if "keras" in sys.modules:
         import keras
 
@@ -92,9 +130,6 @@ def select_backend(requested: str, deterministic: bool = False) -> str:
                              f"{keras.backend.backend()} in this process; run cvtrain in a "
                              f"new process (or set KERAS_BACKEND={name})")
         return name
-    if not installed(name):
-        raise UsageError(f"training.backend: {name} is not installed; pip install "
-                         f"'{EXTRAS[name]}', or choose another backend")
     os.environ["KERAS_BACKEND"] = name
     cpu_devices = os.environ.get(CPU_DEVICES_ENV, "")
     if name == "jax" and cpu_devices.isdigit() and int(cpu_devices) > 1:
@@ -110,8 +145,21 @@ def select_backend(requested: str, deterministic: bool = False) -> str:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
     if name == "jax":
         _configure_jax_cache()
+        _cpu_only_without_a_gpu()
     _import_quietly(name)
     return name
+
+
+def _cpu_only_without_a_gpu() -> None:
+    """No GPU here: JAX on the CPU alone. Otherwise JAX's CUDA plugin (the default image
+    has it) tries to start CUDA and prints a traceback before falling back to the CPU."""
+    if "JAX_PLATFORMS" in os.environ or gpu_on_machine():
+        return
+    from importlib import metadata
+
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        metadata.version("jax-cuda12-plugin")
+        os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 @contextlib.contextmanager

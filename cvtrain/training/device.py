@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from cvtrain.errors import UsageError
 from cvtrain.training import batch_parts
-from cvtrain.training.backend import CPU_DEVICES_ENV, quiet_stderr
+from cvtrain.training.backend import CPU_DEVICES_ENV, gpu_on_machine, no_gpu_line, quiet_stderr
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
@@ -68,6 +68,25 @@ def gpus(backend: str) -> list[Gpu]:
             for d in jax.devices() if d.platform == "gpu"]
 
 
+def backend_build(backend: str) -> str:
+    """The backend's package and version, e.g. ``tensorflow-cpu 2.21.0``, ``jax 0.10.2 (no
+    CUDA plugin)``."""
+    from importlib import metadata
+
+    if backend == "tensorflow":
+        for package in ("tensorflow", "tensorflow-cpu"):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                return f"{package} {metadata.version(package)}"
+        return "TensorFlow"
+    try:
+        plugin = f" with jax-cuda12-plugin {metadata.version('jax-cuda12-plugin')}"
+    except metadata.PackageNotFoundError:
+        plugin = " (no CUDA plugin)"
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        return f"jax {metadata.version('jax')}{plugin}"
+    return f"JAX{plugin}"
+
+
 def precision_policy(found: list[Gpu], mixed: bool) -> str:
     """Keras's dtype policy: bfloat16 where every GPU has it (no loss scaling), else
     float16, when mixed precision is on."""
@@ -97,6 +116,9 @@ def configure_device(spec: JobSpec, seed: int, backend: str) -> dict:
     import keras
 
     found = gpus(backend)
+    if not found and gpu_on_machine():
+        raise UsageError(no_gpu_line(backend, f"{backend_build(backend)} sees none of this "
+                                              "machine's GPUs"))
     # reads TensorFlow's threads per op (set before the jobs: batch_parts.configure_threads)
     parts, split_note = batch_parts.decide(spec, backend, bool(found), _cpu_devices())
     devices = replica_devices(backend, spec.training.devices, spec.training.batch_size,
