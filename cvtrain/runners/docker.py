@@ -247,7 +247,7 @@ class DockerRunner(Runner):
         if done.returncode != 0:
             raise ImageNotFound(
                 f"--image {self.image}: no such image on this Docker engine; build it "
-                "(make image, or make image-cpu for CPU-only machines) or pull it "
+                "(make image: it runs on GPUs and CPUs) or pull it "
                 f"(docker pull {self.image})")
 
     def stream(self, argv: list[str]) -> tuple[int, str]:

@@ -43,7 +43,7 @@ def _tensorflow():
 
         raise UsageError("data.dataset: cub200 decodes its JPEG images with TensorFlow, which "
                          "is not installed; install it (pip install 'cvtrain[cpu]', or "
-                         "'cvtrain[gpu]') to train on the birds") from None
+                         "'cvtrain[tf-gpu]') to train on the birds") from None
     return tf
 
 
