@@ -51,7 +51,7 @@ help:
 	@echo "make install            install cvtrain[$(EXTRA),test] into $(PYTHON) (EXTRA=gpu for GPUs)"
 	@echo "                        (by default make sets up its own $(VENV) on first use; PYTHON=python3 to use that one)"
 	@echo "make test               set up $(VENV) with the test extras, run the test suite"
-	@echo "make test-quick         the edit-test loop: the suite without training runs (about 75 s on 2 cores)"
+	@echo "make test-quick         the edit-test loop: the suite without training runs (about 55 s on 2 cores, in parallel processes)"
 	@echo "make run JOB=...        set up $(VENV) (runtime only), train JOB (default $(JOB)); ARGS='--set k=v ...'"
 	@echo "                        (the default job offline: on synthetic data, as make demo, saying so)"
 	@echo "make demo               offline: synthesise a small CIFAR-100 archive, train BaseNet 3 epochs"
@@ -102,8 +102,9 @@ $(VENV)/.cvtrain-test-$(EXTRA): pyproject.toml docker/requirements.txt | $(VENV)
 test: $(TESTING)
 	$(PYTHON) -m pytest -q -m "not docker"
 
+# in parallel processes (pytest-xdist), one per core, at most 4 (each imports TensorFlow)
 test-quick: $(TESTING)
-	$(PYTHON) -m pytest -q -m "not docker and not slow"
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 -m "not docker and not slow"
 
 lint: $(TESTING)
 	$(PYTHON) -m ruff check cvtrain tests

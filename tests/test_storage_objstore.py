@@ -235,7 +235,7 @@ def signing_server(tmp_path, monkeypatch):
             time.sleep(0.1)
     isolate_aws_env(monkeypatch, tmp_path, url)
     yield url
-    proc.terminate()
+    proc.kill()  # a throwaway server: SIGTERM would wait seconds for idle keep-alive clients
     proc.wait(timeout=10)
 
 
