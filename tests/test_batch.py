@@ -163,16 +163,20 @@ def decide(strategy: dict, exit_code: int | None, reason: str, status_reason: st
     return "RETRY"
 
 
-def test_retry_strategy_retries_spot_and_sigterm_only():
+def test_retry_strategy_retries_spot_start_failures_and_sigterm_only():
     strategy = defs.job_definition(options(attempts=4))["retryStrategy"]
-    assert strategy["attempts"] == 4 and len(strategy["evaluateOnExit"]) <= 5
+    assert strategy["attempts"] == 4 and len(strategy["evaluateOnExit"]) <= 5  # Batch's bound
     host = "Host EC2 (instance i-0123) terminated."
     assert decide(strategy, None, "", host) == "RETRY"  # spot reclaimed
     assert decide(strategy, EXIT_TERMINATED, "", "Essential container in task exited") == \
         "RETRY"
+    for reason in ("CannotPullContainerError: pull image manifest has been retried 5 times",
+                   "CannotStartContainerError: Error response from daemon", ""):
+        assert decide(strategy, None, reason, "Task failed to start") == "RETRY"
     for code in (1, 2, 3, 4, 5, 130, 137):
         assert decide(strategy, code, "", "Essential container in task exited") == "EXIT"
-    assert decide(strategy, None, "CannotPullContainerError: x", "Task failed") == "EXIT"
+    assert decide(strategy, None, "OutOfMemoryError: Container killed", "Essential container "
+                  "in task exited") == "EXIT"
 
 
 def test_payload_limit(tiny_spec):

@@ -155,15 +155,19 @@ def check_resources(gpus: int, attempts: int, timeout_seconds: int) -> None:
 
 
 def retry_strategy(attempts: int) -> dict:
-    """Retry spot reclamation and our SIGTERM exit code; give up on everything else.
+    """Retry spot reclamation, a container that failed to start (an image pull or the
+    container runtime's hiccup: ``CannotPullContainerError``, ``CannotStartContainerError``
+    and their kin, whose job status reason is "Task failed to start", as in AWS's own retry
+    example) and our SIGTERM exit code; give up on everything else.
 
-    Batch takes the first matching condition; a failure matching none would be retried, so
-    the last two conditions catch everything (``onReason`` is empty for a plain non-zero
-    exit, ``onStatusReason`` never is)."""
+    Batch takes the first matching condition, of at most 5; a failure matching none would be
+    retried, so the last two conditions catch everything (``onReason`` is empty for a plain
+    non-zero exit, ``onStatusReason`` never is)."""
     return {
         "attempts": attempts,
         "evaluateOnExit": [
             {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onStatusReason": "Task failed to start", "action": "RETRY"},
             {"onExitCode": str(EXIT_TERMINATED), "action": "RETRY"},
             {"onReason": "*", "action": "EXIT"},
             {"onStatusReason": "*", "action": "EXIT"},
