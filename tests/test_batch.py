@@ -179,6 +179,17 @@ def test_retry_strategy_retries_spot_start_failures_and_sigterm_only():
                   "in task exited") == "EXIT"
 
 
+def test_containers_with_several_gpus_get_shared_memory_for_nccl():
+    def linux(**kw):
+        return defs.job_definition(options(**kw))["containerProperties"]["linuxParameters"]
+
+    assert linux(gpus=1) == {"initProcessEnabled": True}  # Docker's 64 MB is enough there
+    several = linux(gpus=4)
+    assert several["initProcessEnabled"] is True
+    assert several["sharedMemorySize"] == 4 * defs.MEMORY_MIB_PER_GPU // 4  # MiB, a quarter
+    assert linux(gpus=2, memory_mib=8000)["sharedMemorySize"] == 2000
+
+
 def test_payload_limit(tiny_spec):
     huge = tiny_spec.model_copy(update={"description": "x" * 40_000})
     with pytest.raises(UsageError, match="at most 30720"):

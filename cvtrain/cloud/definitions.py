@@ -183,6 +183,18 @@ def resource_requirements(options: BatchOptions) -> list[dict]:
     return reqs
 
 
+#: /dev/shm of a container with several GPUs, as a share of its memory: NCCL's all-reduce
+#: between GPUs goes through shared memory, and Docker's default of 64 MB makes it fail
+SHM_SHARE = 4
+
+
+def linux_parameters(options: BatchOptions) -> dict:
+    params: dict = {"initProcessEnabled": True}
+    if options.gpus > 1:
+        params["sharedMemorySize"] = options.resolved_memory_mib // SHM_SHARE  # MiB
+    return params
+
+
 def definition_body(options: BatchOptions) -> dict:
     """``register_job_definition`` arguments without the name."""
     container: dict = {
@@ -190,7 +202,7 @@ def definition_body(options: BatchOptions) -> dict:
         "command": list(COMMAND),
         "resourceRequirements": resource_requirements(options),
         # an init as PID 1 (docker's --init): signals reach cvtrain, children are reaped
-        "linuxParameters": {"initProcessEnabled": True},
+        "linuxParameters": linux_parameters(options),
         "environment": [
             {"name": ENV_RESULTS, "value": options.results},
             {"name": ENV_RUNS, "value": CONTAINER_RUNS},
