@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -24,26 +23,14 @@ from cvtrain.training.device import steps_per_execution
 CIFAR_JOBS = [p.stem for p in job_files(JOBS / "cifar")]
 
 #: a sitecustomize that makes ``import tensorflow`` fail as if it were not installed
-HIDE_TENSORFLOW = textwrap.dedent('''
-    import sys
-
-    class _NoTensorFlow:
-        def find_spec(self, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, _NoTensorFlow())
-''')
+NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow"
 
 
 @pytest.fixture(scope="module")
-def jax_only(tmp_path_factory):
+def jax_only():
     """The environment of a process that has JAX and no TensorFlow."""
     pytest.importorskip("jax")
-    folder = tmp_path_factory.mktemp("no-tensorflow")
-    (folder / "sitecustomize.py").write_text(HIDE_TENSORFLOW)
-    return {"PYTHONPATH": f"{folder}{os.pathsep}{ROOT}", "KERAS_BACKEND": "jax"}
+    return {"PYTHONPATH": f"{NO_TENSORFLOW}{os.pathsep}{ROOT}", "KERAS_BACKEND": "jax"}
 
 
 @pytest.fixture(scope="module")

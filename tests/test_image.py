@@ -18,6 +18,7 @@ import tomllib
 import pytest
 from conftest import ROOT, run_cli
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from test_docker import docker, engine, synth_data  # noqa: F401  (fixtures)
 
 from cvtrain import runs
@@ -31,7 +32,7 @@ def pins() -> dict[str, str]:
     for line in LOCK.read_text().splitlines():
         match = re.match(r"([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
         if match:
-            found[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+            found[canonicalize_name(match[1])] = match[2]
     return found
 
 
@@ -45,7 +46,7 @@ def test_the_lock_pins_every_image_dependency_within_pyprojects_ranges():
     pinned = pins()
     assert "tensorflow" not in pinned and "tensorflow-cpu" not in pinned
     for req in image_requirements():
-        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        name = canonicalize_name(req.name)
         assert name in pinned, f"{LOCK.name} does not pin {req.name} (make lock)"
         assert req.specifier.contains(pinned[name], prereleases=True), \
             f"{LOCK.name} pins {name}=={pinned[name]}, outside pyproject's {req} (make lock)"
@@ -72,7 +73,7 @@ def test_the_image_has_the_locks_versions_jax_cuda_plugin_and_no_tensorflow(engi
                   "-c", PROBE)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    versions = {re.sub(r"[-_.]+", "-", k): v for k, v in found["versions"].items()}
+    versions = {canonicalize_name(k): v for k, v in found["versions"].items()}
     differ = {name: (version, versions.get(name)) for name, version in pins().items()
               if versions.get(name) != version}
     assert differ == {}, f"image vs {LOCK.name}: {differ}"

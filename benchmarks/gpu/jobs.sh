@@ -48,21 +48,8 @@ work=$(mktemp -d)
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT  # KEEP=1 keeps the data and run folders
 export CVTRAIN_CACHE="$work/cache"  # empty: compilation cache, birds features
 mkdir -p "$OUT/jobs"
-if [ -n "${NO_TENSORFLOW:-}" ]; then
-  mkdir -p "$work/notf"
-  cat > "$work/notf/sitecustomize.py" <<'PY'
-import sys
-
-class _NoTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NoTensorFlow())
-PY
-  export PYTHONPATH="$work/notf:$PYTHONPATH"
-fi
+# tests/no_tensorflow/sitecustomize.py makes `import tensorflow` fail
+[ -z "${NO_TENSORFLOW:-}" ] || export PYTHONPATH="$PWD/tests/no_tensorflow:$PYTHONPATH"
 if [ -n "$smoke" ]; then
   cifar=(--classes 3 --train-per-class 40 --test-per-class 10); classes=3
   birds=(--classes 3 --per-class 8 --image-size 97); birds_px=97

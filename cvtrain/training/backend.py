@@ -117,9 +117,9 @@ CPU_DEVICES_ENV = "CVTRAIN_CPU_DEVICES"
 def select_backend(requested: str, deterministic: bool = False) -> str:
     """Import Keras on the backend ``requested`` resolves to; return its name."""
     name = resolve_backend(requested)
-    if not installed(name) and gpu_on_machine():
-        raise UsageError(no_gpu_line(name, "not installed here, and this machine has a GPU"))
     if not installed(name):
+        if gpu_on_machine():
+            raise UsageError(no_gpu_line(name, "not installed here, and this machine has a GPU"))
         raise UsageError(f"training.backend: {name} is not installed; pip install "
                          f"'{EXTRAS[name]}', or choose another backend")
     if "keras" in sys.modules:
@@ -153,12 +153,10 @@ def select_backend(requested: str, deterministic: bool = False) -> str:
 def _cpu_only_without_a_gpu() -> None:
     """No GPU here: JAX on the CPU alone. Otherwise JAX's CUDA plugin (the default image
     has it) tries to start CUDA and prints a traceback before falling back to the CPU."""
-    if "JAX_PLATFORMS" in os.environ or gpu_on_machine():
-        return
-    from importlib import metadata
+    from cvtrain.training.provenance import installed_version
 
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        metadata.version("jax-cuda12-plugin")
+    if ("JAX_PLATFORMS" not in os.environ and not gpu_on_machine()
+            and installed_version("jax-cuda12-plugin")):
         os.environ["JAX_PLATFORMS"] = "cpu"
 
 

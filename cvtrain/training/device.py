@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cvtrain.errors import UsageError
 from cvtrain.training import batch_parts
 from cvtrain.training.backend import CPU_DEVICES_ENV, gpu_on_machine, no_gpu_line, quiet_stderr
+from cvtrain.training.provenance import installed_version
 
 if TYPE_CHECKING:
     from cvtrain.spec import JobSpec
@@ -71,20 +72,14 @@ def gpus(backend: str) -> list[Gpu]:
 def backend_build(backend: str) -> str:
     """The backend's package and version, e.g. ``tensorflow-cpu 2.21.0``, ``jax 0.10.2 (no
     CUDA plugin)``."""
-    from importlib import metadata
-
     if backend == "tensorflow":
         for package in ("tensorflow", "tensorflow-cpu"):
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                return f"{package} {metadata.version(package)}"
+            if version := installed_version(package):
+                return f"{package} {version}"
         return "TensorFlow"
-    try:
-        plugin = f" with jax-cuda12-plugin {metadata.version('jax-cuda12-plugin')}"
-    except metadata.PackageNotFoundError:
-        plugin = " (no CUDA plugin)"
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        return f"jax {metadata.version('jax')}{plugin}"
-    return f"JAX{plugin}"
+    plugin = installed_version("jax-cuda12-plugin")
+    plugin = f" with jax-cuda12-plugin {plugin}" if plugin else " (no CUDA plugin)"
+    return f"jax {installed_version('jax')}{plugin}"
 
 
 def precision_policy(found: list[Gpu], mixed: bool) -> str:

@@ -29,7 +29,7 @@ def git_revision() -> str | None:
         return None
 
 
-def _version(*distributions: str) -> str | None:
+def installed_version(*distributions: str) -> str | None:
     """The installed version of the first distribution found (read from its metadata: the
     package is not imported)."""
     for name in distributions:
@@ -46,5 +46,5 @@ def package_versions(backend: str) -> dict:
 
     return {"cvtrain": __version__, "python": platform.python_version(),
             "backend": backend, "keras": keras.__version__, "numpy": numpy.__version__,
-            "tensorflow": _version("tensorflow", "tensorflow-cpu", "tf-nightly"),
-            "jax": _version("jax"), "jaxlib": _version("jaxlib")}
+            "tensorflow": installed_version("tensorflow", "tensorflow-cpu", "tf-nightly"),
+            "jax": installed_version("jax"), "jaxlib": installed_version("jaxlib")}
